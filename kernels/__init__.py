@@ -1,0 +1,1 @@
+"""Triton kernels for netdsl (imported as ``netdsl.kernels``). They never import the compiler."""
