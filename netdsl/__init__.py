@@ -1,1 +1,18 @@
-"""netdsl: a declarative language for neural networks and a compiler to fused Triton kernels."""
+"""netdsl: a declarative language for neural networks and a compiler to fused Triton kernels.
+
+    import netdsl
+    graph = netdsl.load("examples/resnet18.net")          # parse + elaborate -> typed IR
+    weights = netdsl.init_weights(graph)                    # seeded, deterministic
+    out = netdsl.reference.run(graph, {"image": x}, weights) # NumPy meaning of the network
+"""
+
+from .backends import reference
+from .errors import NetDSLError, SourceLoc
+from .frontend import load, load_source, parse
+from .ir.graph import Graph
+from .params import init_weights, load_weights, parameter_count, random_weights, save_weights
+
+__all__ = [
+    "NetDSLError", "SourceLoc", "Graph", "load", "load_source", "parse", "reference", "init_weights",
+    "random_weights", "load_weights", "save_weights", "parameter_count",
+]

@@ -1,0 +1,157 @@
+"""Host-side plumbing shared by the kernel wrappers.
+
+Every wrapper is split in two: a ``_plan_*`` function that checks shapes, allocates the
+output and returns a :class:`Launch` (runtime arguments, host-decided constexprs, grid,
+fixed config), and :func:`run`, which launches it. The same ``_plan_*`` function runs on
+``device="meta"`` tensors to produce the ahead-of-time specialization of a kernel
+(:func:`spec_of`), so the launch on a GPU and the AOT build can never disagree on a
+constexpr or an argument type.
+
+Layout convention: activations are channels-last. A 4-D tensor is [N, H, W, C] and a
+2-D tensor is [M, C]; in both the channel stride is 1 and every "row" (pixel) starts
+``row_stride`` elements after the previous one. That lets a kernel read from or write
+into a channel slice ``buf[..., c0:c1]`` of a bigger buffer (concat without a copy).
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import triton
+
+INT32_MAX = 2**31 - 1
+
+# I/O dtypes every kernel accepts and their names in Triton signatures.
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_io_dtype(t: torch.Tensor, name: str) -> None:
+    if t.dtype not in DTYPE_NAMES:
+        raise TypeError(f"{name}: dtype {t.dtype} is not one of fp32, fp16, bf16")
+
+
+def max_offset(t: Optional[torch.Tensor]) -> int:
+    """Largest element offset (from data_ptr) that a kernel can touch in view ``t``."""
+    if t is None or t.numel() == 0:
+        return 0
+    return sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()))
+
+
+def needs_int64(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether any offset into these views can exceed int32 (then kernels use int64 math)."""
+    return any(max_offset(t) > INT32_MAX for t in tensors)
+
+
+def rows_of(t: torch.Tensor, name: str) -> tuple[int, int, int]:
+    """View ``t`` ([..., C], channel stride 1) as [M, C] rows; return (M, C, row_stride).
+
+    Raises if the leading dimensions are not uniformly strided (then no single row stride
+    exists). Channel slices of contiguous buffers always qualify.
+    """
+    if t.dim() < 1:
+        raise ValueError(f"{name}: expected at least 1 dimension, got a scalar")
+    C = t.shape[-1]
+    if C > 1 and t.stride(-1) != 1:
+        raise ValueError(f"{name}: the channel (last) dimension must have stride 1, got {t.stride()}")
+    lead = [(s, st) for s, st in zip(t.shape[:-1], t.stride()[:-1]) if s != 1]
+    M = 1
+    for s, _ in lead:
+        M *= s
+    if not lead:
+        return M, C, C
+    row_stride = lead[-1][1]
+    for (s_outer, st_outer), (s_inner, st_inner) in zip(lead[:-1], lead[1:]):
+        if st_outer != st_inner * s_inner:
+            raise ValueError(f"{name}: leading dims {tuple(t.shape[:-1])} with strides "
+                             f"{tuple(t.stride()[:-1])} are not one uniform row stride")
+    return M, C, row_stride
+
+
+def check_writable_rows(t: torch.Tensor, name: str) -> tuple[int, int, int]:
+    """rows_of for an output: rows must not overlap."""
+    M, C, row_stride = rows_of(t, name)
+    if M > 1 and row_stride < C:
+        raise ValueError(f"{name}: rows overlap (row stride {row_stride} < {C} channels)")
+    return M, C, row_stride
+
+
+def type_name(value) -> str:
+    """The Triton signature string the JIT would give this runtime argument."""
+    if isinstance(value, torch.Tensor):
+        return "*" + DTYPE_NAMES.get(value.dtype, {torch.int32: "i32", torch.int64: "i64"}.get(value.dtype))
+    if isinstance(value, bool):
+        return "i1"
+    if isinstance(value, int):
+        return "i32" if -2**31 <= value <= INT32_MAX else "i64"
+    if isinstance(value, float):
+        return "fp32"
+    raise TypeError(f"no Triton signature type for {type(value).__name__}")
+
+
+@dataclass
+class Launch:
+    """Everything needed to launch one kernel; produced by a wrapper's ``_plan_*``."""
+    kernel: object                      # the @triton.jit function
+    tuned: object                       # triton.autotune wrapper of the same function, or None
+    args: dict                          # runtime arguments by name (tensors, ints, floats)
+    constexprs: dict                    # constexprs decided by the host (not by autotuning)
+    grid: Callable[[dict], tuple]       # meta-parameters -> launch grid
+    config: triton.Config               # used under the interpreter and when tuned is None
+
+
+def run(launch: Launch) -> None:
+    """Launch: the fixed config under the interpreter (or when not tuned), else autotune."""
+    if launch.tuned is None or interpreting():
+        cfg = launch.config
+        meta = {**launch.constexprs, **cfg.kwargs}
+        launch.kernel[launch.grid(meta)](**launch.args, **meta, num_warps=cfg.num_warps,
+                                         num_stages=cfg.num_stages)
+    else:
+        launch.tuned[launch.grid](**launch.args, **launch.constexprs)
+
+
+def spec_of(launch: Launch, config: Optional[triton.Config] = None) -> dict:
+    """The AOT specialization of ``launch`` under ``config`` (default: its fixed config).
+
+    Returns {"module", "kernel", "signature", "constexprs", "num_warps", "num_stages"},
+    the exact inputs of ``aot.build``/``aot.build_many``.
+    """
+    config = config or launch.config
+    fn = launch.kernel.fn
+    constexprs = {**launch.constexprs, **config.kwargs}
+    signature = {}
+    for name in launch.kernel.arg_names:
+        if name in launch.args:
+            signature[name] = type_name(launch.args[name])
+        elif name in constexprs:
+            signature[name] = "constexpr"
+        else:
+            raise KeyError(f"{fn.__name__}: argument {name!r} is neither a runtime arg nor a constexpr")
+    return {
+        "module": fn.__module__,
+        "kernel": fn.__name__,
+        "signature": signature,
+        "constexprs": constexprs,
+        "num_warps": config.num_warps,
+        "num_stages": config.num_stages,
+    }
+
+
+def meta_tensor(shape, dtype) -> torch.Tensor:
+    """A storage-less tensor used to plan launches for AOT builds."""
+    return torch.empty(tuple(shape), dtype=dtype, device="meta")
+
+
+def pick_config(configs, config) -> triton.Config:
+    """``config`` may be None (first config), an index into ``configs``, or a Config."""
+    if config is None:
+        return configs[0]
+    if isinstance(config, int):
+        return configs[config]
+    return config

@@ -1,0 +1,166 @@
+"""The fused epilogue shared by conv, matmul, norm and pointwise kernels.
+
+A producer kernel computes an fp32 tile ``acc[m, c]`` (rows m = pixels or matrix rows,
+columns c = output channels) and, before its single store, applies
+
+    acc (+ bias[c]) -> act1 -> (+ residual[m, c]) -> act2
+
+which covers conv+bias+relu, the ResNet "add then relu" tail, and transformer blocks'
+bias+gelu. Doing it in registers saves a full write and re-read of the output per fused
+op. The host side is the :class:`Epilogue` record; the device side is the one
+``@triton.jit`` function :func:`apply_epilogue`. Kernels receive the epilogue as the
+runtime arguments and constexprs returned by :meth:`Epilogue.kernel_args`, under the same
+names in every kernel.
+
+bias, slope1 and slope2 are vectors over the output channels (a slope of size 1 is shared
+by all channels, as torch's PReLU(num_parameters=1)). The residual is an [M, C] / NHWC
+tensor with channel stride 1 and its own row stride, so it may be a channel slice of a
+bigger buffer. It may even be the output itself (in-place add): every element is read and
+then written by the same program, and autotuning restores the output between trials.
+"""
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ._host import check_io_dtype, meta_tensor, rows_of
+from .activations import apply_act, check_activation
+
+
+@dataclass(frozen=True)
+class EpilogueSpec:
+    """The tensor-free description of an epilogue: all that changes the compiled kernel."""
+    has_bias: bool = False
+    act1: str = "none"
+    has_residual: bool = False
+    act2: str = "none"
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """acc (+ bias) -> act1(alpha1, beta1, slope1) -> (+ residual) -> act2(alpha2, beta2, slope2)."""
+    bias: Optional[torch.Tensor] = None       # [C] per output channel
+    act1: str = "none"                        # a name from activations.ACTIVATIONS
+    alpha1: float = 0.0                       # act1 parameter (see activations docstring)
+    beta1: float = 0.0                        # act1 parameter
+    slope1: Optional[torch.Tensor] = None     # [C] or [1]: prelu weight for act1
+    residual: Optional[torch.Tensor] = None   # [M, C] or [N, H, W, C], channel stride 1
+    act2: str = "none"
+    alpha2: float = 0.0
+    beta2: float = 0.0
+    slope2: Optional[torch.Tensor] = None
+
+    def __post_init__(self):
+        check_activation(self.act1)
+        check_activation(self.act2)
+        for act, slope, which in ((self.act1, self.slope1, "1"), (self.act2, self.slope2, "2")):
+            if act == "prelu" and slope is None:
+                raise ValueError(f"act{which}='prelu' needs slope{which}")
+
+    def spec(self) -> EpilogueSpec:
+        return EpilogueSpec(self.bias is not None, self.act1, self.residual is not None, self.act2)
+
+    @staticmethod
+    def from_spec(spec: "EpilogueSpec | Epilogue", out_shape, dtype) -> "Epilogue":
+        """An Epilogue of meta tensors matching ``spec`` for an output of ``out_shape``.
+
+        Used to plan AOT builds; an ``Epilogue`` passed in is returned unchanged.
+        Parameters and residual are assumed to have the output's dtype.
+        """
+        if isinstance(spec, Epilogue):
+            return spec
+        spec = spec or EpilogueSpec()
+        C = out_shape[-1]
+        slope = meta_tensor((C,), dtype)
+        return Epilogue(
+            bias=meta_tensor((C,), dtype) if spec.has_bias else None,
+            act1=spec.act1, slope1=slope if spec.act1 == "prelu" else None,
+            residual=meta_tensor(out_shape, dtype) if spec.has_residual else None,
+            act2=spec.act2, slope2=slope if spec.act2 == "prelu" else None,
+        )
+
+    def without_bias(self) -> "Epilogue":
+        return replace(self, bias=None)
+
+    def kernel_args(self, out: torch.Tensor, rows: int, channels: int) -> tuple[dict, dict]:
+        """(runtime args, constexprs) for a kernel writing an [rows, channels] output ``out``.
+
+        Unused pointers are bound to ``out`` so every kernel has one stable signature.
+        """
+        def vector(t, name, sizes):
+            if t is None:
+                return out, 0
+            check_io_dtype(t, name)
+            if t.dim() != 1 or t.shape[0] not in sizes:
+                raise ValueError(f"epilogue {name}: expected shape {sizes}, got {tuple(t.shape)}")
+            if t.shape[0] == 1:
+                return t, 0
+            return t, t.stride(0)
+
+        bias, bias_stride = vector(self.bias, "bias", (channels,))
+        if bias_stride not in (0, 1):
+            raise ValueError("epilogue bias must be contiguous")
+        slope1, slope1_stride = vector(self.slope1, "slope1", (channels, 1))
+        slope2, slope2_stride = vector(self.slope2, "slope2", (channels, 1))
+        res, res_stride = out, 0
+        if self.residual is not None:
+            check_io_dtype(self.residual, "residual")
+            M, C, res_stride = rows_of(self.residual, "epilogue residual")
+            if (M, C) != (rows, channels):
+                raise ValueError(f"epilogue residual is [{M}, {C}] as rows, output is [{rows}, {channels}]")
+            res = self.residual
+        args = dict(bias_ptr=bias, slope1_ptr=slope1, slope1_stride=slope1_stride, res_ptr=res,
+                    res_stride=res_stride, slope2_ptr=slope2, slope2_stride=slope2_stride,
+                    alpha1=float(self.alpha1), beta1=float(self.beta1),
+                    alpha2=float(self.alpha2), beta2=float(self.beta2))
+        constexprs = dict(HAS_BIAS=self.bias is not None, ACT1=self.act1,
+                          HAS_RES=self.residual is not None, ACT2=self.act2)
+        return args, constexprs
+
+
+@triton.jit
+def apply_epilogue(
+    acc,                    # [BM, BN] fp32 tile
+    rows,                   # [BM] row (pixel) indices of the tile
+    cols,                   # [BN] output-channel indices of the tile
+    mask_rows,              # [BM] rows inside the output
+    mask_cols,              # [BN] channels inside the output
+    bias_ptr,               # *[C] bias (read iff HAS_BIAS)
+    slope1_ptr,             # *[C] or *[1] prelu weight for act1 (read iff ACT1 == "prelu")
+    slope1_stride,          # 1 per channel, 0 shared
+    res_ptr,                # *[M, C] residual (read iff HAS_RES)
+    res_stride,             # residual row stride in elements
+    slope2_ptr,             # prelu weight for act2
+    slope2_stride,          # 1 per channel, 0 shared
+    alpha1, beta1,          # act1 parameters (fp32)
+    alpha2, beta2,          # act2 parameters (fp32)
+    HAS_BIAS: tl.constexpr,
+    ACT1: tl.constexpr,
+    HAS_RES: tl.constexpr,
+    ACT2: tl.constexpr,
+    USE_INT64: tl.constexpr,  # residual offsets need 64 bits
+):
+    if HAS_BIAS:
+        # C elements, read once per tile column block (L2-resident).
+        bias = tl.load(bias_ptr + cols, mask=mask_cols, other=0.0).to(tl.float32)
+        acc = acc + bias[None, :]
+    slope1 = 0.0
+    if ACT1 == "prelu":
+        slope1 = tl.load(slope1_ptr + cols * slope1_stride, mask=mask_cols, other=0.0).to(tl.float32)[None, :]
+    acc = apply_act(acc, ACT1, alpha1, beta1, slope1)
+    if HAS_RES:
+        r = rows
+        if USE_INT64:
+            r = r.to(tl.int64)
+        # one read of the residual tile: BM*BN elements, contiguous along channels.
+        res = tl.load(res_ptr + r[:, None] * res_stride + cols[None, :],
+                      mask=mask_rows[:, None] & mask_cols[None, :], other=0.0)
+        acc = acc + res.to(tl.float32)
+    slope2 = 0.0
+    if ACT2 == "prelu":
+        slope2 = tl.load(slope2_ptr + cols * slope2_stride, mask=mask_cols, other=0.0).to(tl.float32)[None, :]
+    acc = apply_act(acc, ACT2, alpha2, beta2, slope2)
+    return acc

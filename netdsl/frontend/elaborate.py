@@ -1,0 +1,529 @@
+"""Elaboration: AST -> typed IR graph.
+
+Evaluates a network's statements in order: expands block calls (with their parameters bound),
+repetitions and groups; maps call arguments to op attributes through the registry; infers every
+value's type; names nodes and parameters hierarchically from labels (``layer1.0.conv1.weight``).
+Every mistake becomes a ``NetDSLError`` at the offending span; an error inside an expanded block
+also names each call site that led there. Nothing in a model file is ever evaluated as Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import NetDSLError, SourceLoc, did_you_mean
+from ..ir.dims import SymDim
+from ..ir.graph import Graph, Node, ParamSpec, Value
+from ..ir.types import DTYPES, TensorType
+from ..ops import ALIASES, REGISTRY, OpKind, ShapeError, lookup
+from ..ops.registry import OpDef, bind_attrs, signature
+from . import ast
+
+Scalar = Any  # int, float, str, bool or a tuple of those
+
+
+@dataclass(frozen=True)
+class Tensor:
+    value: Value
+
+
+@dataclass
+class Binding:
+    value: Tensor | Scalar
+    loc: SourceLoc | None
+    is_input: bool = False
+    used: bool = False
+
+
+@dataclass
+class Scope:
+    """A naming scope: the hierarchical prefix of everything created in it."""
+
+    prefix: str
+    taken: dict[str, SourceLoc | None] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def full(self, local: str) -> str:
+        return f"{self.prefix}.{local}" if self.prefix else local
+
+    def claim(self, label: str | None, base: str, loc: SourceLoc | None) -> str:
+        """The local name for a new child: the label, or ``base_k`` when there is none."""
+        if label is not None:
+            if label in self.taken:
+                err = NetDSLError(f"label `{label}` is used twice in the same scope", loc,
+                                  hint="labels name parameters; give each layer its own label")
+                raise err.with_note("first used here", self.taken[label])
+            self.taken[label] = loc
+            return label
+        while True:
+            k = self.counters.get(base, 0)
+            self.counters[base] = k + 1
+            name = f"{base}_{k}"
+            if name not in self.taken:
+                self.taken[name] = loc
+                return name
+
+    def child(self, local: str) -> "Scope":
+        return Scope(self.full(local))
+
+
+class _Elaborator:
+    def __init__(self, module: ast.Module):
+        self.module = module
+        self.nodes: list[Node] = []
+        self.params: dict[str, ParamSpec] = {}
+        self.value_names: set[str] = set()
+        self.block_stack: list[str] = []
+        self.dim_defaults: dict[str, int] = {}
+        self.dim_default_locs: dict[str, SourceLoc] = {}
+
+    # --- values and nodes ------------------------------------------------------------------------
+    def _fresh_value_name(self, name: str) -> str:
+        candidate, k = name, 1
+        while candidate in self.value_names:
+            candidate, k = f"{name}~{k}", k + 1
+        self.value_names.add(candidate)
+        return candidate
+
+    def apply_op(self, op: OpDef, inputs: list[Tensor], attrs: dict, scope: Scope, label: str | None,
+                 loc: SourceLoc) -> Tensor:
+        types = [t.value.type for t in inputs]
+        dtypes = {t.dtype for t in types}
+        if len(dtypes) > 1:
+            raise NetDSLError(f"`{op.name}` mixes element types {', '.join(sorted(dtypes))}", loc)
+        try:
+            out_type = op.infer(types, attrs)
+            specs = op.params(types, attrs)
+        except ShapeError as e:
+            raise NetDSLError(e.message, loc, e.hint) from None
+        local = scope.claim(label, op.name, loc)
+        name = scope.full(local)
+        params = {}
+        for role, spec in specs.items():
+            pname = f"{name}.{role}"
+            self.params[pname] = spec
+            params[role] = pname
+        out = Value(self._fresh_value_name(name), out_type)
+        self.nodes.append(Node(op.name, tuple(t.value for t in inputs), (out,), attrs, params, name, loc))
+        return Tensor(out)
+
+    # --- expressions ----------------------------------------------------------------------------
+    def lookup_name(self, node: ast.Name, env: dict[str, Binding], pending: dict[str, ast.Assign]):
+        binding = env.get(node.id)
+        if binding is not None:
+            binding.used = True
+            return binding.value
+        if node.id in pending:
+            later = pending[node.id]
+            cycle = _find_cycle(node.id, pending)
+            if cycle:
+                raise NetDSLError(f"values form a cycle: {' -> '.join(cycle)}", node.loc,
+                                  hint="a network is acyclic: every value must be computed from values defined before it")
+            raise NetDSLError(f"`{node.id}` is used before it is defined (on line {later.loc.line})", node.loc,
+                              hint="define values before using them")
+        if lookup(node.id) or node.id in self.module.blocks:
+            raise NetDSLError(f"`{node.id}` is a layer, not a value", node.loc,
+                              hint=f"apply it to a value: `x -> {node.id}` or `{node.id}(x)`")
+        raise NetDSLError(f"undefined name `{node.id}`", node.loc, hint=did_you_mean(node.id, env))
+
+    def eval(self, e: ast.Expr, env, scope: Scope, pending) -> Tensor | Scalar:
+        if isinstance(e, (ast.Num, ast.Str, ast.Bool)):
+            return e.value
+        if isinstance(e, ast.Name):
+            return self.lookup_name(e, env, pending)
+        if isinstance(e, ast.Tuple):
+            items = [self.eval(i, env, scope, pending) for i in e.items]
+            if any(isinstance(i, Tensor) for i in items):
+                raise NetDSLError("a tuple holds numbers, not tensors", e.loc,
+                                  hint="to join tensors along channels use concat(a, b, ...)")
+            return tuple(items)
+        if isinstance(e, ast.Neg):
+            v = self.eval(e.operand, env, scope, pending)
+            if isinstance(v, Tensor) or isinstance(v, (str, bool, tuple)):
+                raise NetDSLError("unary `-` applies to numbers only", e.loc)
+            return -v
+        if isinstance(e, ast.BinOp):
+            return self.binop(e, env, scope, pending)
+        if isinstance(e, ast.Call):
+            return self.call(e, None, env, scope, None, pending)
+        if isinstance(e, ast.Chain):
+            x = self.eval(e.source, env, scope, pending)
+            if not isinstance(x, Tensor):
+                raise NetDSLError("a chain starts from a tensor", _loc_of(e.source),
+                                  hint="write `x -> layer`, where x is an input or a named value")
+            for stage in e.stages:
+                x = self.apply_stage(x, stage, env, scope, pending)
+            return x
+        raise AssertionError(f"unknown expression {e!r}")
+
+    def binop(self, e: ast.BinOp, env, scope, pending):
+        left = self.eval(e.left, env, scope, pending)
+        right = self.eval(e.right, env, scope, pending)
+        lt, rt = isinstance(left, Tensor), isinstance(right, Tensor)
+        if lt and rt:
+            if e.op in ("+", "*"):
+                op = REGISTRY["add" if e.op == "+" else "mul"]
+                return self.apply_op(op, [left, right], {}, scope, None, e.loc)
+            raise NetDSLError(f"`{e.op}` between tensors is not supported", e.loc,
+                              hint="tensors combine with `+` (residual add), `*` or concat(...)")
+        if lt or rt:
+            raise NetDSLError(f"`{e.op}` between a tensor and a number is not supported", e.loc,
+                              hint="arithmetic on numbers is for attributes, e.g. conv2d(c * 4, 1)")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right)):
+            raise NetDSLError(f"`{e.op}` needs numbers, got {_show(left)} and {_show(right)}", e.loc)
+        if e.op == "+":
+            return left + right
+        if e.op == "-":
+            return left - right
+        if e.op == "*":
+            return left * right
+        if right == 0:
+            raise NetDSLError("division by zero", e.loc)
+        if isinstance(left, int) and isinstance(right, int) and left % right == 0:
+            return left // right
+        return left / right
+
+    def split_args(self, call: ast.Call, env, scope, pending) -> tuple[list[Tensor], list, dict]:
+        tensors, scalars, kwargs = [], [], {}
+        for a in call.args:
+            v = self.eval(a, env, scope, pending)
+            if isinstance(v, Tensor):
+                if scalars:
+                    raise NetDSLError("tensor arguments must come before attribute arguments", _loc_of(a),
+                                      hint=f"write {call.func}(tensors..., attributes...)")
+                tensors.append(v)
+            else:
+                scalars.append(v)
+        for kw in call.kwargs:
+            if kw.name in kwargs:
+                raise NetDSLError(f"argument `{kw.name}` is given twice", kw.loc)
+            v = self.eval(kw.value, env, scope, pending)
+            if isinstance(v, Tensor):
+                raise NetDSLError(f"argument `{kw.name}` must be a number, string or true/false, not a tensor",
+                                  kw.loc)
+            kwargs[kw.name] = v
+        return tensors, scalars, kwargs
+
+    def call(self, call: ast.Call, chained: Tensor | None, env, scope: Scope, label: str | None, pending) -> Tensor:
+        """A layer or block call; ``chained`` is the value flowing in from ``->``, if any."""
+        op = lookup(call.func)
+        block = self.module.blocks.get(call.func)
+        if op is None and block is None:
+            known = list(REGISTRY) + list(ALIASES) + list(self.module.blocks)
+            raise NetDSLError(f"unknown layer `{call.func}`", call.func_loc,
+                              hint=did_you_mean(call.func, known) or "see docs/language.md for the list of layers")
+        tensors, scalars, kwargs = self.split_args(call, env, scope, pending)
+        inputs = ([chained] if chained is not None else []) + tensors
+        if block is not None:
+            outs = self.instantiate(block, inputs, scalars, kwargs, scope, label, call)
+            if len(outs) != 1:
+                raise NetDSLError(f"block `{block.name}` has {len(outs)} outputs; a block used in an expression "
+                                  "must have exactly one", call.loc)
+            return outs[0]
+        if not inputs:
+            raise NetDSLError(f"`{op.name}` needs an input tensor", call.loc,
+                              hint=f"write `x -> {call.func}` or `{call.func}(x)`")
+        if op.arity is not None and len(inputs) != op.arity:
+            how = " (including the one from `->`)" if chained is not None else ""
+            raise NetDSLError(f"`{op.name}` takes {op.arity} tensor input(s), got {len(inputs)}{how}", call.loc,
+                              hint=signature(op))
+        try:
+            attrs = bind_attrs(op, scalars, kwargs)
+        except ShapeError as e:
+            raise NetDSLError(e.message, call.loc, e.hint) from None
+        return self.apply_op(op, inputs, attrs, scope, label, call.loc)
+
+    def apply_stage(self, x: Tensor, stage: ast.Stage, env, scope: Scope, pending) -> Tensor:
+        if stage.repeat is None:
+            return self.apply_body(x, stage.body, env, scope, stage.label, stage.label_loc, pending)
+        n = self.eval(stage.repeat, env, scope, pending)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise NetDSLError(f"a repetition count must be a positive integer, got {_show(n)}", _loc_of(stage.repeat))
+        if stage.label is not None:
+            inner = scope.child(scope.claim(stage.label, "", stage.label_loc))
+            for i in range(n):
+                x = self.apply_body(x, stage.body, env, inner, str(i), stage.loc, pending)
+            return x
+        for _ in range(n):
+            x = self.apply_body(x, stage.body, env, scope, None, stage.loc, pending)
+        return x
+
+    def apply_body(self, x, body, env, scope: Scope, label, label_loc, pending) -> Tensor:
+        if isinstance(body, ast.Call):
+            return self.call(body, x, env, scope, label, pending)
+        # a group: with a label its steps are numbered children (label.0, label.1, ...)
+        if label is None:
+            for st in body.stages:
+                x = self.apply_stage(x, st, env, scope, pending)
+            return x
+        inner = scope.child(scope.claim(label, "", label_loc))
+        for i, st in enumerate(body.stages):
+            if st.label is None and st.repeat is None:
+                x = self.apply_body(x, st.body, env, inner, str(i), st.loc, pending)
+            elif st.label is None:
+                x = self.apply_stage(x, ast.Stage(str(i), st.body, st.repeat, st.loc, st.loc), env, inner, pending)
+            else:
+                x = self.apply_stage(x, st, env, inner, pending)
+        return x
+
+    # --- blocks ---------------------------------------------------------------------------------
+    def instantiate(self, block: ast.BlockDef, inputs: list[Tensor], scalars: list, kwargs: dict,
+                    scope: Scope, label: str | None, call: ast.Call) -> list[Tensor]:
+        if block.name in self.block_stack:
+            raise NetDSLError(f"block `{block.name}` calls itself", call.loc,
+                              hint="blocks cannot be recursive; use repetition (`block(...) * n`)")
+        names = [p.name for p in block.params]
+        if len(scalars) > len(names):
+            raise NetDSLError(f"block `{block.name}` takes {len(names)} parameter(s), got {len(scalars)}", call.loc,
+                              hint=f"block {block.name}({', '.join(names)})")
+        bound: dict[str, Any] = dict(zip(names, scalars))
+        for key, value in kwargs.items():
+            if key not in names:
+                raise NetDSLError(f"block `{block.name}` has no parameter `{key}`", call.loc,
+                                  hint=did_you_mean(key, names) or f"block {block.name}({', '.join(names)})")
+            if key in bound:
+                raise NetDSLError(f"parameter `{key}` of block `{block.name}` is given twice", call.loc)
+            bound[key] = value
+        env: dict[str, Binding] = {}
+        for p in block.params:
+            if p.name in bound:
+                env[p.name] = Binding(bound[p.name], p.loc, used=True)
+            elif p.default is not None:
+                env[p.name] = Binding(self.eval(p.default, env, scope, {}), p.loc, used=True)
+            else:
+                raise NetDSLError(f"block `{block.name}` needs parameter `{p.name}`", call.loc,
+                                  hint=f"block {block.name}({', '.join(names)})")
+        decls = [d for st in block.body if isinstance(st, ast.InputStmt) for d in st.decls]
+        if len(decls) != len(inputs):
+            raise NetDSLError(
+                f"block `{block.name}` takes {len(decls)} input tensor(s) "
+                f"({', '.join(d.name for d in decls)}), got {len(inputs)}", call.loc)
+        inner = scope.child(scope.claim(label, block.name, call.loc))
+        self.block_stack.append(block.name)
+        try:
+            return self.run_body(block.body, env, inner, given=inputs)
+        except NetDSLError as err:
+            raise err.with_note(f"in block `{block.name}`, instantiated", call.loc)
+        finally:
+            self.block_stack.pop()
+
+    # --- statements -----------------------------------------------------------------------------
+    def run_body(self, body: list, env: dict[str, Binding], scope: Scope, given: list[Tensor] | None = None):
+        """Run a network's (given=None) or a block's statements; return the output tensors."""
+        pending = {st.name: st for st in body if isinstance(st, ast.Assign)}
+        outputs: list[tuple[str, Tensor, SourceLoc]] = []
+        inputs_seen = 0
+        for st in body:
+            if isinstance(st, ast.InputStmt):
+                for d in st.decls:
+                    self._define(env, d.name, d.loc)
+                    if given is None:
+                        value = self.network_input(d)
+                    else:
+                        value = given[inputs_seen]
+                        if d.type is not None:
+                            self._check_block_input(d, value)
+                    inputs_seen += 1
+                    env[d.name] = Binding(value, d.loc, is_input=True)
+            elif isinstance(st, ast.Assign):
+                del pending[st.name]
+                self._define(env, st.name, st.loc)
+                env[st.name] = Binding(self.eval(st.value, env, scope, pending), st.loc)
+            else:
+                for i, item in enumerate(st.items):
+                    value = self.eval(item.value, env, scope, pending)
+                    if not isinstance(value, Tensor):
+                        raise NetDSLError("an output must be a tensor", item.loc)
+                    name = item.name or (item.value.id if isinstance(item.value, ast.Name) else f"output{len(outputs)}")
+                    if any(name == o[0] for o in outputs):
+                        raise NetDSLError(f"output `{name}` is declared twice", item.loc)
+                    outputs.append((name, value, item.loc))
+        for name, b in env.items():
+            if b.is_input and not b.used:
+                raise NetDSLError(f"input `{name}` is never used", b.loc, hint="use it or remove it")
+        if not outputs:
+            where = "block" if given is not None else "network"
+            raise NetDSLError(f"this {where} has no output", None, hint="add `output <value>`")
+        if given is None:
+            return outputs
+        return [t for _, t, _ in outputs]
+
+    def _define(self, env, name: str, loc: SourceLoc) -> None:
+        if name in env:
+            prev = env[name]
+            raise NetDSLError(f"`{name}` is already defined", loc,
+                              hint="each name is assigned once (values are immutable); pick a new name"
+                              ).with_note("previous definition", prev.loc)
+        if name in ("true", "false"):
+            raise NetDSLError(f"`{name}` is a reserved word", loc)
+
+    def network_input(self, d: ast.InputDecl) -> Tensor:
+        if d.type is None:
+            raise NetDSLError(f"network input `{d.name}` needs a type", d.loc,
+                              hint=f"e.g. `input {d.name}: f32[N, 3, H, W]`")
+        t = d.type
+        if t.dtype not in DTYPES:
+            raise NetDSLError(f"unknown element type `{t.dtype}`", t.dtype_loc,
+                              hint=did_you_mean(t.dtype, DTYPES) or f"one of {', '.join(DTYPES)}")
+        dims = []
+        for dim in t.dims:
+            if isinstance(dim.value, int):
+                if dim.value < 1:
+                    raise NetDSLError("a dimension must be at least 1", dim.loc)
+                dims.append(dim.value)
+                continue
+            if dim.default is not None:
+                old = self.dim_defaults.get(dim.value)
+                if old is not None and old != dim.default:
+                    raise NetDSLError(f"dimension `{dim.value}` is given two defaults ({old} and {dim.default})",
+                                      dim.loc).with_note("first default", self.dim_default_locs[dim.value])
+                self.dim_defaults[dim.value] = dim.default
+                self.dim_default_locs[dim.value] = dim.loc
+            dims.append(SymDim.symbol(dim.value))
+        value = Value(self._fresh_value_name(d.name), TensorType(tuple(dims), t.dtype))
+        return Tensor(value)
+
+    def _check_block_input(self, d: ast.InputDecl, value: Tensor) -> None:
+        t, actual = d.type, value.value.type
+        ok = len(t.dims) == actual.rank and all(
+            not isinstance(dim.value, int) or dim.value == got for dim, got in zip(t.dims, actual.shape))
+        if not ok:
+            raise NetDSLError(f"block input `{d.name}` expects a tensor of shape "
+                              f"[{', '.join(str(x.value) for x in t.dims)}], got {actual}", d.loc)
+
+
+def _find_cycle(start: str, pending: dict[str, ast.Assign]) -> list[str] | None:
+    """A dependency cycle through ``start`` among the assignments not yet run, if there is one."""
+    def deps(name):
+        found: list[str] = []
+        _collect_names(pending[name].value, found)
+        return [d for d in found if d in pending]
+
+    stack = [(start, [start])]
+    seen = set()
+    while stack:
+        name, path = stack.pop()
+        for d in deps(name):
+            if d == start:
+                return path + [start]
+            if d not in seen:
+                seen.add(d)
+                stack.append((d, path + [d]))
+    return None
+
+
+def _collect_names(e, out: list[str]) -> None:
+    if isinstance(e, ast.Name):
+        out.append(e.id)
+    elif isinstance(e, ast.BinOp):
+        _collect_names(e.left, out)
+        _collect_names(e.right, out)
+    elif isinstance(e, (ast.Neg,)):
+        _collect_names(e.operand, out)
+    elif isinstance(e, ast.Tuple):
+        for i in e.items:
+            _collect_names(i, out)
+    elif isinstance(e, ast.Call):
+        for a in e.args:
+            _collect_names(a, out)
+        for k in e.kwargs:
+            _collect_names(k.value, out)
+    elif isinstance(e, ast.Chain):
+        _collect_names(e.source, out)
+        for st in e.stages:
+            _collect_stage(st, out)
+
+
+def _collect_stage(st: ast.Stage, out: list[str]) -> None:
+    if isinstance(st.body, ast.Call):
+        _collect_names(st.body, out)
+    else:
+        for s in st.body.stages:
+            _collect_stage(s, out)
+
+
+def _loc_of(e) -> SourceLoc | None:
+    return getattr(e, "loc", None)
+
+
+def _show(v) -> str:
+    if isinstance(v, Tensor):
+        return "a tensor"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return str(v)
+
+
+def _choose_initialisers(nodes: list[Node], params: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
+    """He init for weights feeding the ReLU family, Glorot for those feeding sigmoid/tanh/softsign.
+
+    A conv/linear's activation is the first activation reached through its single-user chain of
+    norms and dropouts."""
+    users: dict[str, list[Node]] = {}
+    for n in nodes:
+        for v in n.inputs:
+            users.setdefault(v.name, []).append(n)
+    out = dict(params)
+    for n in nodes:
+        if REGISTRY[n.op].kind is not OpKind.OUT_FUSABLE or "weight" not in n.params:
+            continue
+        cur = n
+        while True:
+            nxt = users.get(cur.output.name, [])
+            if len(nxt) != 1:
+                break
+            op = REGISTRY[nxt[0].op]
+            if op.is_activation:
+                if op.init_for_producer == "xavier":
+                    spec = out[n.params["weight"]]
+                    out[n.params["weight"]] = ParamSpec(spec.shape, "xavier", spec.fan_in, spec.fan_out)
+                break
+            if op.kind not in (OpKind.NORM, OpKind.INJECTIVE) or nxt[0].op == "concat":
+                break
+            cur = nxt[0]
+    return out
+
+
+def elaborate(module: ast.Module, network: str | None = None) -> Graph:
+    """Build the IR graph of one network of a parsed file."""
+    if network is None:
+        if not module.networks:
+            raise NetDSLError(f"{module.file} defines no network", None,
+                              hint="add `network name { input ...; output ... }`")
+        if len(module.networks) > 1:
+            raise NetDSLError(f"{module.file} defines several networks: {', '.join(module.networks)}", None,
+                              hint="choose one with --network NAME")
+        network = next(iter(module.networks))
+    if network not in module.networks:
+        raise NetDSLError(f"no network `{network}` in {module.file}", None,
+                          hint=did_you_mean(network, module.networks) or f"networks: {', '.join(module.networks)}")
+    net = module.networks[network]
+    e = _Elaborator(module)
+    for block in module.blocks.values():
+        seen = set()
+        for p in block.params:
+            if p.name in seen:
+                raise NetDSLError(f"block `{block.name}` has two parameters named `{p.name}`", p.loc)
+            seen.add(p.name)
+    env: dict[str, Binding] = {}
+    try:
+        outputs = e.run_body(net.body, env, Scope(""))
+    except NetDSLError as err:
+        if err.loc is None and "has no output" in err.message:
+            err.loc = net.loc
+        raise
+    inputs = tuple(b.value.value for b in env.values() if b.is_input)
+    params = _choose_initialisers(e.nodes, e.params)
+    return Graph(
+        name=net.name,
+        inputs=inputs,
+        nodes=tuple(e.nodes),
+        outputs=tuple(t.value for _, t, _ in outputs),
+        params=params,
+        output_names=tuple(name for name, _, _ in outputs),
+        dim_defaults=dict(e.dim_defaults),
+        source=module.file,
+    )

@@ -1,0 +1,44 @@
+"""Tensor types: a shape of (possibly symbolic) dimensions and an element type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from .dims import Dim, SymDim, evaluate, format_dim
+
+# dtype names used in .net files -> element size in bytes
+DTYPES = {"f32": 4, "f16": 2, "bf16": 2, "f64": 8}
+NUMPY_DTYPES = {"f32": np.float32, "f64": np.float64}
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple[Dim, ...]
+    dtype: str = "f32"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def with_shape(self, shape) -> "TensorType":
+        return TensorType(tuple(shape), self.dtype)
+
+    def concrete(self, env: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(evaluate(d, env) for d in self.shape)
+
+    def symbols(self) -> set[str]:
+        out: set[str] = set()
+        for d in self.shape:
+            if isinstance(d, SymDim):
+                out |= d.symbols()
+        return out
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{', '.join(format_dim(d) for d in self.shape)}]"
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if shape else 1

@@ -1,0 +1,6 @@
+"""The op registry. Importing this package registers every op."""
+
+from . import activations, nn  # noqa: F401  (registration side effects)
+from .registry import ALIASES, REGISTRY, Attr, OpDef, OpKind, ShapeError, lookup
+
+__all__ = ["REGISTRY", "ALIASES", "Attr", "OpDef", "OpKind", "ShapeError", "lookup"]

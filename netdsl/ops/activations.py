@@ -1,0 +1,167 @@
+"""Activations: one table entry each.
+
+An entry gives the NumPy meaning (``fn``), its attributes, FLOPs per element, the Triton epilogue's
+name and scalars for it (``kernel``: attrs -> (name, alpha, beta); see ``netdsl.kernels.activations``),
+and which initialisation a conv/linear feeding it gets (He for the ReLU family, Glorot for the
+saturating ones). The reference backend, the fusion passes and the Triton lowering all read this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from scipy import special
+
+from ..ir.graph import ParamSpec
+from .registry import Attr, OpDef, OpKind, ShapeError, register
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    fn: Callable[..., np.ndarray]  # fn(x, attrs, slope) -> y; slope only for prelu
+    kernel: Callable[[Mapping[str, Any]], tuple[str, float, float]]
+    attrs: tuple[Attr, ...] = ()
+    flops: int = 1
+    init: str = "kaiming"
+    aliases: tuple[str, ...] = ()
+
+
+def _gelu(x, a, _):
+    if a["approximate"] == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + special.erf(x / np.sqrt(2)))
+
+
+def _softplus(x, a, _):
+    beta, threshold = a["beta"], a["threshold"]
+    return np.where(x * beta > threshold, x, np.log1p(np.exp(np.minimum(x * beta, threshold))) / beta)
+
+
+def _sigmoid(x):
+    return special.expit(x)
+
+
+def _prelu(x, a, slope):
+    # slope: [C] per channel (dim 1 of x) or [1] shared
+    shape = [1] * x.ndim
+    if x.ndim >= 2:
+        shape[1] = slope.shape[0]
+    s = slope.reshape(shape) if slope.shape[0] != 1 else slope.reshape(())
+    return np.where(x >= 0, x, s * x)
+
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+ACTIVATIONS: tuple[Activation, ...] = (
+    Activation("relu", lambda x, a, _: np.maximum(x, 0), lambda a: ("relu", 0.0, 0.0)),
+    Activation("relu6", lambda x, a, _: np.clip(x, 0, 6), lambda a: ("relu6", 0.0, 0.0), flops=2),
+    Activation(
+        "leaky_relu",
+        lambda x, a, _: np.where(x >= 0, x, a["alpha"] * x),
+        lambda a: ("leaky_relu", a["alpha"], 0.0),
+        attrs=(Attr("alpha", "float", 0.01, doc="negative slope"),),
+        flops=2,
+    ),
+    Activation("prelu", _prelu, lambda a: ("prelu", 0.0, 0.0),
+               attrs=(Attr("shared", "bool", False, doc="one learned slope for all channels"),), flops=2),
+    Activation(
+        "rrelu",  # at inference a leaky ReLU with the mean slope
+        lambda x, a, _: np.where(x >= 0, x, (a["lower"] + a["upper"]) / 2 * x),
+        lambda a: ("leaky_relu", (a["lower"] + a["upper"]) / 2, 0.0),
+        attrs=(Attr("lower", "float", 1 / 8), Attr("upper", "float", 1 / 3)),
+        flops=2,
+    ),
+    Activation(
+        "elu",
+        lambda x, a, _: np.where(x > 0, x, a["alpha"] * np.expm1(np.minimum(x, 0))),
+        lambda a: ("elu", a["alpha"], 0.0),
+        attrs=(Attr("alpha", "float", 1.0),),
+        flops=4,
+    ),
+    Activation(
+        "selu",
+        lambda x, a, _: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0))),
+        lambda a: ("selu", 0.0, 0.0),
+        flops=5,
+        init="xavier",
+    ),
+    Activation("sigmoid", lambda x, a, _: _sigmoid(x), lambda a: ("sigmoid", 0.0, 0.0), flops=4, init="xavier"),
+    Activation("tanh", lambda x, a, _: np.tanh(x), lambda a: ("tanh", 0.0, 0.0), flops=4, init="xavier"),
+    Activation("softsign", lambda x, a, _: x / (1 + np.abs(x)), lambda a: ("softsign", 0.0, 0.0), flops=3,
+               init="xavier"),
+    Activation(
+        "softplus",
+        _softplus,
+        lambda a: ("softplus", a["beta"], a["threshold"]),
+        attrs=(Attr("beta", "float", 1.0, positive=True), Attr("threshold", "float", 20.0)),
+        flops=5,
+    ),
+    Activation(
+        "gelu",
+        _gelu,
+        lambda a: ("gelu_tanh" if a["approximate"] == "tanh" else "gelu", 0.0, 0.0),
+        attrs=(Attr("approximate", "str", "none", choices=("none", "tanh")),),
+        flops=8,
+    ),
+    Activation("silu", lambda x, a, _: x * _sigmoid(x), lambda a: ("silu", 0.0, 0.0), flops=5, aliases=("swish",)),
+    Activation("hardswish", lambda x, a, _: x * np.clip(x + 3, 0, 6) / 6, lambda a: ("hardswish", 0.0, 0.0), flops=4),
+    Activation("hardsigmoid", lambda x, a, _: np.clip(x + 3, 0, 6) / 6, lambda a: ("hardsigmoid", 0.0, 0.0),
+               flops=3),
+    Activation(
+        "mish",
+        lambda x, a, _: x * np.tanh(_softplus(x, {"beta": 1.0, "threshold": 20.0}, None)),
+        lambda a: ("mish", 0.0, 0.0),
+        flops=8,
+    ),
+)
+
+ACTIVATION_BY_NAME = {a.name: a for a in ACTIVATIONS}
+
+
+def apply(name: str, x: np.ndarray, attrs: Mapping[str, Any], slope: np.ndarray | None = None) -> np.ndarray:
+    """The NumPy meaning of one activation (used by fused ops' references too)."""
+    return ACTIVATION_BY_NAME[name].fn(x, attrs, slope)
+
+
+def _same_type(types, attrs):
+    return types[0]
+
+
+def _register(act: Activation) -> None:
+    def reference(xs, params, attrs, _act=act):
+        return _act.fn(xs[0], attrs, params.get("weight"))
+
+    def params(types, attrs, _act=act):
+        if _act.name != "prelu":
+            return {}
+        t = types[0]
+        if attrs["shared"] or t.rank < 2:
+            return {"weight": ParamSpec((1,), "const", value=0.25)}
+        c = t.shape[1]
+        if not isinstance(c, int):
+            raise ShapeError("prelu needs a static channel dimension (dim 1)")
+        return {"weight": ParamSpec((c,), "const", value=0.25)}
+
+    register(
+        OpDef(
+            name=act.name,
+            kind=OpKind.ELEMENTWISE,
+            infer=_same_type,
+            reference=reference,
+            flops=lambda ins, out, attrs, _f=act.flops: _f * int(np.prod(out)),
+            attrs=act.attrs,
+            params=params,
+            kernel_act=act.kernel,
+            init_for_producer=act.init,
+            doc=f"activation `{act.name}`",
+        ),
+        aliases=act.aliases,
+    )
+
+
+for _act in ACTIVATIONS:
+    _register(_act)

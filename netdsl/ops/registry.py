@@ -1,0 +1,209 @@
+"""The op registry: the single source of truth for what an op is.
+
+Each op is declared once, as an ``OpDef``: its kind (which drives fusion), its attributes (with defaults
+and validation), its arity, shape inference, parameter shapes and default initialisation, its NumPy
+reference, and its FLOPs. The front end, the verifier, the passes, the reference backend, the cost
+model and the Triton lowering all read this table; fused ops are ordinary entries whose reference
+composes the parts.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..ir.graph import ParamSpec
+from ..ir.types import TensorType
+
+
+class OpKind(enum.Enum):
+    ELEMENTWISE = "elementwise"  # unary, pointwise: activations
+    BINARY = "binary"  # pointwise over two tensors (add, mul)
+    INJECTIVE = "injective"  # data movement: flatten, concat, dropout
+    REDUCE = "reduce"  # pooling, softmax
+    NORM = "norm"  # batchnorm, layernorm, groupnorm
+    OUT_FUSABLE = "out_fusable"  # conv/linear: absorb a following pointwise chain
+    FUSED = "fused"  # produced by the passes
+
+
+class ShapeError(Exception):
+    """Raised by shape rules and attribute checks; the front end adds the source location."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Attr:
+    """An attribute: ``type`` is one of int, float, bool, str, pair (int or 2-tuple), padding
+    (int, 2-tuple, "same" or "valid"), any."""
+
+    name: str
+    type: str
+    default: Any = REQUIRED
+    choices: tuple | None = None
+    positive: bool = False
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+Infer = Callable[[Sequence[TensorType], Mapping[str, Any]], TensorType]
+Params = Callable[[Sequence[TensorType], Mapping[str, Any]], dict[str, ParamSpec]]
+Reference = Callable[[Sequence[np.ndarray], Mapping[str, np.ndarray], Mapping[str, Any]], np.ndarray]
+Flops = Callable[[Sequence[tuple[int, ...]], tuple[int, ...], Mapping[str, Any]], int]
+
+
+def no_params(types, attrs) -> dict[str, ParamSpec]:
+    return {}
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    kind: OpKind
+    infer: Infer
+    reference: Reference
+    flops: Flops
+    attrs: tuple[Attr, ...] = ()
+    arity: int | None = 1  # number of tensor inputs; None = one or more
+    params: Params = no_params
+    doc: str = ""
+    # activations only: how the Triton epilogue computes it, as (kernel name, alpha, beta)
+    kernel_act: Callable[[Mapping[str, Any]], tuple[str, float, float]] | None = None
+    # activations only: which initialisation a preceding conv/linear gets ("kaiming" or "xavier")
+    init_for_producer: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_activation(self) -> bool:
+        return self.kernel_act is not None
+
+    def attr(self, name: str) -> Attr | None:
+        return next((a for a in self.attrs if a.name == name), None)
+
+
+REGISTRY: dict[str, OpDef] = {}
+ALIASES: dict[str, str] = {}
+
+
+def register(op: OpDef, aliases: Sequence[str] = ()) -> OpDef:
+    assert op.name not in REGISTRY, f"op {op.name} registered twice"
+    REGISTRY[op.name] = op
+    for alias in aliases:
+        ALIASES[alias] = op.name
+    return op
+
+
+def lookup(name: str) -> OpDef | None:
+    return REGISTRY.get(ALIASES.get(name, name))
+
+
+def check_attr(attr: Attr, value: Any) -> Any:
+    """Validate one attribute value and return it normalised; raise ShapeError when it is wrong."""
+    t = attr.type
+
+    def bad(expected: str):
+        return ShapeError(
+            f"attribute `{attr.name}` must be {expected}, got {_show(value)}",
+            hint=attr.doc or None,
+        )
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if t == "int":
+        if not is_int(value):
+            raise bad("an integer")
+    elif t == "float":
+        if not (is_int(value) or isinstance(value, float)):
+            raise bad("a number")
+        value = float(value)
+    elif t == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif t == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+    elif t in ("pair", "padding"):
+        if t == "padding" and isinstance(value, str):
+            if value not in ("same", "valid"):
+                raise bad('an integer, a pair, "same" or "valid"')
+            return value
+        if is_int(value):
+            value = (value, value)
+        if not (isinstance(value, tuple) and len(value) == 2 and all(is_int(v) for v in value)):
+            raise bad("an integer or a pair of integers" + (', "same" or "valid"' if t == "padding" else ""))
+        if attr.positive and min(value) <= 0:
+            raise ShapeError(f"attribute `{attr.name}` must be positive, got {_show(value)}")
+        if min(value) < 0:
+            raise ShapeError(f"attribute `{attr.name}` must not be negative, got {_show(value)}")
+        return value
+    if attr.choices is not None and value not in attr.choices:
+        raise ShapeError(
+            f"attribute `{attr.name}` must be one of {', '.join(map(_show, attr.choices))}, got {_show(value)}"
+        )
+    if attr.positive and value <= 0:
+        raise ShapeError(f"attribute `{attr.name}` must be positive, got {_show(value)}")
+    return value
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_show(x) for x in v) + ")"
+    return str(v)
+
+
+def bind_attrs(op: OpDef, positional: Sequence[Any], keywords: Mapping[str, Any]) -> dict[str, Any]:
+    """Map call arguments to the op's attributes, check them, and fill in defaults."""
+    if len(positional) > len(op.attrs):
+        raise ShapeError(
+            f"`{op.name}` takes at most {len(op.attrs)} attribute argument(s), got {len(positional)}",
+            hint=_signature(op),
+        )
+    values: dict[str, Any] = {}
+    for attr, value in zip(op.attrs, positional):
+        values[attr.name] = value
+    for key, value in keywords.items():
+        if op.attr(key) is None:
+            from ..errors import did_you_mean
+
+            raise ShapeError(
+                f"`{op.name}` has no attribute `{key}`",
+                hint=did_you_mean(key, [a.name for a in op.attrs]) or _signature(op),
+            )
+        if key in values:
+            raise ShapeError(f"attribute `{key}` of `{op.name}` given twice")
+        values[key] = value
+    out: dict[str, Any] = {}
+    for attr in op.attrs:
+        if attr.name in values:
+            out[attr.name] = check_attr(attr, values[attr.name])
+        elif attr.required:
+            raise ShapeError(f"`{op.name}` needs attribute `{attr.name}`", hint=_signature(op))
+        else:
+            out[attr.name] = None if attr.default is None else check_attr(attr, attr.default)
+    return out
+
+
+def _signature(op: OpDef) -> str:
+    parts = [a.name if a.required else f"{a.name}={_show(a.default)}" for a in op.attrs]
+    return f"usage: {op.name}({', '.join(parts)})"
+
+
+def signature(op: OpDef) -> str:
+    return _signature(op)

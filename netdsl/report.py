@@ -1,0 +1,66 @@
+"""`netdsl show`: the IR text, the parameter table and FLOPs per node."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .ir.graph import Graph
+from .ir.printer import format_graph
+from .ir.types import numel
+from .ops import REGISTRY
+from .params import parameter_count
+
+
+def node_flops(graph: Graph, env: dict[str, int]) -> dict[str, int]:
+    out = {}
+    for n in graph.nodes:
+        ins = [v.type.concrete(env) for v in n.inputs]
+        out[n.name] = int(REGISTRY[n.op].flops(ins, n.output.type.concrete(env), n.attrs))
+    return out
+
+
+def _human(x: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{unit}"
+    return str(int(x))
+
+
+def parameter_table(graph: Graph) -> str:
+    rows = [(name, "x".join(map(str, spec.shape)), int(np.prod(spec.shape)))
+            for name, spec in graph.used_params().items()]
+    width = max([len(r[0]) for r in rows] + [9])
+    lines = [f"{'parameter':<{width}}  {'shape':<16} {'count':>12}"]
+    lines += [f"{n:<{width}}  {s:<16} {c:>12,}" for n, s, c in rows]
+    total = parameter_count(graph)
+    buffers = sum(r[2] for r in rows) - total
+    lines.append(f"{'total':<{width}}  {'':<16} {total:>12,}  ({total / 1e6:.2f}M parameters"
+                 + (f", {buffers:,} in batchnorm statistics" if buffers else "") + ")")
+    return "\n".join(lines)
+
+
+def flops_table(graph: Graph, env: dict[str, int]) -> str:
+    flops = node_flops(graph, env)
+    width = max([len(n.name) for n in graph.nodes] + [4])
+    dims = ", ".join(f"{k}={v}" for k, v in sorted(env.items()))
+    lines = [f"FLOPs at {dims}:", f"{'node':<{width}}  {'op':<16} {'output':<20} {'FLOPs':>10}"]
+    for n in graph.nodes:
+        shape = "x".join(map(str, n.output.type.concrete(env)))
+        lines.append(f"{n.name:<{width}}  {n.op:<16} {shape:<20} {_human(flops[n.name]):>10}")
+    lines.append(f"{'total':<{width}}  {'':<16} {'':<20} {_human(sum(flops.values())):>10}")
+    return "\n".join(lines)
+
+
+def show(graph: Graph, env: dict[str, int], pipeline: str = "O0", dump_after: str | None = None,
+         cost: bool = False) -> str:
+    parts = []
+    if pipeline != "O0" or dump_after:
+        from .passes import run_pipeline
+
+        graph, _ = run_pipeline(graph, None, pipeline, dump_after=dump_after, log=parts.append)
+    parts += [format_graph(graph), "", parameter_table(graph), "", flops_table(graph, env)]
+    if cost:
+        from .passes.cost import cost_report
+
+        parts += ["", cost_report(graph, env)]
+    return "\n".join(parts)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up a virtual environment with everything netdsl needs, then (unless --no-demo) run the main job:
+# compile an example, run it on the reference backend and compare it with PyTorch.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -d .venv ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch first and pinned: an open range would pull a multi-GB CUDA build on a CPU-only machine.
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[triton,test]" pytest-xdist
+if [ "${1:-}" != "--no-demo" ]; then
+    netdsl show examples/resnet18.net --dims N=1,H=224,W=224 | tail -n 3
+    netdsl run examples/resnet18.net --dims N=2,H=224,W=224
+    python -m netdsl.compare examples/resnet18.net --dims N=2,H=224,W=224
+fi
