@@ -103,6 +103,7 @@ class Launch:
     constexprs: dict                    # constexprs decided by the host (not by autotuning)
     grid: Callable[[dict], tuple]       # meta-parameters -> launch grid
     config: triton.Config               # used under the interpreter and when tuned is None
+    configs: tuple = ()                 # the autotuning configs (for AOT builds of each)
 
 
 def run(launch: Launch) -> None:
@@ -116,13 +117,19 @@ def run(launch: Launch) -> None:
         launch.tuned[launch.grid](**launch.args, **launch.constexprs)
 
 
-def spec_of(launch: Launch, config: Optional[triton.Config] = None) -> dict:
-    """The AOT specialization of ``launch`` under ``config`` (default: its fixed config).
+def spec_of(launch: Launch, config=None) -> dict:
+    """The AOT specialization of ``launch`` under ``config``.
+
+    ``config``: None (the GPU default: the first autotuning config, or the fixed config of
+    an untuned kernel), an index into the autotuning configs, or a triton.Config.
 
     Returns {"module", "kernel", "signature", "constexprs", "num_warps", "num_stages"},
     the exact inputs of ``aot.build``/``aot.build_many``.
     """
-    config = config or launch.config
+    if config is None:
+        config = launch.config if launch.tuned is None else launch.configs[0]
+    elif isinstance(config, int):
+        config = (launch.configs or (launch.config,))[config]
     fn = launch.kernel.fn
     constexprs = {**launch.constexprs, **config.kwargs}
     signature = {}
@@ -146,12 +153,3 @@ def spec_of(launch: Launch, config: Optional[triton.Config] = None) -> dict:
 def meta_tensor(shape, dtype) -> torch.Tensor:
     """A storage-less tensor used to plan launches for AOT builds."""
     return torch.empty(tuple(shape), dtype=dtype, device="meta")
-
-
-def pick_config(configs, config) -> triton.Config:
-    """``config`` may be None (first config), an index into ``configs``, or a Config."""
-    if config is None:
-        return configs[0]
-    if isinstance(config, int):
-        return configs[config]
-    return config
