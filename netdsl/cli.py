@@ -79,10 +79,10 @@ def cmd_run(args) -> int:
         env = concrete_dims(graph, _parse_dims(args.dims))
         rng = np.random.default_rng(args.seed)
         inputs = {v.name: rng.standard_normal(v.type.concrete(env)).astype(np.float32) for v in graph.inputs}
-    if args.pipeline != "O0":
+    if args.pipeline != "O0":  # passes rewrite the graph only; the weights keep their names
         from .passes import run_pipeline
 
-        graph, weights = run_pipeline(graph, weights, args.pipeline)
+        graph = run_pipeline(graph, args.pipeline)
     outputs = reference.run(graph, inputs, weights, dtype=args.dtype)
     print(f"network {graph.name}: {parameter_count(graph):,} parameters")
     for v in graph.inputs:
@@ -107,6 +107,37 @@ def cmd_init(args) -> int:
     return 0
 
 
+def _random_inputs(graph, dims_text, seed):
+    env = concrete_dims(graph, _parse_dims(dims_text))
+    rng = np.random.default_rng(seed)
+    return {v.name: rng.standard_normal(v.type.concrete(env)).astype(np.float32) for v in graph.inputs}
+
+
+def cmd_check(args) -> int:
+    from .compiler import prepare
+
+    graph, fused, weights = prepare(args.model, args.weights, args.seed, args.network, args.pipeline)
+    from .backends.triton import device
+    from .backends.triton.check import check, format_checks
+
+    inputs = _random_inputs(graph, args.dims, args.seed)
+    if args.random_weights:
+        from .params import random_weights
+
+        weights = random_weights(graph, args.seed)
+    checks = check(fused, weights, inputs, dtype=args.dtype, device=device())
+    print(f"network {graph.name}: Triton ({args.dtype}, {device()}) vs reference, "
+          f"{len(fused.nodes)} fused nodes, inputs {', '.join(str(list(x.shape)) for x in inputs.values())}")
+    print(format_checks(checks, args.dtype))
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def cmd_compile(args) -> int:
+    from .backends.triton.aot import compile_ahead_of_time
+
+    return compile_ahead_of_time(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="netdsl", description="Compile and run .net neural network models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -119,9 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = model_cmd("show", "print the IR with shapes, the parameter table and FLOPs")
     s.add_argument("--dims", help="sizes of symbolic dims, e.g. N=1,H=224,W=224")
-    s.add_argument("--pipeline", default="O0", help="pass pipeline to run first (O0 = none, O1 = all)")
-    s.add_argument("--dump-after", default=None, help="print the IR after this pass (or 'all')")
-    s.add_argument("--cost", action="store_true", help="print the memory-traffic and launch cost report")
+    s.add_argument("--pipeline", default="O0",
+                   help="pass pipeline to run first: O0 = none, O1 = all, or pass names joined by commas")
+    s.add_argument("--dump-after", default=None,
+                   help="print the IR after these passes (comma-separated, or 'all'; also NETDSL_DUMP_AFTER)")
+    s.add_argument("--cost", action="store_true",
+                   help="print FLOPs, memory traffic and launches per node: unfused, fused (O1) and ideal")
     s.set_defaults(fn=cmd_show)
 
     r = model_cmd("run", "run the model on the reference (NumPy) backend")
@@ -138,6 +172,26 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("-o", "--output", required=True, help="a .safetensors or .npz file")
     i.add_argument("--seed", type=int, default=0)
     i.set_defaults(fn=cmd_init)
+
+    c = model_cmd("check", "run the Triton backend and the reference on the same inputs, node by node")
+    c.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    c.add_argument("--dims", help="input sizes, e.g. N=2,H=32,W=32 (default: the file's defaults)")
+    c.add_argument("--weights", help=".safetensors or .npz weights (default: seeded initialisation)")
+    c.add_argument("--random-weights", action="store_true",
+                   help="randomise every tensor (batchnorm statistics too) instead of the default init")
+    c.add_argument("--pipeline", default="O1")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(fn=cmd_check)
+
+    k = model_cmd("compile", "build every kernel the model needs ahead of time for a GPU target")
+    k.add_argument("--target", default="sm_90", help="sm_80 or sm_90 (comma-separated for both)")
+    k.add_argument("--dtype", default="fp16", choices=["fp32", "fp16", "bf16"])
+    k.add_argument("--dims", help="input sizes, e.g. N=8,H=224,W=224 (default: the file's defaults)")
+    k.add_argument("--configs", default="default", choices=["default", "all"],
+                   help="build the default launch config of each kernel, or every autotuning config")
+    k.add_argument("--pipeline", default="O1")
+    k.add_argument("--jobs", type=int, default=2, help="parallel build workers")
+    k.set_defaults(fn=cmd_compile)
 
     for register in _EXTRA_COMMANDS:
         register(sub, model_cmd)
