@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from .ir.graph import Graph
-from .ir.printer import format_graph
 from .ir.types import numel
 from .ops import REGISTRY
 from .params import parameter_count
@@ -53,14 +52,22 @@ def flops_table(graph: Graph, env: dict[str, int]) -> str:
 
 def show(graph: Graph, env: dict[str, int], pipeline: str = "O0", dump_after: str | None = None,
          cost: bool = False) -> str:
-    parts = []
-    if pipeline != "O0" or dump_after:
-        from .passes import run_pipeline
+    """The report of `netdsl show`: pass summaries and dumps (when a pipeline runs), the IR (with each
+    value's layout and the memory plan after O1), parameters, FLOPs and, with ``cost``, the cost report
+    of the unfused graph next to the fused one (the O1 pipeline's, when no pipeline was asked for)."""
+    from .passes import format_annotated, run_pipeline
 
-        graph, _ = run_pipeline(graph, None, pipeline, dump_after=dump_after, log=parts.append)
-    parts += [format_graph(graph), "", parameter_table(graph), "", flops_table(graph, env)]
+    parts: list[str] = []
+    unfused = graph
+    if dump_after and pipeline == "O0":
+        pipeline = "O1"  # asking for the IR after a pass means running the passes
+    if pipeline != "O0":
+        graph = run_pipeline(graph, pipeline, dump_after=dump_after, log=parts.append, dims=env)
+        parts.append("")
+    parts += [format_annotated(graph), "", parameter_table(graph), "", flops_table(graph, env)]
     if cost:
         from .passes.cost import cost_report
 
-        parts += ["", cost_report(graph, env)]
+        fused = graph if graph is not unfused else run_pipeline(unfused, "O1", dims=env)
+        parts += ["", cost_report(unfused, fused, env)]
     return "\n".join(parts)

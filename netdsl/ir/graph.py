@@ -70,6 +70,9 @@ class Graph:
     output_names: tuple[str, ...] = ()  # user-facing names of the outputs
     dim_defaults: Mapping[str, int] = field(default_factory=dict)  # e.g. {"H": 224} from the file
     source: str | None = None  # file name, for messages
+    # analysis results and provenance attached by the passes (netdsl.passes): e.g. "layout"
+    # (value -> "NHWC"/"NCHW"), "memory" (the buffer plan), "origin" (fused value -> original values)
+    annotations: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes) -> "Graph":
         return dataclasses.replace(self, **changes)

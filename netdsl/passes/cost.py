@@ -1,0 +1,239 @@
+"""The cost model: FLOPs, global-memory bytes read and written, and kernel launches.
+
+One place decides what a node costs (``node_cost``):
+- a view (flatten, an inference dropout) is free: 0 launches, 0 bytes;
+- a concat is free when every input was written straight into its slice (the memory plan says which);
+  otherwise one launch that copies the inputs that were not;
+- any other node is one launch that reads each distinct input tensor once, reads its weights once
+  (as the kernel will: a folded batchnorm is a packed weight and one bias vector, a batchnorm affine
+  is a scale and a shift vector) and writes its output once.
+That is the traffic of a kernel that keeps its tiles on chip; re-reads between tiles (L2 hits) are not
+modelled, which is fair to the unfused and the fused graph alike.
+
+``ideal_cost`` is the floor the fused graph is measured against: each weight read once (batchnorm
+folded), and each activation that must exist written once and read once by each consumer. An
+activation must exist unless it is read by exactly one pointwise op (activation, batchnorm, add, mul),
+has its reader's output type, and is not a graph output: then its producer could compute the reader
+in its epilogue. Of the two operands of an add, only one can be computed in the adding kernel: when
+both could, the second must exist. Concat inputs exist (they are the concat's storage) but a concat
+itself costs nothing. Dead code, duplicates and dropout are removed first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..ir.graph import Graph, Node
+from ..ir.types import DTYPES, numel
+from ..ops import REGISTRY, OpKind
+from .cleanup import eliminate_common_subexpressions, eliminate_dead_code, remove_dropout
+from .memory import VIEW_OPS, MemoryPlan, value_bytes
+from .rewrite import origin_of
+
+
+@dataclass(frozen=True)
+class Cost:
+    flops: int = 0
+    read: int = 0
+    written: int = 0
+    launches: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.read + self.written
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.flops + other.flops, self.read + other.read, self.written + other.written,
+                    self.launches + other.launches)
+
+
+def param_bytes(graph: Graph, node: Node) -> int:
+    """The bytes of weights the node's kernel reads (once), after packing at compile time."""
+    size = DTYPES[node.output.type.dtype]
+
+    def n(role: str) -> int:
+        return numel(tuple(graph.params[node.params[role]].shape)) if role in node.params else 0
+
+    if node.op in ("fused_conv2d", "fused_linear"):
+        channels = node.attrs.get("out_channels") or node.attrs["out_features"]
+        bias = channels if (node.attrs["bias"] or node.attrs["bn"]) else 0
+        return (n("weight") + bias + n("slope1") + n("slope2")) * size
+    if node.op == "fused_pointwise":
+        return (2 * n("bn_weight") + n("slope1") + n("slope2")) * size
+    return sum(n(role) for role in node.params) * size
+
+
+def node_cost(graph: Graph, node: Node, env: Mapping[str, int], plan: MemoryPlan | None = None) -> Cost:
+    if node.op in VIEW_OPS:
+        return Cost()
+    inputs = list({v.name: v for v in node.inputs}.values())
+    if node.op == "concat":
+        copied = [v for v in inputs if plan is None or v.name not in plan.concat_slices]
+        if not copied:
+            return Cost()
+        moved = sum(value_bytes(v, env) for v in copied)
+        return Cost(0, moved, moved, 1)
+    ins = [v.type.concrete(env) for v in node.inputs]
+    flops = int(REGISTRY[node.op].flops(ins, node.output.type.concrete(env), node.attrs))
+    read = sum(value_bytes(v, env) for v in inputs) + param_bytes(graph, node)
+    return Cost(flops, read, value_bytes(node.output, env), 1)
+
+
+def node_costs(graph: Graph, env: Mapping[str, int]) -> dict[str, Cost]:
+    """Cost per node, keyed by the node's output value."""
+    plan = graph.annotations.get("memory")
+    return {n.output.name: node_cost(graph, n, env, plan) for n in graph.nodes}
+
+
+def total(costs: Mapping[str, Cost]) -> Cost:
+    out = Cost()
+    for c in costs.values():
+        out = out + c
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the ideal
+# ---------------------------------------------------------------------------------------------
+
+def _pointwise_reader(node: Node) -> bool:
+    op = REGISTRY[node.op]
+    return op.kind in (OpKind.ELEMENTWISE, OpKind.BINARY) or node.op in ("batchnorm", "fused_pointwise")
+
+
+def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
+    """The floor for ``graph`` (any graph: unfused or fused), after the clean-up passes (no dead
+    code, no duplicates, no dropout: the ideal computes nothing twice and nothing unused)."""
+    for cleanup in (remove_dropout, eliminate_common_subexpressions, eliminate_dead_code):
+        graph, _ = cleanup(graph)
+    storage: dict[str, str] = {}  # view -> the value it is a view of
+
+    def store(name: str) -> str:
+        while name in storage:
+            name = storage[name]
+        return name
+
+    readers: dict[str, list[Node]] = {}
+    producer: dict[str, Node] = {}
+    for node in graph.nodes:
+        if node.op in VIEW_OPS:
+            storage[node.output.name] = node.inputs[0].name
+            continue
+        producer[node.output.name] = node
+        for name in dict.fromkeys(store(v.name) for v in node.inputs):
+            readers.setdefault(name, []).append(node)
+    outputs = {store(v.name) for v in graph.outputs}
+
+    def fusable(name: str) -> bool:
+        """Whether the value could stay on chip: its one reader is pointwise, of the same shape."""
+        node, users = producer.get(name), readers.get(name, [])
+        if node is None or node.op == "concat" or name in outputs or len(users) != 1 or not _pointwise_reader(users[0]):
+            return False
+        return node.output.type == users[0].output.type
+
+    on_chip = {name for name in producer if fusable(name)}
+    for node in graph.nodes:  # a binary op computes at most one operand in its own kernel
+        if REGISTRY[node.op].kind is OpKind.BINARY:
+            a, b = (store(v.name) for v in node.inputs)
+            if a in on_chip and b in on_chip:
+                on_chip.discard(b)
+    folded = 0
+    weights = 0
+    for node in graph.nodes:
+        src = producer.get(node.inputs[0].name) if node.inputs else None
+        if (node.op == "batchnorm" and src is not None and src.op in ("conv2d", "linear")
+                and node.inputs[0].name in on_chip):
+            c = numel(tuple(graph.params[node.params["weight"]].shape))
+            folded += 0 if src.attrs["bias"] else c * DTYPES[node.output.type.dtype]
+        elif node.op == "batchnorm":
+            weights += 2 * numel(tuple(graph.params[node.params["weight"]].shape)) * DTYPES[node.output.type.dtype]
+        else:
+            weights += param_bytes(graph, node)
+    # kernels: a value kept on chip joins its producer to its reader's kernel; a kernel reads each
+    # stored tensor once, however many of its nodes use it, and writes its one stored output
+    kernel: dict[str, str] = {}  # producer output -> the output its kernel stores
+
+    def kernel_of(name: str) -> str:
+        while name in on_chip:
+            name = readers[name][0].output.name
+        return name
+
+    stored_reads: dict[str, set[str]] = {}
+    for name, node in producer.items():
+        if node.op == "concat":
+            continue
+        k = kernel[name] = kernel_of(name)
+        for v in node.inputs:
+            s = store(v.name)
+            if s not in on_chip:
+                stored_reads.setdefault(k, set()).add(s)
+    sizes = {v.name: value_bytes(v, env) for v in graph.inputs}
+    sizes.update((name, value_bytes(node.output, env)) for name, node in producer.items())
+    read = sum(sizes[s] for reads in stored_reads.values() for s in reads)
+    written = sum(sizes[name] for name, node in producer.items() if name not in on_chip and node.op != "concat")
+    launches = len(set(kernel.values()))
+    return Cost(0, read + weights + folded, written, launches)
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CostSummary:
+    unfused: Cost
+    fused: Cost
+    ideal: Cost
+    unfused_nodes: int
+    fused_nodes: int
+
+    @property
+    def fused_over_unfused(self) -> float:
+        return self.fused.bytes / self.unfused.bytes
+
+    @property
+    def fused_over_ideal(self) -> float:
+        return self.fused.bytes / self.ideal.bytes
+
+
+def summarize(unfused: Graph, fused: Graph, env: Mapping[str, int]) -> CostSummary:
+    return CostSummary(total(node_costs(unfused, env)), total(node_costs(fused, env)), ideal_cost(unfused, env),
+                       len(unfused.nodes), len(fused.nodes))
+
+
+def _h(x: float, unit: str = "") -> str:
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{suffix}{unit}"
+    return f"{int(x)}{unit}"
+
+
+def cost_report(unfused: Graph, fused: Graph, env: Mapping[str, int]) -> str:
+    """Per fused node: launches, FLOPs and bytes, next to what the original nodes it stands for cost
+    unfused; then the totals of the unfused graph, the fused graph and the ideal."""
+    before = node_costs(unfused, env)
+    after = node_costs(fused, env)
+    width = max([len(n.name) for n in fused.nodes] + [8])
+    dims = ", ".join(f"{k}={v}" for k, v in sorted(env.items()))
+    lines = [f"Cost at {dims} (bytes: global memory read + written; weights read once per launch)",
+             f"{'node':<{width}}  {'op':<16} {'parts':>5} {'launches':>8} {'FLOPs':>9}  {'bytes unfused':>13} "
+             f"{'bytes fused':>12} {'read':>9} {'written':>9}"]
+    for n in fused.nodes:
+        parts = [p for p in origin_of(fused, n.output.name) if p in before]
+        was = total({p: before[p] for p in parts})
+        c = after[n.output.name]
+        lines.append(f"{n.name:<{width}}  {n.op:<16} {len(parts):>5} {f'{was.launches}->{c.launches}':>8} "
+                     f"{_h(c.flops):>9}  {_h(was.bytes, 'B'):>13} {_h(c.bytes, 'B'):>12} {_h(c.read, 'B'):>9} "
+                     f"{_h(c.written, 'B'):>9}")
+    s = summarize(unfused, fused, env)
+    lines.append("")
+    lines.append(f"{'':<9} {'nodes':>6} {'launches':>9} {'FLOPs':>9} {'read':>10} {'written':>10} {'bytes':>10}")
+    for label, c, nodes in (("unfused", s.unfused, s.unfused_nodes), ("fused", s.fused, s.fused_nodes),
+                            ("ideal", s.ideal, None)):
+        flops = _h(c.flops) if label != "ideal" else "-"
+        lines.append(f"{label:<9} {nodes if nodes is not None else '-':>6} {c.launches:>9} {flops:>9} "
+                     f"{_h(c.read, 'B'):>10} {_h(c.written, 'B'):>10} {_h(c.bytes, 'B'):>10}")
+    lines.append(f"fused/unfused bytes {s.fused_over_unfused:.3f}, fused/ideal bytes {s.fused_over_ideal:.3f}, "
+                 f"launches {s.unfused.launches} -> {s.fused.launches} (ideal {s.ideal.launches})")
+    return "\n".join(lines)
