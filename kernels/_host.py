@@ -13,6 +13,7 @@ Layout convention: activations are channels-last. A 4-D tensor is [N, H, W, C] a
 into a channel slice ``buf[..., c0:c1]`` of a bigger buffer (concat without a copy).
 """
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -26,9 +27,28 @@ INT32_MAX = 2**31 - 1
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
+# While recording (see :func:`recording`), launches are collected instead of run, and planned
+# as on a GPU, whatever this process's interpret mode: that is how a compiler lists the exact
+# kernel specializations a whole model needs (running it on "meta" tensors) for an AOT build.
+_RECORDED: Optional[list] = None
+
+
 def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
+    if _RECORDED is not None:
+        return False
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextlib.contextmanager
+def recording():
+    """Collect every Launch the wrappers plan (GPU configs) instead of running it; yields the list."""
+    global _RECORDED
+    saved, _RECORDED = _RECORDED, []
+    try:
+        yield _RECORDED
+    finally:
+        _RECORDED = saved
 
 
 def check_io_dtype(t: torch.Tensor, name: str) -> None:
@@ -82,16 +102,25 @@ def check_writable_rows(t: torch.Tensor, name: str) -> tuple[int, int, int]:
 
 
 def type_name(value) -> str:
-    """The Triton signature string the JIT would give this runtime argument."""
+    """The Triton signature string the JIT gives this runtime argument."""
     if isinstance(value, torch.Tensor):
         return "*" + DTYPE_NAMES.get(value.dtype, {torch.int32: "i32", torch.int64: "i64"}.get(value.dtype))
     if isinstance(value, bool):
-        return "i1"
+        return "u1"
     if isinstance(value, int):
         return "i32" if -2**31 <= value <= INT32_MAX else "i64"
     if isinstance(value, float):
         return "fp32"
     raise TypeError(f"no Triton signature type for {type(value).__name__}")
+
+
+def aligned16(value) -> bool:
+    """The JIT's divisibility specialization: pointers 16-byte aligned, ints multiple of 16."""
+    if isinstance(value, torch.Tensor):
+        if value.device.type == "meta":   # planned from shapes: assume a fresh allocation
+            return value.storage_offset() * value.element_size() % 16 == 0
+        return value.data_ptr() % 16 == 0
+    return isinstance(value, int) and not isinstance(value, bool) and value % 16 == 0
 
 
 @dataclass
@@ -108,6 +137,9 @@ class Launch:
 
 def run(launch: Launch) -> None:
     """Launch: the fixed config under the interpreter (or when not tuned), else autotune."""
+    if _RECORDED is not None:
+        _RECORDED.append(launch)
+        return
     if launch.tuned is None or interpreting():
         cfg = launch.config
         meta = {**launch.constexprs, **cfg.kwargs}
@@ -121,21 +153,33 @@ def spec_of(launch: Launch, config=None) -> dict:
     """The AOT specialization of ``launch`` under ``config``.
 
     ``config``: None (the GPU default: the first autotuning config, or the fixed config of
-    an untuned kernel), an index into the autotuning configs, or a triton.Config.
+    an untuned kernel), an index into the autotuning configs, a triton.Config, or "all"
+    (a list: one spec per config the autotuner may pick for these arguments).
 
-    Returns {"module", "kernel", "signature", "constexprs", "num_warps", "num_stages"},
-    the exact inputs of ``aot.build``/``aot.build_many``.
+    Returns {"module", "kernel", "signature", "constexprs", "divisible_by_16", "num_warps",
+    "num_stages"}, the inputs of ``aot.build``/``aot.build_many``. It mirrors what the JIT
+    would compile for these arguments: integer arguments equal to 1 become constexprs and
+    16-aligned pointers / multiples of 16 get the divisibility hint.
     """
+    if isinstance(config, str) and config == "all":
+        return [spec_of(launch, c) for c in (launch.configs or (launch.config,))]
     if config is None:
         config = launch.config if launch.tuned is None else launch.configs[0]
     elif isinstance(config, int):
         config = (launch.configs or (launch.config,))[config]
     fn = launch.kernel.fn
     constexprs = {**launch.constexprs, **config.kwargs}
-    signature = {}
+    signature, divisible = {}, []
     for name in launch.kernel.arg_names:
         if name in launch.args:
-            signature[name] = type_name(launch.args[name])
+            value = launch.args[name]
+            if isinstance(value, int) and not isinstance(value, bool) and value == 1:
+                signature[name] = "constexpr"
+                constexprs[name] = 1
+                continue
+            signature[name] = type_name(value)
+            if aligned16(value):
+                divisible.append(name)
         elif name in constexprs:
             signature[name] = "constexpr"
         else:
@@ -145,6 +189,7 @@ def spec_of(launch: Launch, config=None) -> dict:
         "kernel": fn.__name__,
         "signature": signature,
         "constexprs": constexprs,
+        "divisible_by_16": divisible,
         "num_warps": config.num_warps,
         "num_stages": config.num_stages,
     }
