@@ -11,7 +11,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from ..ir.dims import SymDim
 from ..ir.graph import ParamSpec
@@ -34,7 +34,8 @@ def _rank(t: TensorType, ranks: Sequence[int], op: str, layout: str) -> None:
 def _out_size(size, k: int, s: int, p: int, d: int, ceil_mode: bool = False, what: str = "input"):
     span = d * (k - 1) + 1
     if isinstance(size, int) and size + 2 * p < span:
-        raise ShapeError(f"{what} of size {size} (padded to {size + 2 * p}) is smaller than the window {span}")
+        raise ShapeError(f"{what} of size {size} (padded to {size + 2 * p}) is smaller than the window {span}",
+                         hint="the input is too small here: pad it, use a smaller kernel, or downsample less")
     if not ceil_mode:
         return (size + 2 * p - span) // s + 1
     out = (size + 2 * p - span + s - 1) // s + 1
@@ -76,9 +77,11 @@ def _conv_infer(types, attrs):
     c = _static(c, "the channel dimension of a conv2d input")
     g, oc = attrs["groups"], attrs["out_channels"]
     if c % g:
-        raise ShapeError(f"conv2d input has {c} channels, not divisible by groups={g}")
+        raise ShapeError(f"conv2d input has {c} channels, not divisible by groups={g}",
+                         hint="groups must divide both the input channels and out_channels")
     if oc % g:
-        raise ShapeError(f"conv2d out_channels={oc} is not divisible by groups={g}")
+        raise ShapeError(f"conv2d out_channels={oc} is not divisible by groups={g}",
+                         hint="groups must divide both the input channels and out_channels")
     (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
     ph, pw = conv_padding(attrs)
     return t.with_shape((n, oc, _out_size(h, kh, sh, ph, dh, what="height"), _out_size(w, kw, sw, pw, dw, what="width")))
@@ -95,35 +98,90 @@ def _conv_params(types, attrs):
     return out
 
 
+def pad_nchw(x, ph: int, pw: int, fill=0):
+    """``x`` [N, C, H, W] copied once into a buffer with ``ph``/``pw`` rows/columns of ``fill`` on each side;
+    ``x`` itself when there is no padding."""
+    if not (ph or pw):
+        return x
+    n, c, h, w = x.shape
+    xp = np.empty((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    xp[:, :, :ph] = fill
+    xp[:, :, ph + h:] = fill
+    xp[:, :, ph:ph + h, :pw] = fill
+    xp[:, :, ph:ph + h, pw + w:] = fill
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    return xp
+
+
+def _tap(xp, i: int, j: int, out_hw, stride, dilation):
+    """The [N, C, OH, OW] view of (padded) ``xp`` that holds tap (i, j) of every window."""
+    (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    return xp[:, :, i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw]
+
+
+# Columns per GEMM of conv2d_reference: enough for BLAS to run at full speed, few enough that a chunk of
+# im2col columns is still in cache when the GEMM reads it.
+CONV_GEMM_COLUMNS = 4096
+
+
 def conv2d_reference(x, weight, bias, stride, padding, dilation, groups):
-    """conv2d as im2col over a strided NHWC view and one (batched) matmul."""
+    """conv2d in NCHW as im2col + GEMM (no Python loop over pixels or channels).
+
+    The input is padded once into a fresh buffer. Images are taken a chunk at a time (about
+    ``CONV_GEMM_COLUMNS`` output pixels per chunk): the chunk's columns [g, C/g * KH * KW, b * OH * OW]
+    are copied from a strided view of the padded input into one reused buffer (a stride-1 1x1 conv of a
+    single image needs no copy at all), and one GEMM per group writes [OC, b * OH * OW] straight into
+    the NCHW result (with one block transpose when b > 1). A depthwise conv is a weighted sum of the
+    KH * KW shifted views."""
     n, c, h, w = x.shape
     oc, cg, kh, kw = weight.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    xp = np.pad(x.transpose(0, 2, 3, 1), ((0, 0), (ph, ph), (pw, pw), (0, 0)))  # NHWC, padded (a copy)
-    s0, s1, s2, s3 = xp.strides
-    patches = as_strided(xp, (n, oh, ow, kh, kw, c), (s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3), writeable=False)
-    m = n * oh * ow
-    if cg == 1 and oc == groups:  # depthwise: a weighted sum of kh*kw shifted views
-        out = np.zeros((n, oh, ow, c), dtype=x.dtype)
-        taps = weight.reshape(c, kh, kw)
+    dtype = np.result_type(x, weight)
+    xp = pad_nchw(x, ph, pw)
+    if cg == 1 and oc == groups:  # depthwise
+        out = np.zeros((n, c, oh, ow), dtype=dtype)
+        tmp = np.empty_like(out)
         for i in range(kh):
             for j in range(kw):
-                out += patches[:, :, :, i, j, :] * taps[:, i, j]
-        out = out.reshape(m, oc)
-    elif groups == 1:
-        cols = patches.reshape(m, kh * kw * c)
-        out = cols @ weight.transpose(2, 3, 1, 0).reshape(kh * kw * c, oc)
-    else:
-        g, ocg = groups, oc // groups
-        cols = patches.reshape(m, kh, kw, g, cg).transpose(3, 0, 1, 2, 4).reshape(g, m, kh * kw * cg)
-        wg = weight.reshape(g, ocg, cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(g, kh * kw * cg, ocg)
-        out = np.matmul(cols, wg).transpose(1, 0, 2).reshape(m, oc)
-    if bias is not None:
-        out = out + bias
-    return np.ascontiguousarray(out.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2))
+                np.multiply(_tap(xp, i, j, (oh, ow), stride, dilation), weight[:, 0, i, j].reshape(c, 1, 1), out=tmp)
+                out += tmp
+        if bias is not None:
+            out += bias.reshape(c, 1, 1)
+        return out
+    g, ocg, k, hw = groups, oc // groups, cg * kh * kw, oh * ow
+    wm = weight.reshape(g, ocg, k).astype(dtype, copy=False)
+    if g == 1:  # plain 2-D GEMMs
+        wm = wm[0]
+    nb = max(1, min(n, CONV_GEMM_COLUMNS // hw))  # images per GEMM
+    direct = kh == kw == 1 and (ph, pw) == (0, 0) and (sh, sw) == (1, 1) and nb == 1
+    buf = None if direct else np.empty(g * k * nb * hw, dtype=xp.dtype)
+    s0, s1, s2, s3 = xp.strides
+    result = np.empty((n, oc, hw), dtype=dtype)
+    bias_col = None if bias is None else bias.reshape(oc, 1)
+    for n0 in range(0, n, nb):  # chunks of whole images
+        b = min(nb, n - n0)
+        if direct:
+            cols = xp[n0].reshape(g, cg, hw)[0] if g == 1 else xp[n0].reshape(g, cg, hw)
+        else:
+            view = as_strided(xp[n0:], (g, cg, kh, kw, b, oh, ow), (cg * s1, s1, s2 * dh, s3 * dw, s0, s2 * sh, s3 * sw),
+                              writeable=False)
+            cols = buf[:g * k * b * hw].reshape(g, cg, kh, kw, b, oh, ow)
+            cols[...] = view
+            cols = cols.reshape(k, b * hw) if g == 1 else cols.reshape(g, k, b * hw)
+        if b == 1:
+            dst = result[n0]
+            np.matmul(wm, cols, out=dst if g == 1 else dst.reshape(g, ocg, hw))
+            if bias_col is not None:
+                dst += bias_col
+        else:
+            out = np.matmul(wm, cols).reshape(oc, b, hw).transpose(1, 0, 2)
+            if bias_col is not None:
+                np.add(out, bias_col, out=result[n0:n0 + b])
+            else:
+                result[n0:n0 + b] = out
+    return result.reshape(n, oc, oh, ow)
 
 
 def _conv_ref(xs, params, attrs):
@@ -212,22 +270,38 @@ def _pool_infer(types, attrs):
                          _out_size(w, k[1], s[1], p[1], d[1], ceil, "width")))
 
 
-def _windows(x, k, s, p, d, out_hw, fill):
-    """[N, C, OH, OW, KH, KW] strided view of the padded input (padding with ``fill``)."""
+def _tap_range(size: int, out: int, tap: int, s: int, p: int, d: int) -> tuple[int, int, int]:
+    """For one window tap along one axis: the outputs [lo, hi) whose tap falls inside the input (not in
+    the padding), and the input index that output ``lo`` reads."""
+    offset = tap * d - p  # input index read by output 0
+    lo = -(offset // s) if offset < 0 else 0  # ceil(-offset / s): the first output past the padding
+    hi = min(out, (size - 1 - offset) // s + 1) if size - 1 - offset >= 0 else 0
+    return lo, max(lo, hi), offset + lo * s
+
+
+def _pool_reduce(x, k, s, p, d, out_hw, init, combine):
+    """Fold the KH * KW taps of every pooling window into ``init`` with ``combine(acc, view, out=acc)``.
+    Taps in the padding are skipped (the padding is never materialised): max pooling starts from -inf,
+    sum pooling from 0, which is what padding with those values would give."""
+    n, c, h, w = x.shape
     oh, ow = out_hw
-    h, w = x.shape[2:]
-    extra_h = max(0, (oh - 1) * s[0] + d[0] * (k[0] - 1) + 1 - (h + 2 * p[0]))
-    extra_w = max(0, (ow - 1) * s[1] + d[1] * (k[1] - 1) + 1 - (w + 2 * p[1]))
-    xp = np.pad(x, ((0, 0), (0, 0), (p[0], p[0] + extra_h), (p[1], p[1] + extra_w)), constant_values=fill)
-    win = sliding_window_view(xp, (d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1), axis=(2, 3))
-    return win[:, :, : (oh - 1) * s[0] + 1: s[0], : (ow - 1) * s[1] + 1: s[1], :: d[0], :: d[1]]
+    acc = np.full((n, c, oh, ow), init, dtype=x.dtype)
+    for i in range(k[0]):
+        r0, r1, xr = _tap_range(h, oh, i, s[0], p[0], d[0])
+        for j in range(k[1]):
+            c0, c1, xc = _tap_range(w, ow, j, s[1], p[1], d[1])
+            if r1 > r0 and c1 > c0:
+                dst = acc[:, :, r0:r1, c0:c1]
+                combine(dst, x[:, :, xr: xr + (r1 - r0 - 1) * s[0] + 1: s[0], xc: xc + (c1 - c0 - 1) * s[1] + 1: s[1]],
+                        out=dst)
+    return acc
 
 
 def _maxpool_ref(xs, params, attrs):
     x = xs[0]
     k, s, p, d = _pool_geometry(attrs)
     out_hw = _pool_infer([TensorType(x.shape)], attrs).shape[2:]
-    return _windows(x, k, s, p, d, out_hw, -np.inf).max(axis=(4, 5))
+    return _pool_reduce(x, k, s, p, d, out_hw, -np.inf, np.maximum)
 
 
 def _avg_divisor(size, out, k, s, p, include_pad):
@@ -242,7 +316,7 @@ def _avgpool_ref(xs, params, attrs):
     x = xs[0]
     k, s, p, d = _pool_geometry(attrs)
     oh, ow = _pool_infer([TensorType(x.shape)], attrs).shape[2:]
-    total = _windows(x, k, s, p, d, (oh, ow), 0).sum(axis=(4, 5))
+    total = _pool_reduce(x, k, s, p, d, (oh, ow), 0, np.add)
     inc = attrs["count_include_pad"]
     div = np.outer(_avg_divisor(x.shape[2], oh, k[0], s[0], p[0], inc), _avg_divisor(x.shape[3], ow, k[1], s[1], p[1], inc))
     return (total / div.astype(x.dtype)).astype(x.dtype)

@@ -1,0 +1,229 @@
+"""Independent PyTorch twins of the example models, for checking the reference backend.
+
+Each twin is written from the papers / torchvision with ``torch.nn.functional`` only — it shares no
+code with netdsl — and takes the same weights: a dict of NumPy arrays keyed by netdsl's parameter
+names (which are torchvision's ``state_dict`` names), as made by ``netdsl.random_weights``.
+
+    out = TWINS["resnet18"](weights, x, dtype=torch.float64)   # x: NumPy [N, 3, H, W]
+
+``Weights`` records which tensors a twin read, so a test can also check that the twin used every
+parameter of the netdsl graph (a naming mismatch shows up as a KeyError or an unused tensor).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class Weights:
+    """netdsl weights as torch tensors of one dtype; remembers which names were read."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], dtype: torch.dtype):
+        self.arrays = arrays
+        self.dtype = dtype
+        self.used: set[str] = set()
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        self.used.add(name)
+        return torch.from_numpy(np.asarray(self.arrays[name])).to(self.dtype)
+
+    def get(self, name: str):
+        return self[name] if name in self.arrays else None
+
+    def unused(self) -> set[str]:
+        return set(self.arrays) - self.used
+
+
+# --- building blocks ---------------------------------------------------------------------------
+
+def conv(w: Weights, x, name, stride=1, padding=0, groups=1):
+    return F.conv2d(x, w[f"{name}.weight"], w.get(f"{name}.bias"), stride=stride, padding=padding, groups=groups)
+
+
+def bn(w: Weights, x, name, eps=1e-5):
+    return F.batch_norm(x, w[f"{name}.running_mean"], w[f"{name}.running_var"], w[f"{name}.weight"],
+                        w[f"{name}.bias"], training=False, eps=eps)
+
+
+def fc(w: Weights, x, name):
+    return F.linear(x, w[f"{name}.weight"], w.get(f"{name}.bias"))
+
+
+# --- models ------------------------------------------------------------------------------------
+
+def lenet5(w: Weights, x):
+    x = F.avg_pool2d(torch.tanh(conv(w, x, "c1")), 2)
+    x = F.avg_pool2d(torch.tanh(conv(w, x, "c3")), 2)
+    x = torch.flatten(x, 1)
+    x = torch.tanh(fc(w, x, "f5"))
+    x = torch.tanh(fc(w, x, "f6"))
+    return fc(w, x, "f7")
+
+
+def mlp(w: Weights, x):
+    x = torch.flatten(x, 1)
+    x = F.dropout(F.relu(fc(w, x, "fc1")), 0.2, training=False)
+    x = F.dropout(F.relu(fc(w, x, "fc2")), 0.2, training=False)
+    return fc(w, x, "fc3")
+
+
+def alexnet(w: Weights, x):
+    x = F.relu(conv(w, x, "features.0", stride=4, padding=2))
+    x = F.max_pool2d(x, 3, 2)
+    x = F.relu(conv(w, x, "features.3", padding=2))
+    x = F.max_pool2d(x, 3, 2)
+    x = F.relu(conv(w, x, "features.6", padding=1))
+    x = F.relu(conv(w, x, "features.8", padding=1))
+    x = F.relu(conv(w, x, "features.10", padding=1))
+    x = F.max_pool2d(x, 3, 2)
+    x = torch.flatten(F.adaptive_avg_pool2d(x, (6, 6)), 1)
+    x = F.relu(fc(w, x, "classifier.1"))
+    x = F.relu(fc(w, x, "classifier.4"))
+    return fc(w, x, "classifier.6")
+
+
+VGG11_CFG = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+
+
+def vgg11(w: Weights, x):
+    i = 0
+    for v in VGG11_CFG:
+        if v == "M":
+            x = F.max_pool2d(x, 2, 2)
+            i += 1
+        else:
+            x = F.relu(conv(w, x, f"features.{i}", padding=1))
+            i += 2
+    x = torch.flatten(F.adaptive_avg_pool2d(x, (7, 7)), 1)
+    x = F.relu(fc(w, x, "classifier.0"))
+    x = F.relu(fc(w, x, "classifier.3"))
+    return fc(w, x, "classifier.6")
+
+
+def _basic_conv(w, x, name, stride=1, padding=0):
+    return F.relu(bn(w, conv(w, x, f"{name}.conv", stride, padding), f"{name}.bn", eps=0.001))
+
+
+GOOGLENET_INCEPTIONS = {  # name: (ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)
+    "inception3a": (64, 96, 128, 16, 32, 32),
+    "inception3b": (128, 128, 192, 32, 96, 64),
+    "inception4a": (192, 96, 208, 16, 48, 64),
+    "inception4b": (160, 112, 224, 24, 64, 64),
+    "inception4c": (128, 128, 256, 24, 64, 64),
+    "inception4d": (112, 144, 288, 32, 64, 64),
+    "inception4e": (256, 160, 320, 32, 128, 128),
+    "inception5a": (256, 160, 320, 32, 128, 128),
+    "inception5b": (384, 192, 384, 48, 128, 128),
+}
+
+
+def _inception(w, x, name):
+    b1 = _basic_conv(w, x, f"{name}.branch1")
+    b2 = _basic_conv(w, _basic_conv(w, x, f"{name}.branch2.0"), f"{name}.branch2.1", padding=1)
+    b3 = _basic_conv(w, _basic_conv(w, x, f"{name}.branch3.0"), f"{name}.branch3.1", padding=1)
+    b4 = _basic_conv(w, F.max_pool2d(x, 3, 1, 1, ceil_mode=True), f"{name}.branch4.1")
+    for b, ch in zip((b1, b2, b3, b4), np.array(GOOGLENET_INCEPTIONS[name])[[0, 2, 4, 5]]):
+        assert b.shape[1] == ch
+    return torch.cat([b1, b2, b3, b4], 1)
+
+
+def googlenet(w: Weights, x):
+    x = _basic_conv(w, x, "conv1", stride=2, padding=3)
+    x = F.max_pool2d(x, 3, 2, ceil_mode=True)
+    x = _basic_conv(w, x, "conv2")
+    x = _basic_conv(w, x, "conv3", padding=1)
+    x = F.max_pool2d(x, 3, 2, ceil_mode=True)
+    x = _inception(w, x, "inception3a")
+    x = _inception(w, x, "inception3b")
+    x = F.max_pool2d(x, 3, 2, ceil_mode=True)
+    for n in ("4a", "4b", "4c", "4d", "4e"):
+        x = _inception(w, x, f"inception{n}")
+    x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+    x = _inception(w, x, "inception5a")
+    x = _inception(w, x, "inception5b")
+    x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+    return fc(w, F.dropout(x, 0.2, training=False), "fc")
+
+
+def _basic_block(w, x, name, stride):
+    y = F.relu(bn(w, conv(w, x, f"{name}.conv1", stride, 1), f"{name}.bn1"))
+    y = bn(w, conv(w, y, f"{name}.conv2", 1, 1), f"{name}.bn2")
+    if f"{name}.downsample.0.weight" in w.arrays:
+        x = bn(w, conv(w, x, f"{name}.downsample.0", stride), f"{name}.downsample.1")
+    return F.relu(y + x)
+
+
+def _bottleneck(w, x, name, stride):  # torchvision v1.5: the stride is on the 3x3 conv
+    y = F.relu(bn(w, conv(w, x, f"{name}.conv1"), f"{name}.bn1"))
+    y = F.relu(bn(w, conv(w, y, f"{name}.conv2", stride, 1), f"{name}.bn2"))
+    y = bn(w, conv(w, y, f"{name}.conv3"), f"{name}.bn3")
+    if f"{name}.downsample.0.weight" in w.arrays:
+        x = bn(w, conv(w, x, f"{name}.downsample.0", stride), f"{name}.downsample.1")
+    return F.relu(y + x)
+
+
+def _resnet(block, layers):
+    def model(w: Weights, x):
+        x = F.relu(bn(w, conv(w, x, "conv1", 2, 3), "bn1"))
+        x = F.max_pool2d(x, 3, 2, 1)
+        for i, n in enumerate(layers):
+            for j in range(n):
+                x = block(w, x, f"layer{i + 1}.{j}", 2 if (i > 0 and j == 0) else 1)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return fc(w, x, "fc")
+    return model
+
+
+resnet18 = _resnet(_basic_block, [2, 2, 2, 2])
+resnet50 = _resnet(_bottleneck, [3, 4, 6, 3])
+
+
+MOBILENET_V2_SETTINGS = [  # t, c, n, s  (Sandler et al. 2018, Table 2)
+    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+]
+
+
+def _conv_bn_relu6(w, x, name, stride=1, groups=1):
+    k = w.arrays[f"{name}.0.weight"].shape[-1]
+    return F.relu6(bn(w, conv(w, x, f"{name}.0", stride, (k - 1) // 2, groups), f"{name}.1"))
+
+
+def mobilenet_v2(w: Weights, x):
+    x = _conv_bn_relu6(w, x, "features.0", stride=2)
+    inp, i = 32, 1
+    for t, c, n, s in MOBILENET_V2_SETTINGS:
+        for j in range(n):
+            stride = s if j == 0 else 1
+            name, hidden, k = f"features.{i}.conv", inp * t, 0
+            y = x
+            if t != 1:
+                y = _conv_bn_relu6(w, y, f"{name}.0")
+                k = 1
+            y = _conv_bn_relu6(w, y, f"{name}.{k}", stride=stride, groups=hidden)
+            y = bn(w, conv(w, y, f"{name}.{k + 1}"), f"{name}.{k + 2}")
+            x = x + y if stride == 1 and inp == c else y
+            inp, i = c, i + 1
+    x = _conv_bn_relu6(w, x, f"features.{i}")
+    x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+    return fc(w, F.dropout(x, 0.2, training=False), "classifier.1")
+
+
+TWINS: dict[str, Callable] = {
+    "lenet5": lenet5, "mlp": mlp, "alexnet": alexnet, "vgg11": vgg11, "googlenet": googlenet,
+    "resnet18": resnet18, "resnet50": resnet50, "mobilenet_v2": mobilenet_v2,
+}
+
+
+def run_twin(model: str, weights: Mapping[str, np.ndarray], x: np.ndarray, dtype=torch.float32,
+             check_all_used: bool = True) -> np.ndarray:
+    """Run the twin of ``model`` in ``dtype`` (no grad); return its output as a NumPy array."""
+    w = Weights(weights, dtype)
+    with torch.no_grad():
+        out = TWINS[model](w, torch.from_numpy(np.asarray(x)).to(dtype))
+    if check_all_used and w.unused():
+        raise AssertionError(f"twin of {model} ignored parameters: {sorted(w.unused())[:5]}")
+    return out.numpy()
