@@ -128,7 +128,11 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
     def fusable(name: str) -> bool:
         """Whether the value could stay on chip: its one reader is pointwise, of the same shape."""
         node, users = producer.get(name), readers.get(name, [])
-        if node is None or node.op == "concat" or name in outputs or len(users) != 1 or not _pointwise_reader(users[0]):
+        if node is None or node.op == "concat" or name in outputs or len(users) != 1:
+            return False
+        if node.op == "add" and users[0].op == "layernorm":  # "add & norm": the sum feeds the norm's kernel
+            return True
+        if not _pointwise_reader(users[0]):
             return False
         return node.output.type == users[0].output.type
 
@@ -136,7 +140,7 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
     for node in graph.nodes:  # a binary op computes at most one operand in its own kernel
         if REGISTRY[node.op].kind is OpKind.BINARY:
             a, b = (store(v.name) for v in node.inputs)
-            if a in on_chip and b in on_chip:
+            if a != b and a in on_chip and b in on_chip:  # x + x reads one value
                 on_chip.discard(b)
     folded = 0
     weights = 0
