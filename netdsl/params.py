@@ -25,10 +25,10 @@ def init_param(name: str, spec: ParamSpec, seed: int = 0) -> np.ndarray:
     model does not change the initial values of the others."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     if spec.init == "kaiming":  # He normal, gain sqrt(2), fan_in mode
-        return (rng.standard_normal(spec.shape) * np.sqrt(2.0 / spec.fan_in)).astype(np.float32)
+        return rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / spec.fan_in))
     if spec.init == "xavier":  # Glorot uniform
-        bound = np.sqrt(6.0 / (spec.fan_in + spec.fan_out))
-        return rng.uniform(-bound, bound, spec.shape).astype(np.float32)
+        bound = np.float32(np.sqrt(6.0 / (spec.fan_in + spec.fan_out)))
+        return (rng.random(spec.shape, dtype=np.float32) * 2 - 1) * bound
     if spec.init == "zeros":
         return np.zeros(spec.shape, np.float32)
     if spec.init == "ones":
@@ -100,6 +100,9 @@ def read_weights(path: str | Path) -> Weights:
 def check_weights(graph: Graph, weights: Mapping[str, np.ndarray], origin: str = "weights") -> Weights:
     """Strictly match weights to the graph's parameters; return them as float32 arrays."""
     specs = graph.used_params()
+    # PyTorch's batchnorm keeps a step counter next to its statistics; it means nothing at inference
+    weights = {k: v for k, v in weights.items()
+               if not (k.endswith(".num_batches_tracked") and k[: -len("num_batches_tracked")] + "running_mean" in specs)}
     missing = [k for k in specs if k not in weights]
     extra = [k for k in weights if k not in specs]
     if missing:
