@@ -94,15 +94,23 @@ def cmd_run(args) -> int:
         if out.ndim == 2 and out.shape[1] > 1:
             print(f"         argmax per row: {out.argmax(axis=1).tolist()[:16]}")
     if args.output:
-        np.save(args.output, next(iter(outputs.values())))
+        np.save(_writable(args.output), next(iter(outputs.values())))
     return 0
+
+
+def _writable(path: str) -> str:
+    """``path``, once its directory is known to exist (safetensors' own error for that is obscure)."""
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise NetDSLError(f"cannot write `{path}`: there is no directory `{parent}`")
+    return path
 
 
 def cmd_init(args) -> int:
     from .params import init_weights, parameter_count, save_weights
 
     graph = _load(args)
-    save_weights(args.output, init_weights(graph, args.seed))
+    save_weights(_writable(args.output), init_weights(graph, args.seed))
     print(f"wrote {parameter_count(graph):,} parameters of `{graph.name}` to {args.output}")
     return 0
 
@@ -207,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except NetDSLError as e:
         print(e, file=sys.stderr)
+        return 2
+    except OSError as e:  # a file the user named cannot be read or written
+        print(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

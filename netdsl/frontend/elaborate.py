@@ -17,10 +17,13 @@ from ..ir.dims import SymDim
 from ..ir.graph import Graph, Node, ParamSpec, Value
 from ..ir.types import DTYPES, TensorType
 from ..ops import ALIASES, REGISTRY, OpKind, ShapeError, lookup
-from ..ops.registry import OpDef, bind_attrs, signature
+from ..ops.registry import OpDef, bind_attrs
 from . import ast
 
 Scalar = Any  # int, float, str, bool or a tuple of those
+
+MAX_REPEAT = 1000  # a repetition count above this is surely a typo (and would elaborate for minutes)
+MAX_NODES = 100_000  # no model of the seeds comes near; a runaway nesting of repetitions does
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ class _Elaborator:
             specs = op.params(types, attrs)
         except ShapeError as e:
             raise NetDSLError(e.message, loc, e.hint) from None
+        if len(self.nodes) >= MAX_NODES:
+            raise NetDSLError(f"the network has more than {MAX_NODES:,} layers", loc,
+                              hint="check the repetition counts (`block(...) * n`)")
         local = scope.claim(label, op.name, loc)
         name = scope.full(local)
         params = {}
@@ -172,51 +178,56 @@ class _Elaborator:
                               hint="arithmetic on numbers is for attributes, e.g. conv2d(c * 4, 1)")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right)):
             raise NetDSLError(f"`{e.op}` needs numbers, got {_show(left)} and {_show(right)}", e.loc)
-        if e.op == "+":
-            return left + right
-        if e.op == "-":
-            return left - right
-        if e.op == "*":
-            return left * right
-        if right == 0:
+        if e.op == "/" and right == 0:
             raise NetDSLError("division by zero", e.loc)
-        if isinstance(left, int) and isinstance(right, int) and left % right == 0:
-            return left // right
-        return left / right
+        try:
+            return _arith(e.op, left, right)
+        except OverflowError:  # a huge integer mixed with a float
+            raise NetDSLError(f"the result of `{e.op}` is too large", e.loc) from None
 
-    def split_args(self, call: ast.Call, env, scope, pending) -> tuple[list[Tensor], list, dict]:
-        tensors, scalars, kwargs = [], [], {}
+    def split_args(self, call: ast.Call, env, scope, pending) -> tuple[list[Tensor], list, dict, dict]:
+        """Evaluate a call's arguments: (tensors, positional scalars, keyword scalars, locations), where
+        ``locations`` maps a positional scalar's index or a keyword's name to its source span."""
+        tensors, scalars, kwargs, locs = [], [], {}, {}
         for a in call.args:
             v = self.eval(a, env, scope, pending)
             if isinstance(v, Tensor):
                 if scalars:
-                    raise NetDSLError("tensor arguments must come before attribute arguments", _loc_of(a),
-                                      hint=f"write {call.func}(tensors..., attributes...)")
+                    raise NetDSLError(f"`{call.func}` got a tensor where it needs a number", _loc_of(a),
+                                      hint=f"tensor arguments come first: {call.func}(tensors..., attributes...)")
                 tensors.append(v)
             else:
+                locs[len(scalars)] = _loc_of(a)
                 scalars.append(v)
         for kw in call.kwargs:
             if kw.name in kwargs:
-                raise NetDSLError(f"argument `{kw.name}` is given twice", kw.loc)
+                raise NetDSLError(f"argument `{kw.name}` is given twice", kw.loc).with_note("first given",
+                                                                                            locs[kw.name])
             v = self.eval(kw.value, env, scope, pending)
             if isinstance(v, Tensor):
                 raise NetDSLError(f"argument `{kw.name}` must be a number, string or true/false, not a tensor",
-                                  kw.loc)
+                                  _loc_of(kw.value), hint="tensors are inputs: `x -> layer(...)` or layer(x, ...)")
             kwargs[kw.name] = v
-        return tensors, scalars, kwargs
+            locs[kw.name] = kw.loc
+        return tensors, scalars, kwargs, locs
 
     def call(self, call: ast.Call, chained: Tensor | None, env, scope: Scope, label: str | None, pending) -> Tensor:
         """A layer or block call; ``chained`` is the value flowing in from ``->``, if any."""
         op = lookup(call.func)
         block = self.module.blocks.get(call.func)
         if op is None and block is None:
-            known = list(REGISTRY) + list(ALIASES) + list(self.module.blocks)
+            layers = [name for name, o in REGISTRY.items() if o.kind is not OpKind.FUSED]
+            known = layers + list(ALIASES) + list(self.module.blocks)
             raise NetDSLError(f"unknown layer `{call.func}`", call.func_loc,
                               hint=did_you_mean(call.func, known) or "see docs/language.md for the list of layers")
-        tensors, scalars, kwargs = self.split_args(call, env, scope, pending)
+        if block is None and op.kind is OpKind.FUSED:
+            raise NetDSLError(f"`{call.func}` is made by the compiler's fusion passes; it is not a layer of the "
+                              "language", call.func_loc,
+                              hint="write the layers it fuses, e.g. `conv2d(...) -> batchnorm -> relu`")
+        tensors, scalars, kwargs, arg_locs = self.split_args(call, env, scope, pending)
         inputs = ([chained] if chained is not None else []) + tensors
         if block is not None:
-            outs = self.instantiate(block, inputs, scalars, kwargs, scope, label, call)
+            outs = self.instantiate(block, inputs, scalars, kwargs, arg_locs, scope, label, call)
             if len(outs) != 1:
                 raise NetDSLError(f"block `{block.name}` has {len(outs)} outputs; a block used in an expression "
                                   "must have exactly one", call.loc)
@@ -227,11 +238,11 @@ class _Elaborator:
         if op.arity is not None and len(inputs) != op.arity:
             how = " (including the one from `->`)" if chained is not None else ""
             raise NetDSLError(f"`{op.name}` takes {op.arity} tensor input(s), got {len(inputs)}{how}", call.loc,
-                              hint=signature(op))
+                              hint=_arity_hint(op, call.func, chained is not None))
         try:
             attrs = bind_attrs(op, scalars, kwargs)
         except ShapeError as e:
-            raise NetDSLError(e.message, call.loc, e.hint) from None
+            raise NetDSLError(e.message, _arg_loc(op, e.arg, arg_locs) or call.loc, e.hint) from None
         return self.apply_op(op, inputs, attrs, scope, label, call.loc)
 
     def apply_stage(self, x: Tensor, stage: ast.Stage, env, scope: Scope, pending) -> Tensor:
@@ -239,7 +250,10 @@ class _Elaborator:
             return self.apply_body(x, stage.body, env, scope, stage.label, stage.label_loc, pending)
         n = self.eval(stage.repeat, env, scope, pending)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise NetDSLError(f"a repetition count must be a positive integer, got {_show(n)}", _loc_of(stage.repeat))
+            raise NetDSLError(f"a repetition count must be a positive integer, got {_show(n)}", _loc_of(stage.repeat),
+                              hint="`layer * n` applies the layer n times in a chain")
+        if n > MAX_REPEAT:
+            raise NetDSLError(f"a repetition count must be at most {MAX_REPEAT}, got {n}", _loc_of(stage.repeat))
         if stage.label is not None:
             inner = scope.child(scope.claim(stage.label, "", stage.label_loc))
             for i in range(n):
@@ -268,50 +282,63 @@ class _Elaborator:
         return x
 
     # --- blocks ---------------------------------------------------------------------------------
-    def instantiate(self, block: ast.BlockDef, inputs: list[Tensor], scalars: list, kwargs: dict,
+    def instantiate(self, block: ast.BlockDef, inputs: list[Tensor], scalars: list, kwargs: dict, arg_locs: dict,
                     scope: Scope, label: str | None, call: ast.Call) -> list[Tensor]:
         if block.name in self.block_stack:
-            raise NetDSLError(f"block `{block.name}` calls itself", call.loc,
+            chain = " -> ".join(self.block_stack[self.block_stack.index(block.name):] + [block.name])
+            raise NetDSLError(f"block `{block.name}` calls itself ({chain})", call.loc,
                               hint="blocks cannot be recursive; use repetition (`block(...) * n`)")
         names = [p.name for p in block.params]
+        usage = f"block {block.name}({', '.join(names)})"
+        decls = [d for st in block.body if isinstance(st, ast.InputStmt) for d in st.decls]
+        if len(decls) != len(inputs):
+            raise NetDSLError(
+                f"block `{block.name}` takes {len(decls)} input tensor(s) "
+                f"({', '.join(d.name for d in decls)}), got {len(inputs)}", call.loc,
+                hint="the value before `->` is the first input; further tensors come first in the parentheses")
         if len(scalars) > len(names):
-            raise NetDSLError(f"block `{block.name}` takes {len(names)} parameter(s), got {len(scalars)}", call.loc,
-                              hint=f"block {block.name}({', '.join(names)})")
+            raise NetDSLError(f"block `{block.name}` takes {len(names)} parameter(s), got {len(scalars)}",
+                              arg_locs.get(len(names), call.loc), hint=usage)
         bound: dict[str, Any] = dict(zip(names, scalars))
         for key, value in kwargs.items():
             if key not in names:
-                raise NetDSLError(f"block `{block.name}` has no parameter `{key}`", call.loc,
-                                  hint=did_you_mean(key, names) or f"block {block.name}({', '.join(names)})")
+                raise NetDSLError(f"block `{block.name}` has no parameter `{key}`", arg_locs.get(key, call.loc),
+                                  hint=did_you_mean(key, names) or usage)
             if key in bound:
-                raise NetDSLError(f"parameter `{key}` of block `{block.name}` is given twice", call.loc)
+                raise NetDSLError(f"parameter `{key}` of block `{block.name}` is given twice (by position and by "
+                                  "name)", arg_locs.get(key, call.loc), hint=usage)
             bound[key] = value
         env: dict[str, Binding] = {}
         for p in block.params:
             if p.name in bound:
                 env[p.name] = Binding(bound[p.name], p.loc, used=True)
             elif p.default is not None:
-                env[p.name] = Binding(self.eval(p.default, env, scope, {}), p.loc, used=True)
+                try:
+                    default = self.eval(p.default, env, scope, {})
+                except NetDSLError as err:
+                    raise err.with_note(f"in the default of parameter `{p.name}` of block `{block.name}`, used",
+                                        call.loc)
+                env[p.name] = Binding(default, p.loc, used=True)
             else:
-                raise NetDSLError(f"block `{block.name}` needs parameter `{p.name}`", call.loc,
-                                  hint=f"block {block.name}({', '.join(names)})")
-        decls = [d for st in block.body if isinstance(st, ast.InputStmt) for d in st.decls]
-        if len(decls) != len(inputs):
-            raise NetDSLError(
-                f"block `{block.name}` takes {len(decls)} input tensor(s) "
-                f"({', '.join(d.name for d in decls)}), got {len(inputs)}", call.loc)
+                raise NetDSLError(f"block `{block.name}` needs parameter `{p.name}`", call.loc, hint=usage)
         inner = scope.child(scope.claim(label, block.name, call.loc))
         self.block_stack.append(block.name)
         try:
-            return self.run_body(block.body, env, inner, given=inputs)
+            return self.run_body(block.body, env, inner, given=inputs, where=block.loc)
         except NetDSLError as err:
             raise err.with_note(f"in block `{block.name}`, instantiated", call.loc)
         finally:
             self.block_stack.pop()
 
     # --- statements -----------------------------------------------------------------------------
-    def run_body(self, body: list, env: dict[str, Binding], scope: Scope, given: list[Tensor] | None = None):
-        """Run a network's (given=None) or a block's statements; return the output tensors."""
-        pending = {st.name: st for st in body if isinstance(st, ast.Assign)}
+    def run_body(self, body: list, env: dict[str, Binding], scope: Scope, given: list[Tensor] | None = None,
+                 where: SourceLoc | None = None):
+        """Run a network's (given=None) or a block's statements; return the output tensors.
+        ``where`` is the network's or block's name, for errors about the body as a whole."""
+        pending: dict[str, ast.Assign] = {}  # assignments not run yet (the first one of each name)
+        for st in body:
+            if isinstance(st, ast.Assign):
+                pending.setdefault(st.name, st)
         outputs: list[tuple[str, Tensor, SourceLoc]] = []
         inputs_seen = 0
         for st in body:
@@ -327,9 +354,10 @@ class _Elaborator:
                     inputs_seen += 1
                     env[d.name] = Binding(value, d.loc, is_input=True)
             elif isinstance(st, ast.Assign):
-                del pending[st.name]
                 self._define(env, st.name, st.loc)
-                env[st.name] = Binding(self.eval(st.value, env, scope, pending), st.loc)
+                value = self.eval(st.value, env, scope, pending)  # `st` is still pending: `a = a -> relu` is a cycle
+                pending.pop(st.name, None)
+                env[st.name] = Binding(value, st.loc)
             else:
                 for i, item in enumerate(st.items):
                     value = self.eval(item.value, env, scope, pending)
@@ -343,8 +371,8 @@ class _Elaborator:
             if b.is_input and not b.used:
                 raise NetDSLError(f"input `{name}` is never used", b.loc, hint="use it or remove it")
         if not outputs:
-            where = "block" if given is not None else "network"
-            raise NetDSLError(f"this {where} has no output", None, hint="add `output <value>`")
+            what = "block" if given is not None else "network"
+            raise NetDSLError(f"this {what} has no output", where, hint="add `output <value>`")
         if given is None:
             return outputs
         return [t for _, t, _ in outputs]
@@ -443,6 +471,37 @@ def _collect_stage(st: ast.Stage, out: list[str]) -> None:
             _collect_stage(s, out)
 
 
+def _arith(op: str, left, right):
+    if op == "+":
+        return left + right
+    if op == "-":
+        return left - right
+    if op == "*":
+        return left * right
+    if isinstance(left, int) and isinstance(right, int) and left % right == 0:
+        return left // right
+    return left / right
+
+
+def _arg_loc(op: OpDef, arg: str | int | None, arg_locs: dict) -> SourceLoc | None:
+    """Where the call gave the attribute ``arg`` (a name or a positional index), if it did."""
+    if arg in arg_locs:
+        return arg_locs[arg]
+    names = [a.name for a in op.attrs]
+    if isinstance(arg, str) and arg in names:
+        return arg_locs.get(names.index(arg))
+    return None
+
+
+def _arity_hint(op: OpDef, written: str, chained: bool) -> str:
+    if op.arity == 1:
+        return f"`{written}` applies to one tensor: `x -> {written}(...)` or `{written}(x, ...)`"
+    infix = {"add": " or `a + b`", "mul": " or `a * b`"}.get(op.name, "")
+    names = ", ".join("abcdefgh"[:op.arity])
+    via = "; the value before `->` counts as the first" if chained else ""
+    return f"write `{written}({names})`{infix}{via}"
+
+
 def _loc_of(e) -> SourceLoc | None:
     return getattr(e, "loc", None)
 
@@ -491,11 +550,12 @@ def elaborate(module: ast.Module, network: str | None = None) -> Graph:
     """Build the IR graph of one network of a parsed file."""
     if network is None:
         if not module.networks:
-            raise NetDSLError(f"{module.file} defines no network", None,
+            raise NetDSLError(f"{module.file} defines no network", SourceLoc(module.file, 1, 1, 1, module.source),
                               hint="add `network name { input ...; output ... }`")
         if len(module.networks) > 1:
-            raise NetDSLError(f"{module.file} defines several networks: {', '.join(module.networks)}", None,
-                              hint="choose one with --network NAME")
+            first, second = list(module.networks.values())[:2]
+            raise NetDSLError(f"{module.file} defines several networks: {', '.join(module.networks)}", second.loc,
+                              hint="choose one with --network NAME").with_note("first network", first.loc)
         network = next(iter(module.networks))
     if network not in module.networks:
         raise NetDSLError(f"no network `{network}` in {module.file}", None,
@@ -509,12 +569,7 @@ def elaborate(module: ast.Module, network: str | None = None) -> Graph:
                 raise NetDSLError(f"block `{block.name}` has two parameters named `{p.name}`", p.loc)
             seen.add(p.name)
     env: dict[str, Binding] = {}
-    try:
-        outputs = e.run_body(net.body, env, Scope(""))
-    except NetDSLError as err:
-        if err.loc is None and "has no output" in err.message:
-            err.loc = net.loc
-        raise
+    outputs = e.run_body(net.body, env, Scope(""), where=net.loc)
     inputs = tuple(b.value.value for b in env.values() if b.is_input)
     params = _choose_initialisers(e.nodes, e.params)
     return Graph(

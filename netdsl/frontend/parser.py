@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 
 from lark import Lark, Token, Transformer, v_args
@@ -46,10 +47,16 @@ class _Builder(Transformer):
         width = m.end_column - m.column if m.end_line == m.line else len(self.source.splitlines()[m.line - 1]) - m.column + 1
         return SourceLoc(self.file, m.line, m.column, max(1, width), self.source)
 
+    def _int(self, t: Token) -> int:
+        try:
+            return int(t)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise NetDSLError("this integer is too long", self._loc(t)) from None
+
     # --- atoms -------------------------------------------------------------------------------
     def int(self, children):
         (t,) = children
-        return ast.Num(int(t), self._loc(t))
+        return ast.Num(self._int(t), self._loc(t))
 
     def float(self, children):
         (t,) = children
@@ -74,7 +81,7 @@ class _Builder(Transformer):
     @v_args(meta=True)
     def kwarg(self, meta, children):
         name, value = children
-        return ast.Kwarg(str(name), value, self._loc(name))
+        return ast.Kwarg(str(name), value, self._loc(meta))
 
     def _call(self, meta, children) -> ast.Call:
         func, *args = children
@@ -143,11 +150,11 @@ class _Builder(Transformer):
     # --- statements ----------------------------------------------------------------------------
     def static_dim(self, children):
         (t,) = children
-        return ast.Dim(int(t), None, self._loc(t))
+        return ast.Dim(self._int(t), None, self._loc(t))
 
     def symbolic_dim(self, children):
         name, default = children
-        return ast.Dim(str(name), int(default) if default is not None else None, self._loc(name))
+        return ast.Dim(str(name), self._int(default) if default is not None else None, self._loc(name))
 
     @v_args(meta=True)
     def tensor_type(self, meta, children):
@@ -194,8 +201,10 @@ class _Builder(Transformer):
         for d in children:
             table = module.blocks if isinstance(d, ast.BlockDef) else module.networks
             if d.name in module.blocks or d.name in module.networks:
+                first = module.blocks.get(d.name) or module.networks[d.name]
                 raise NetDSLError(f"`{d.name}` is defined twice", d.loc,
-                                  hint="block and network names must be unique in a file")
+                                  hint="block and network names must be unique in a file"
+                                  ).with_note("first defined", first.loc)
             table[d.name] = d
         return module
 
@@ -214,30 +223,112 @@ def parse(source: str, file: str = "<string>") -> ast.Module:
         raise
 
 
+_STATEMENT = "a statement is `name = expression`, `input ...` or `output ...`"
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+_OPENERS = {v: k for k, v in _CLOSERS.items()}
+_CLOSER_TOKENS = {")": "RPAR", "]": "RSQB", "}": "RBRACE"}  # Lark's names for them
+# the tokens of .net text, roughly: enough to find brackets and the token before an error
+_SCAN = re.compile(r'#[^\n]*|"[^"\n]*"|[A-Za-z_]\w*|[0-9][\w.]*|->|\S')
+
+
+def _tokens_before(source: str, end: int) -> list[tuple[int, str]]:
+    """(offset, text) of each token of ``source[:end]``, comments left out."""
+    return [(m.start(), m.group()) for m in _SCAN.finditer(source, 0, end) if m.group()[0] != "#"]
+
+
+def _open_brackets(tokens: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The brackets still open at the end of ``tokens``, innermost last."""
+    stack: list[tuple[int, str]] = []
+    for off, text in tokens:
+        if text in _CLOSERS:
+            stack.append((off, text))
+        elif text in _CLOSERS.values() and stack and _CLOSERS[stack[-1][1]] == text:
+            stack.pop()
+    return stack
+
+
+def _loc_at(source: str, file: str, offset: int, width: int = 1) -> SourceLoc:
+    line = source.count("\n", 0, offset) + 1
+    col = offset - (source.rfind("\n", 0, offset) + 1) + 1
+    return SourceLoc(file, line, col, max(1, width), source)
+
+
 def _syntax_error(e: UnexpectedInput, source: str, file: str) -> NetDSLError:
-    line, col = max(1, e.line), max(1, e.column)
     if isinstance(e, UnexpectedCharacters):
-        ch = source[e.pos_in_stream] if e.pos_in_stream < len(source) else "?"
-        hint = "names are letters, digits and `_`; comments start with `#`"
-        if ch == ">" or (ch == "-" and source[e.pos_in_stream + 1: e.pos_in_stream + 2] != ">"):
-            hint = "chains are written with `->`"
-        return NetDSLError(f"unexpected character `{ch}`", SourceLoc(file, line, col, 1, source), hint)
+        return _character_error(e, source, file)
     if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
         lines = source.splitlines() or [""]
         loc = SourceLoc(file, len(lines), len(lines[-1]) + 1, 1, source)
-        return NetDSLError("unexpected end of file", loc, hint=_expected_hint(e) or "is a `}` or `)` missing?")
+        err = NetDSLError("unexpected end of file", loc, hint=_expected_hint(e) or "is a `}` or `)` missing?")
+        return _note_unclosed(err, e, source, file, len(source))
     assert isinstance(e, UnexpectedToken)
-    tok = e.token
-    loc = SourceLoc(file, line, col, max(1, len(str(tok))), source)
+    return _token_error(e, source, file)
+
+
+def _character_error(e: UnexpectedCharacters, source: str, file: str) -> NetDSLError:
+    """A character that starts no token here."""
+    line, col, pos = max(1, e.line), max(1, e.column), e.pos_in_stream
+    ch = source[pos] if pos < len(source) else "?"
+    if source[pos - 1: pos + 1] == "->":  # the lexer took `-` alone: an arrow where none can be
+        expected = sorted({_TOKEN_NAMES.get(t, t) for t in e.allowed if t != "MINUS"})
+        err = NetDSLError("unexpected `->`", SourceLoc(file, line, col - 1, 2, source),
+                          hint="expected " + ", ".join(expected) if expected else None)
+        return _note_unclosed(err, e, source, file, pos)
+    hint = "names are letters, digits and `_`; comments start with `#`"
+    if ch == ">" or (ch == "-" and source[pos + 1: pos + 2] != ">"):
+        hint = "chains are written with `->`"
+    elif ch == '"':
+        hint = "a string ends on the line where it starts"
+    elif ch == ";":
+        hint = "statements are separated by line breaks, not `;`"
+    return NetDSLError(f"unexpected character `{ch}`", SourceLoc(file, line, col, 1, source), hint)
+
+
+def _token_error(e: UnexpectedToken, source: str, file: str) -> NetDSLError:
+    """A token the grammar does not allow here."""
+    tok, text, expected = e.token, str(e.token), set(e.expected)
+    loc = SourceLoc(file, max(1, e.line), max(1, e.column), max(1, len(text)), source)
+    before = _tokens_before(source, tok.start_pos)
+    stack = _open_brackets(before)
+    if text in _CLOSER_TOKENS and (not stack or stack[-1][1] != _OPENERS[text]):
+        err = NetDSLError(f"unmatched `{text}`", loc, hint=f"no `{_OPENERS[text]}` is open here")
+        if stack and stack[-1][1] != "{":
+            off, bracket = stack[-1]
+            err.hint += f"; the open `{bracket}` is closed with `{_CLOSERS[bracket]}`"
+            err.with_note(f"`{bracket}` opened here", _loc_at(source, file, off))
+        return err
+    if tok.type == "NAME" and "__ANON_0" in expected:
+        return NetDSLError(f"unexpected `{text}`", loc, hint=f"missing `->` before `{text}`?")
     hint = _expected_hint(e)
-    text = str(tok)
-    if tok.type == "NAME" and "__ANON_0" in e.expected:
-        hint = f"missing `->` before `{text}`?"
-    elif set(e.expected) == {"EQUAL"}:
-        hint = "a statement is `name = expression`; is a `->` missing before the previous name?"
+    if expected == {"EQUAL"}:
+        # `name` then something other than `=`: either a chain went on without `->` (`x -> relu relu`:
+        # the statement ended and the next began), or a statement that is not an assignment (`x -> relu`).
+        off, name = before[-1]
+        if _loc_at(source, file, off).line < loc.line or tok.type in ("RBRACE", "OUTPUT", "INPUT"):
+            return NetDSLError(f"unexpected `{name}`", _loc_at(source, file, off, len(name)),
+                               hint=f"missing `->` before `{name}`? ({_STATEMENT})")
+        hint = f"expected `=`: {_STATEMENT}"
+    elif tok.type in ("BLOCK", "NETWORK") and "RBRACE" in expected:
+        hint = f"a `{text}` is defined at the top level of the file, not inside another definition"
     elif text in KEYWORDS:
         hint = (hint + "; " if hint else "") + f"`{text}` is a keyword"
-    return NetDSLError(f"unexpected `{text}`", loc, hint)
+    err = NetDSLError(f"unexpected `{text}`", loc, hint)
+    if expected & {"RPAR", "RSQB", "RBRACE"}:
+        err = _note_unclosed(err, e, source, file, tok.start_pos)
+    return err
+
+
+def _note_unclosed(err: NetDSLError, e: UnexpectedInput, source: str, file: str, end: int) -> NetDSLError:
+    """Add a note pointing at the innermost bracket left open before ``end``, if there is one (and say in
+    the hint that its closer is missing, when the parser would have taken it here)."""
+    stack = _open_brackets(_tokens_before(source, end))
+    if not stack:
+        return err
+    off, bracket = stack[-1]
+    closer = _CLOSERS[bracket]
+    if _CLOSER_TOKENS[closer] in (getattr(e, "expected", None) or ()):
+        err.hint = f"is a `{closer}` missing?" + (f" ({err.hint})" if err.hint else "")
+    return err.with_note(f"`{bracket}` opened here is not closed", _loc_at(source, file, off))
 
 
 def _expected_hint(e: UnexpectedInput) -> str | None:

@@ -86,10 +86,10 @@ class SymDim:
         if not rest:
             return quotient
         remainder = SymDim._make(rest, self.const % k)
-        if len(rest) == 1 and remainder.const == 0:
+        if len(rest) == 1:
             (atom, coeff), = rest.items()
-            if isinstance(atom, FloorDiv) and coeff == 1:  # (x // a) // b == x // (a*b)
-                return quotient + SymDim._make({FloorDiv(atom.expr, atom.divisor * k): 1}, 0)
+            if isinstance(atom, FloorDiv) and coeff == 1:  # (x // a + r) // k == (x + a*r) // (a*k)
+                return quotient + (atom.expr + atom.divisor * (self.const % k)) // (atom.divisor * k)
         return quotient + SymDim._make({FloorDiv(remainder, k): 1}, 0)
 
     def symbols(self) -> set[str]:

@@ -8,6 +8,7 @@ saturating ones). The reference backend, the fusion passes and the Triton loweri
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -30,9 +31,10 @@ class Activation:
 
 
 def _gelu(x, a, _):
+    # Python floats (not np.sqrt's float64 scalars), so that float32 stays float32
     if a["approximate"] == "tanh":
-        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
-    return 0.5 * x * (1 + special.erf(x / np.sqrt(2)))
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + special.erf(x / math.sqrt(2)))
 
 
 def _softplus(x, a, _):

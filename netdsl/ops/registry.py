@@ -30,12 +30,16 @@ class OpKind(enum.Enum):
 
 
 class ShapeError(Exception):
-    """Raised by shape rules and attribute checks; the front end adds the source location."""
+    """Raised by shape rules and attribute checks; the front end adds the source location.
 
-    def __init__(self, message: str, hint: str | None = None):
+    ``arg`` names the call argument at fault, when there is one: an attribute name, or the index of a
+    positional attribute argument; the front end then points at that argument instead of the call."""
+
+    def __init__(self, message: str, hint: str | None = None, arg: str | int | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.arg = arg
 
 
 REQUIRED = object()
@@ -117,6 +121,7 @@ def check_attr(attr: Attr, value: Any) -> Any:
         return ShapeError(
             f"attribute `{attr.name}` must be {expected}, got {_show(value)}",
             hint=attr.doc or None,
+            arg=attr.name,
         )
 
     def is_int(v):
@@ -128,7 +133,10 @@ def check_attr(attr: Attr, value: Any) -> Any:
     elif t == "float":
         if not (is_int(value) or isinstance(value, float)):
             raise bad("a number")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise bad("a number that fits a float") from None
     elif t == "bool":
         if not isinstance(value, bool):
             raise bad("true or false")
@@ -145,16 +153,17 @@ def check_attr(attr: Attr, value: Any) -> Any:
         if not (isinstance(value, tuple) and len(value) == 2 and all(is_int(v) for v in value)):
             raise bad("an integer or a pair of integers" + (', "same" or "valid"' if t == "padding" else ""))
         if attr.positive and min(value) <= 0:
-            raise ShapeError(f"attribute `{attr.name}` must be positive, got {_show(value)}")
+            raise ShapeError(f"attribute `{attr.name}` must be positive, got {_show(value)}", arg=attr.name)
         if min(value) < 0:
-            raise ShapeError(f"attribute `{attr.name}` must not be negative, got {_show(value)}")
+            raise ShapeError(f"attribute `{attr.name}` must not be negative, got {_show(value)}", arg=attr.name)
         return value
     if attr.choices is not None and value not in attr.choices:
         raise ShapeError(
-            f"attribute `{attr.name}` must be one of {', '.join(map(_show, attr.choices))}, got {_show(value)}"
+            f"attribute `{attr.name}` must be one of {', '.join(map(_show, attr.choices))}, got {_show(value)}",
+            arg=attr.name,
         )
     if attr.positive and value <= 0:
-        raise ShapeError(f"attribute `{attr.name}` must be positive, got {_show(value)}")
+        raise ShapeError(f"attribute `{attr.name}` must be positive, got {_show(value)}", arg=attr.name)
     return value
 
 
@@ -171,10 +180,9 @@ def _show(v: Any) -> str:
 def bind_attrs(op: OpDef, positional: Sequence[Any], keywords: Mapping[str, Any]) -> dict[str, Any]:
     """Map call arguments to the op's attributes, check them, and fill in defaults."""
     if len(positional) > len(op.attrs):
-        raise ShapeError(
-            f"`{op.name}` takes at most {len(op.attrs)} attribute argument(s), got {len(positional)}",
-            hint=_signature(op),
-        )
+        most = f"at most {len(op.attrs)} attribute argument(s)" if op.attrs else "no attribute arguments"
+        raise ShapeError(f"`{op.name}` takes {most}, got {len(positional)}", hint=_signature(op),
+                         arg=len(op.attrs))
     values: dict[str, Any] = {}
     for attr, value in zip(op.attrs, positional):
         values[attr.name] = value
@@ -185,9 +193,11 @@ def bind_attrs(op: OpDef, positional: Sequence[Any], keywords: Mapping[str, Any]
             raise ShapeError(
                 f"`{op.name}` has no attribute `{key}`",
                 hint=did_you_mean(key, [a.name for a in op.attrs]) or _signature(op),
+                arg=key,
             )
         if key in values:
-            raise ShapeError(f"attribute `{key}` of `{op.name}` given twice")
+            raise ShapeError(f"attribute `{key}` of `{op.name}` is given twice (by position and by name)",
+                             hint=_signature(op), arg=key)
         values[key] = value
     out: dict[str, Any] = {}
     for attr in op.attrs:
