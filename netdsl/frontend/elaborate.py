@@ -245,15 +245,21 @@ class _Elaborator:
             raise NetDSLError(e.message, _arg_loc(op, e.arg, arg_locs) or call.loc, e.hint) from None
         return self.apply_op(op, inputs, attrs, scope, label, call.loc)
 
-    def apply_stage(self, x: Tensor, stage: ast.Stage, env, scope: Scope, pending) -> Tensor:
+    def repeat_count(self, stage: ast.Stage, env, scope: Scope, pending) -> int:
         if stage.repeat is None:
-            return self.apply_body(x, stage.body, env, scope, stage.label, stage.label_loc, pending)
+            return 1
         n = self.eval(stage.repeat, env, scope, pending)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise NetDSLError(f"a repetition count must be a positive integer, got {_show(n)}", _loc_of(stage.repeat),
                               hint="`layer * n` applies the layer n times in a chain")
         if n > MAX_REPEAT:
             raise NetDSLError(f"a repetition count must be at most {MAX_REPEAT}, got {n}", _loc_of(stage.repeat))
+        return n
+
+    def apply_stage(self, x: Tensor, stage: ast.Stage, env, scope: Scope, pending) -> Tensor:
+        if stage.repeat is None:
+            return self.apply_body(x, stage.body, env, scope, stage.label, stage.label_loc, pending)
+        n = self.repeat_count(stage, env, scope, pending)
         if stage.label is not None:
             inner = scope.child(scope.claim(stage.label, "", stage.label_loc))
             for i in range(n):
@@ -266,19 +272,22 @@ class _Elaborator:
     def apply_body(self, x, body, env, scope: Scope, label, label_loc, pending) -> Tensor:
         if isinstance(body, ast.Call):
             return self.call(body, x, env, scope, label, pending)
-        # a group: with a label its steps are numbered children (label.0, label.1, ...)
+        # a group: without a label its steps are named in the current scope
         if label is None:
             for st in body.stages:
                 x = self.apply_stage(x, st, env, scope, pending)
             return x
+        # with a label, its unlabelled steps are numbered children, as in a PyTorch nn.Sequential:
+        # `layer3: (down(256) -> block(256) * 5)` gives layer3.0, layer3.1, ..., layer3.5
         inner = scope.child(scope.claim(label, "", label_loc))
-        for i, st in enumerate(body.stages):
-            if st.label is None and st.repeat is None:
-                x = self.apply_body(x, st.body, env, inner, str(i), st.loc, pending)
-            elif st.label is None:
-                x = self.apply_stage(x, ast.Stage(str(i), st.body, st.repeat, st.loc, st.loc), env, inner, pending)
-            else:
+        index = 0
+        for st in body.stages:
+            if st.label is not None:
                 x = self.apply_stage(x, st, env, inner, pending)
+                continue
+            for _ in range(self.repeat_count(st, env, inner, pending)):
+                x = self.apply_body(x, st.body, env, inner, str(index), st.loc, pending)
+                index += 1
         return x
 
     # --- blocks ---------------------------------------------------------------------------------
