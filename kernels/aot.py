@@ -99,8 +99,12 @@ def _analyse_sass(sass: str) -> dict:
             "sass_lines": len(instructions)}
 
 
-def build(fn, signature: dict, constexprs: dict, cc: int, num_warps: int = 4, num_stages: int = 3) -> KernelReport:
+def build(fn, signature: dict, constexprs: dict, cc: int, num_warps: int = 4, num_stages: int = 3,
+          divisible_by_16=()) -> KernelReport:
     """Compile one kernel for ``sm_<cc>`` in this process and report its resource use.
+
+    ``divisible_by_16`` names the arguments that get Triton's divisibility hint (pointers
+    16-byte aligned, integers multiples of 16), as the JIT does for such values.
 
     ``fn`` must be a compiled-mode ``@triton.jit`` function: this process must not run
     with TRITON_INTERPRET=1 (use :func:`build_many` from such processes).
@@ -114,7 +118,8 @@ def build(fn, signature: dict, constexprs: dict, cc: int, num_warps: int = 4, nu
         raise RuntimeError(f"{getattr(fn, '__name__', fn)!r} is not a compiled-mode @triton.jit function "
                            "(TRITON_INTERPRET=1 in this process?); use aot.build_many")
     start = time.time()
-    src = ASTSource(fn=fn, signature=dict(signature), constexprs=dict(constexprs))
+    attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in divisible_by_16}
+    src = ASTSource(fn=fn, signature=dict(signature), constexprs=dict(constexprs), attrs=attrs)
     options = {"num_warps": num_warps, "num_stages": num_stages, "enable_fp_fusion": True}
     compiled = triton.compile(src, target=GPUTarget("cuda", cc, 32), options=options)
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +177,8 @@ def job_key(job: dict) -> str:
     for path in _source_files(job["module"]):
         h.update(path.name.encode())
         h.update(path.read_bytes())
-    meta = {k: job[k] for k in ("module", "kernel", "signature", "constexprs", "num_warps", "num_stages", "cc")}
+    meta = {k: job.get(k) for k in ("module", "kernel", "signature", "constexprs", "divisible_by_16", "num_warps",
+                                    "num_stages", "cc")}
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     h.update(triton.__version__.encode())
     return h.hexdigest()[:32]
@@ -181,7 +187,8 @@ def job_key(job: dict) -> str:
 def _build_job(job: dict) -> dict:
     """Worker entry point: import the kernel by name and build it (compiled mode)."""
     fn = getattr(importlib.import_module(job["module"]), job["kernel"])
-    report = build(fn, job["signature"], job["constexprs"], job["cc"], job["num_warps"], job["num_stages"])
+    report = build(fn, job["signature"], job["constexprs"], job["cc"], job["num_warps"], job["num_stages"],
+                   job.get("divisible_by_16", ()))
     return asdict(report)
 
 

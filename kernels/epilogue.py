@@ -19,7 +19,7 @@ bigger buffer. It may even be the output itself (in-place add): every element is
 then written by the same program, and autotuning restores the output between trials.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -28,6 +28,19 @@ import triton.language as tl
 
 from ._host import check_io_dtype, meta_tensor, rows_of
 from .activations import apply_act, check_activation
+
+
+# Piecewise-linear activations: a few instructions, no extra live registers.
+CHEAP_ACTS = ("none", "relu", "relu6", "leaky_relu", "prelu", "hardswish", "hardsigmoid", "softsign")
+
+
+def heavy_epilogue(constexprs: dict) -> bool:
+    """Transcendental act1 and act2 around a residual load: the register-hungriest epilogue.
+
+    Kernels keep their largest tiles away from it (they would spill); ``constexprs`` are the
+    epilogue constexprs (ACT1, HAS_RES, ACT2) as passed to a kernel.
+    """
+    return bool(constexprs["HAS_RES"]) and constexprs["ACT1"] not in CHEAP_ACTS and constexprs["ACT2"] not in CHEAP_ACTS
 
 
 @dataclass(frozen=True)
@@ -39,7 +52,7 @@ class EpilogueSpec:
     act2: str = "none"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Epilogue:
     """acc (+ bias) -> act1(alpha1, beta1, slope1) -> (+ residual) -> act2(alpha2, beta2, slope2)."""
     bias: Optional[torch.Tensor] = None       # [C] per output channel
@@ -59,6 +72,9 @@ class Epilogue:
         for act, slope, which in ((self.act1, self.slope1, "1"), (self.act2, self.slope2, "2")):
             if act == "prelu" and slope is None:
                 raise ValueError(f"act{which}='prelu' needs slope{which}")
+        if self.act1 == "softplus" and self.alpha1 <= 0 or self.act2 == "softplus" and self.alpha2 <= 0:
+            raise ValueError("softplus needs its beta (alpha1/alpha2) > 0; torch's default is 1.0 "
+                             "(threshold in beta1/beta2, default 20.0)")
 
     def spec(self) -> EpilogueSpec:
         return EpilogueSpec(self.bias is not None, self.act1, self.residual is not None, self.act2)
@@ -81,9 +97,6 @@ class Epilogue:
             residual=meta_tensor(out_shape, dtype) if spec.has_residual else None,
             act2=spec.act2, slope2=slope if spec.act2 == "prelu" else None,
         )
-
-    def without_bias(self) -> "Epilogue":
-        return replace(self, bias=None)
 
     def kernel_args(self, out: torch.Tensor, rows: int, channels: int) -> tuple[dict, dict]:
         """(runtime args, constexprs) for a kernel writing an [rows, channels] output ``out``.
@@ -156,7 +169,7 @@ def apply_epilogue(
         if USE_INT64:
             r = r.to(tl.int64)
         # one read of the residual tile: BM*BN elements, contiguous along channels.
-        res = tl.load(res_ptr + r[:, None] * res_stride + cols[None, :],
+        res = tl.load(res_ptr + (r[:, None] * res_stride + cols[None, :]),
                       mask=mask_rows[:, None] & mask_cols[None, :], other=0.0)
         acc = acc + res.to(tl.float32)
     slope2 = 0.0

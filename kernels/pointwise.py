@@ -25,7 +25,7 @@ from .epilogue import Epilogue, EpilogueSpec, apply_epilogue
 
 # Tile heuristics (GPU) and the small tile used under the interpreter, where fewer and
 # smaller programs are what matters and small blocks exercise the masking paths.
-TILE_ELEMS, MAX_BLOCK_C, NUM_WARPS = 4096, 128, 4
+TILE_ELEMS, MAX_BLOCK_C, NUM_WARPS = 2048, 128, 4
 INTERPRET_TILE_ELEMS, INTERPRET_MAX_BLOCK_C = 256, 16
 
 # AFFINE modes
@@ -63,9 +63,9 @@ def pointwise_kernel(
         r = r.to(tl.int64)
 
     # read x once: BLOCK_M * BLOCK_C elements, contiguous runs of BLOCK_C along channels.
-    x = tl.load(x_ptr + r[:, None] * x_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + (r[:, None] * x_stride + cols[None, :]), mask=mask, other=0.0).to(tl.float32)
     if MUL_OTHER:
-        o = tl.load(other_ptr + r[:, None] * other_stride + cols[None, :], mask=mask, other=0.0)
+        o = tl.load(other_ptr + (r[:, None] * other_stride + cols[None, :]), mask=mask, other=0.0)
         x = x * o.to(tl.float32)
     if AFFINE == 1:
         # per channel: BLOCK_C values per program, broadcast over rows (L2-resident).
@@ -85,7 +85,7 @@ def pointwise_kernel(
                        slope2_ptr, slope2_stride, alpha1, beta1, alpha2, beta2,
                        HAS_BIAS, ACT1, HAS_RES, ACT2, USE_INT64)
     # write once: BLOCK_M * BLOCK_C elements.
-    tl.store(out_ptr + r[:, None] * out_stride + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + (r[:, None] * out_stride + cols[None, :]), y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def tile_config(C: int, interpret: bool) -> triton.Config:

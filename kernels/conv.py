@@ -1,0 +1,296 @@
+"""2-D convolution as an implicit GEMM over channels-last activations.
+
+A convolution is a matrix product that is never materialised: with
+
+    M = N * OH * OW   (output pixels),   N_gemm = OC / G,   K = KH * KW * IC / G
+
+output[m, oc] = sum_k A[m, k] * B[k, oc], where row m of A is the receptive field of output
+pixel m (im2col) and B is the weight. Instead of building A (KH*KW times the input), each
+program gathers its [BLOCK_M, BLOCK_K] slice of A straight from the NHWC input: with K
+ordered (kh, kw, ic), a K-block is BLOCK_K consecutive input channels of one tap (kh, kw),
+i.e. one contiguous run per pixel, so the gather is as coalesced as a plain matrix load.
+The weight is packed once, at compile time, into [G, KH*KW*IC/G, OC/G] (K-major rows,
+output channels contiguous) so the B tile is a plain 2-D load too. The K loop is one flat
+loop over (tap, channel-block) pairs so Triton's software pipeliner can prefetch across taps.
+
+Groups are a grid axis: each group is its own GEMM over its channel slices of input,
+weight and output. Accumulation is fp32 via ``tl.dot`` (tensor cores for fp16/bf16; for
+fp32 ``allow_tf32`` chooses TF32 tensor cores over exact IEEE fp32). Bias, activations and
+a residual add are applied by the shared epilogue before the single store, which may go
+into a channel slice of a bigger buffer (concat without a copy).
+
+Depthwise convolutions (one input channel per group) have K = KH*KW, far too small for a
+GEMM tile: :func:`conv2d` hands them to the direct kernel in :mod:`conv_direct`.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from ._host import (Launch, aligned16, check_io_dtype, check_writable_rows, interpreting, meta_tensor,
+                    needs_int64, run, spec_of)
+from .epilogue import Epilogue, EpilogueSpec, apply_epilogue, heavy_epilogue
+
+# Autotuning configs. Every tile is >= 16 in M, N and K (tl.dot's minimum) and fits shared
+# memory on sm_80 and sm_90. Each config is tagged with the tiers it is tried in:
+#   fast   - fp16/bf16 tensor cores, 16-byte aligned rows (vector loads), light epilogue;
+#   medium - fp16/bf16 with unaligned rows or the heaviest epilogue, and TF32: at most 32
+#            accumulators per thread, or the big tiles spill;
+#   fma    - exact fp32 (CUDA-core FMA dot): small tiles only.
+# Every (config, tier) pair is checked for 0 spills on sm_80/sm_90 by tests/kernels/aot_sweep.py.
+TIERED_CONFIGS = [
+    (triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=4, num_stages=3),
+     ("fast", "medium")),
+    (triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=4, num_stages=3),
+     ("fast",)),
+    (triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=4, num_stages=3),
+     ("fast",)),
+    (triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=8, num_stages=3),
+     ("fast",)),
+    (triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=8, num_stages=3),
+     ("fast", "medium")),
+    (triton.Config({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=4, num_stages=3),
+     ("fast", "medium", "fma")),
+    (triton.Config({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=4, num_stages=3),
+     ("medium", "fma")),
+]
+CONFIGS = [config for config, _ in TIERED_CONFIGS]
+# Under the interpreter: one small config (blocks smaller than the test shapes exercise masking).
+INTERPRET_CONFIG = triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2}, num_warps=4,
+                                 num_stages=1)
+
+
+@triton.jit
+def conv2d_kernel(
+    x_ptr,                      # input [N, H, W, C_in], channel stride 1
+    sxn, sxh, sxw,              # input strides of n, h, w (elements)
+    w_ptr,                      # packed weight [G, KH*KW*ICg, OCg], contiguous
+    out_ptr,                    # output rows [N*OH*OW, C_out], channel stride 1
+    out_stride,                 # output row stride (>= C_out when writing into a channel slice)
+    H, W, OH, OW,               # input and output spatial sizes
+    M,                          # N * OH * OW: GEMM rows
+    OCg, ICg,                   # output / input channels per group
+    KH, KW,                     # kernel height and width
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    bias_ptr, slope1_ptr, slope1_stride, res_ptr, res_stride,  # epilogue (see epilogue.py)
+    slope2_ptr, slope2_stride, alpha1, beta1, alpha2, beta2,
+    HAS_BIAS: tl.constexpr, ACT1: tl.constexpr, HAS_RES: tl.constexpr, ACT2: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,  # "ieee" or "tf32" (only matters for fp32 inputs)
+    DOT_UPCAST: tl.constexpr,     # feed tl.dot fp32 (works around the interpreter's bf16 dot)
+    USE_INT64: tl.constexpr,      # 64-bit offsets for huge tensors
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,        # M-tiles per L2 swizzle group
+):
+    # -- which tile: grouped ordering so consecutive programs share weight columns in L2.
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(OCg, BLOCK_N)
+    group_size = GROUP_M * num_n
+    first_m = (pid // group_size) * GROUP_M
+    rows_in_group = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % group_size) % rows_in_group
+    pid_n = (pid % group_size) // rows_in_group
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < OCg
+
+    # -- output pixel (n, oh, ow) of every row, and the top-left input tap of its window.
+    pix = OH * OW
+    n = offs_m // pix
+    rem = offs_m - n * pix
+    oh = rem // OW
+    ow = rem - oh * OW
+    ih0 = oh * stride_h - pad_h
+    iw0 = ow * stride_w - pad_w
+    K = KH * KW * ICg
+    w_group = w_ptr + g * K * OCg               # this group's [K, OCg] weight matrix
+    if USE_INT64:
+        n = n.to(tl.int64)
+        ih0 = ih0.to(tl.int64)
+        iw0 = iw0.to(tl.int64)
+        w_group = w_ptr + g.to(tl.int64) * K * OCg
+    x_rows = n * sxn + g * ICg                  # [BLOCK_M] offsets of pixel (n, 0, 0), group channel 0
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    c_blocks = tl.cdiv(ICg, BLOCK_K)
+    k_steps = KH * KW * c_blocks                # one step = one tap x one block of BLOCK_K channels
+    for step in range(0, k_steps):
+        tap = step // c_blocks
+        c0 = (step - tap * c_blocks) * BLOCK_K
+        kh = tap // KW
+        kw = tap - kh * KW
+        ih = ih0 + kh * dil_h
+        iw = iw0 + kw * dil_w
+        in_img = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)   # zero padding
+        cs = c0 + offs_k
+        mask_k = cs < ICg
+        # A tile: BLOCK_M pixels x BLOCK_K channels, each pixel a contiguous channel run.
+        a_offs = (x_rows + ih * sxh + iw * sxw)[:, None] + cs[None, :]
+        a = tl.load(x_ptr + a_offs, mask=in_img[:, None] & mask_k[None, :], other=0.0)
+        # B tile: BLOCK_K rows of the packed weight (K index tap*ICg + c), BLOCK_N channels each.
+        b_offs = (tap * ICg + cs)[:, None] * OCg + offs_n[None, :]
+        b = tl.load(w_group + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        if DOT_UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+
+    # -- fused epilogue in registers, then one store of BLOCK_M x BLOCK_N outputs.
+    cols = g * OCg + offs_n
+    acc = apply_epilogue(acc, offs_m, cols, mask_m, mask_n, bias_ptr, slope1_ptr, slope1_stride, res_ptr,
+                         res_stride, slope2_ptr, slope2_stride, alpha1, beta1, alpha2, beta2,
+                         HAS_BIAS, ACT1, HAS_RES, ACT2, USE_INT64)
+    rows = offs_m
+    if USE_INT64:
+        rows = rows.to(tl.int64)
+    tl.store(out_ptr + (rows[:, None] * out_stride + cols[None, :]), acc.to(out_ptr.dtype.element_ty),
+             mask=mask_m[:, None] & mask_n[None, :])
+
+
+def eligible_configs(args: dict) -> list:
+    """The autotuning configs worth trying for these kernel arguments (see TIERED_CONFIGS)."""
+    aligned = all(aligned16(args[k]) for k in ("x_ptr", "sxn", "sxh", "sxw", "ICg", "w_ptr", "OCg"))
+    return [c for c, tiers in TIERED_CONFIGS if dot_tier(args, aligned) in tiers]
+
+
+def dot_tier(args: dict, aligned: bool) -> str:
+    """fast / medium / fma: which configs suit a tl.dot kernel with these arguments."""
+    if args["x_ptr"].dtype == torch.float32:
+        return "medium" if args["DOT_PRECISION"] == "tf32" else "fma"
+    return "fast" if aligned and not heavy_epilogue(args) else "medium"
+
+
+# The GPU path: same kernel, autotuned per problem size and per tier (the epilogue and the
+# dot precision are in the key because they change which configs are eligible).
+# restore_value keeps an in-place residual (residual is out) correct while configs are benchmarked.
+conv2d_kernel_tuned = triton.autotune(
+    CONFIGS, key=["M", "OCg", "ICg", "KH", "KW", "sxw", "ACT1", "HAS_RES", "ACT2", "DOT_PRECISION"],
+    restore_value=["out_ptr"],
+    prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: eligible_configs({**nargs, **kw})},
+)(conv2d_kernel)
+
+
+def pack_conv_weight(w_oihw: torch.Tensor, groups: int) -> torch.Tensor:
+    """[OC, IC/G, KH, KW] (torch layout) -> [G, KH*KW*IC/G, OC/G], K ordered (kh, kw, ic)."""
+    OC, ICg, KH, KW = w_oihw.shape
+    if OC % groups:
+        raise ValueError(f"out channels {OC} not divisible by groups {groups}")
+    OCg = OC // groups
+    packed = w_oihw.reshape(groups, OCg, ICg, KH, KW).permute(0, 3, 4, 2, 1)
+    return packed.reshape(groups, KH * KW * ICg, OCg).contiguous()
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def check_conv_args(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, out):
+    """Shared shape checks of conv2d and depthwise_conv2d; returns (geometry dict, out)."""
+    check_io_dtype(x, "x")
+    if x.dim() != 4:
+        raise ValueError(f"x must be NHWC [N, H, W, C], got shape {tuple(x.shape)}")
+    N, H, W, C_in = x.shape
+    if C_in > 1 and x.stride(3) != 1:
+        raise ValueError("x must be channels-last with channel stride 1")
+    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel_size, stride, padding, dilation))
+    if C_in % groups or out_channels % groups:
+        raise ValueError(f"channels ({C_in} in, {out_channels} out) not divisible by groups {groups}")
+    ICg, OCg = C_in // groups, out_channels // groups
+    if tuple(packed.shape) != (groups, KH * KW * ICg, OCg):
+        raise ValueError(f"packed weight shape {tuple(packed.shape)} != {(groups, KH * KW * ICg, OCg)}"
+                         " (use pack_conv_weight)")
+    if not packed.is_contiguous():
+        raise ValueError("packed weight must be contiguous")
+    if min(sh, sw, dh, dw, KH, KW) < 1 or min(ph, pw) < 0:
+        raise ValueError("kernel, stride and dilation must be >= 1 and padding >= 0")
+    OH, OW = conv_output_size(H, KH, sh, ph, dh), conv_output_size(W, KW, sw, pw, dw)
+    if OH < 1 or OW < 1:
+        raise ValueError(f"output would be empty ({OH}x{OW})")
+    if out is None:
+        out = torch.empty((N, OH, OW, out_channels), dtype=x.dtype, device=x.device)
+    check_io_dtype(out, "out")
+    if tuple(out.shape) != (N, OH, OW, out_channels):
+        raise ValueError(f"out shape {tuple(out.shape)} != {(N, OH, OW, out_channels)}")
+    _, _, out_stride = check_writable_rows(out, "out")
+    geo = dict(N=N, H=H, W=W, C_in=C_in, OH=OH, OW=OW, KH=KH, KW=KW, ICg=ICg, OCg=OCg, G=groups,
+               stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw, dil_h=dh, dil_w=dw, out_stride=out_stride)
+    return geo, out
+
+
+def is_depthwise(in_channels: int, groups: int) -> bool:
+    """One input channel per group (and more than one group): handled by the direct kernel.
+
+    A conv with groups == 1 is a GEMM even when it has a single input channel (LeNet's first
+    layer): it stays on the implicit GEMM and its tensor cores.
+    """
+    return groups > 1 and groups == in_channels
+
+
+def _plan_conv(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, epilogue, out,
+               allow_tf32, interpret):
+    if is_depthwise(x.shape[-1], groups):
+        from .conv_direct import _plan_depthwise
+        return _plan_depthwise(x, packed, out_channels, kernel_size, stride, padding, dilation, epilogue, out,
+                               interpret)
+    geo, out = check_conv_args(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, out)
+    M = geo["N"] * geo["OH"] * geo["OW"]
+    ep_args, ep_constexprs = epilogue.kernel_args(out, M, out_channels)
+    fp32 = x.dtype == torch.float32
+    args = dict(x_ptr=x, sxn=x.stride(0), sxh=x.stride(1), sxw=x.stride(2), w_ptr=packed, out_ptr=out,
+                out_stride=geo["out_stride"], H=geo["H"], W=geo["W"], OH=geo["OH"], OW=geo["OW"], M=M,
+                OCg=geo["OCg"], ICg=geo["ICg"], KH=geo["KH"], KW=geo["KW"],
+                stride_h=geo["stride_h"], stride_w=geo["stride_w"], pad_h=geo["pad_h"], pad_w=geo["pad_w"],
+                dil_h=geo["dil_h"], dil_w=geo["dil_w"], **ep_args)
+    constexprs = dict(**ep_constexprs, DOT_PRECISION="tf32" if (fp32 and allow_tf32) else "ieee",
+                      DOT_UPCAST=interpret and x.dtype == torch.bfloat16,
+                      USE_INT64=needs_int64(x, packed, out, epilogue.residual))
+    G, OCg = geo["G"], geo["OCg"]
+    configs = eligible_configs({**args, **constexprs})
+    cfg = INTERPRET_CONFIG if interpret else configs[0]
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(OCg, meta["BLOCK_N"]), G)
+    return out, Launch(conv2d_kernel, conv2d_kernel_tuned, args, constexprs, grid, cfg, tuple(configs))
+
+
+def conv2d(x, packed, *, out_channels, kernel_size, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+           epilogue=Epilogue(), out=None, allow_tf32=False):
+    """y = epilogue(conv2d(x, w)) in NHWC; returns ``out`` [N, OH, OW, out_channels].
+
+    x           : [N, H, W, C_in], channel stride 1 (may be a channel slice of a bigger buffer)
+    packed      : pack_conv_weight(w_oihw, groups)
+    kernel_size, stride, padding, dilation : (h, w) pairs (or ints); padding is symmetric
+    groups      : groups == C_in (depthwise, any channel multiplier) runs conv_direct's kernel
+    epilogue    : bias / act1 / residual / act2, fused before the store
+    out         : optional output (e.g. a channel slice of a concat buffer)
+    allow_tf32  : fp32 inputs may use TF32 tensor cores (else exact fp32 FMA)
+    """
+    out, launch = _plan_conv(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, epilogue,
+                             out, allow_tf32, interpreting())
+    run(launch)
+    return out
+
+
+def specialization(x_shape, dtype, packed_shape, out_channels, kernel_size, stride, padding, dilation, groups,
+                   epilogue=EpilogueSpec(), *, allow_tf32=False, config=None) -> dict:
+    """The AOT specialization (module, kernel, signature, constexprs, num_warps, num_stages)
+    of the kernel :func:`conv2d` launches for these arguments (contiguous tensors).
+
+    ``config``: None = the default (first) autotuning config, or an index into the configs
+    eligible for these arguments (``eligible_configs``; all of CONFIGS on the fast path).
+    """
+    N, H, W, _ = x_shape
+    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel_size, stride, padding, dilation))
+    out_shape = (N, conv_output_size(H, KH, sh, ph, dh), conv_output_size(W, KW, sw, pw, dw), out_channels)
+    x = meta_tensor(x_shape, dtype)
+    packed = meta_tensor(packed_shape, dtype)
+    ep = Epilogue.from_spec(epilogue, out_shape, dtype)
+    _, launch = _plan_conv(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, ep, None,
+                           allow_tf32, False)
+    return spec_of(launch, config)

@@ -1,0 +1,228 @@
+"""Pooling over channels-last activations: max, average, and global average.
+
+Windowed pools are direct kernels over (output pixels x channels) tiles that walk the
+KH x KW taps, like the depthwise convolution: each tap is one coalesced BLOCK_M x BLOCK_C
+load (channels contiguous in NHWC), overlapping taps hit L1/L2, and the output is written
+once. Semantics are torch's, including ``ceil_mode`` (a last window that starts in the
+padding is dropped) and average pooling's divisor: with ``count_include_pad`` the window
+clipped to the padded input, otherwise only the real pixels (or ``divisor_override``).
+
+Global average pooling is a reduction over H*W per (sample, channel): a program owns
+BLOCK_C channels of one sample and streams the pixels in BLOCK_M chunks into an fp32
+tile, reducing it once at the end. It returns [N, C] (view it as [N, 1, 1, C] for NHWC).
+
+Pools are bandwidth bound: fixed tiles, no autotuning.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from ._host import (Launch, check_io_dtype, check_writable_rows, interpreting, meta_tensor, needs_int64, rows_of,
+                    run, spec_of)
+
+# Tiles: BLOCK_C = min(next_pow2(C), MAX_BLOCK_C), BLOCK_M = TILE_ELEMS // BLOCK_C.
+TILE_ELEMS, MAX_BLOCK_C, NUM_WARPS = 2048, 64, 4
+INTERPRET_TILE_ELEMS, INTERPRET_MAX_BLOCK_C = 128, 16
+
+
+@triton.jit
+def pool2d_kernel(
+    x_ptr, sxn, sxh, sxw,           # input [N, H, W, C], channel stride 1
+    out_ptr, out_stride,            # output rows [N*OH*OW, C]
+    H, W, OH, OW, M, C,             # sizes; M = N*OH*OW
+    KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    divisor_override,               # > 0: divide averages by this instead
+    IS_MAX: tl.constexpr,           # max pool (else average)
+    COUNT_INCLUDE_PAD: tl.constexpr,
+    USE_INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_m = offs_m < M
+    mask_c = cols < C
+    pix = OH * OW
+    n = offs_m // pix
+    rem = offs_m - n * pix
+    oh = rem // OW
+    ow = rem - oh * OW
+    h0 = oh * stride_h - pad_h
+    w0 = ow * stride_w - pad_w
+    if USE_INT64:
+        n = n.to(tl.int64)
+        h0 = h0.to(tl.int64)
+        w0 = w0.to(tl.int64)
+    x_rows = n * sxn                             # [BLOCK_M] offsets of pixel (n, 0, 0)
+
+    if IS_MAX:
+        acc = tl.full((BLOCK_M, BLOCK_C), float("-inf"), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
+    for kh in range(0, KH):
+        ih = h0 + kh * dil_h
+        row_ok = mask_m & (ih >= 0) & (ih < H)
+        for kw in range(0, KW):
+            iw = w0 + kw * dil_w
+            ok = row_ok & (iw >= 0) & (iw < W)
+            # one BLOCK_M x BLOCK_C tap, channel-contiguous.
+            ptrs = x_ptr + ((x_rows + ih * sxh + iw * sxw)[:, None] + cols[None, :])
+            if IS_MAX:
+                v = tl.load(ptrs, mask=ok[:, None] & mask_c[None, :], other=float("-inf")).to(tl.float32)
+                acc = tl.maximum(acc, v, propagate_nan=tl.PropagateNan.ALL)
+            else:
+                acc += tl.load(ptrs, mask=ok[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
+
+    if not IS_MAX:
+        # torch's divisor: the window clipped to the padded input, or to the real input.
+        h_end = tl.minimum(h0 + KH, H + pad_h)
+        w_end = tl.minimum(w0 + KW, W + pad_w)
+        if COUNT_INCLUDE_PAD:
+            count = (h_end - h0) * (w_end - w0)
+        else:
+            count = (tl.minimum(h_end, H) - tl.maximum(h0, 0)) * (tl.minimum(w_end, W) - tl.maximum(w0, 0))
+        count = tl.where(divisor_override > 0, divisor_override, count)
+        acc = acc / tl.maximum(count, 1).to(tl.float32)[:, None]
+
+    rows = offs_m
+    if USE_INT64:
+        rows = rows.to(tl.int64)
+    tl.store(out_ptr + (rows[:, None] * out_stride + cols[None, :]), acc.to(out_ptr.dtype.element_ty),
+             mask=mask_m[:, None] & mask_c[None, :])
+
+
+@triton.jit
+def global_avgpool_kernel(
+    x_ptr, sxn, sxp,                # input [N, HW, C]: sample stride, pixel stride, channel stride 1
+    out_ptr, out_stride,            # output [N, C] rows
+    HW, C, inv_hw,                  # pixels per sample, channels, 1 / HW
+    USE_INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr,          # pixels per chunk
+    BLOCK_C: tl.constexpr,          # channels per program
+):
+    n = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = cols < C
+    offs_p = tl.arange(0, BLOCK_M)
+    base = x_ptr + n * sxn
+    if USE_INT64:
+        base = x_ptr + n.to(tl.int64) * sxn
+    acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
+    for p0 in range(0, HW, BLOCK_M):
+        p = p0 + offs_p
+        mask = (p < HW)[:, None] & mask_c[None, :]
+        if USE_INT64:
+            p = p.to(tl.int64)
+        # stream HW x BLOCK_C inputs once, BLOCK_M pixels at a time.
+        acc += tl.load(base + p[:, None] * sxp + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(acc, axis=0) * inv_hw
+    tl.store(out_ptr + n * out_stride + cols, mean.to(out_ptr.dtype.element_ty), mask=mask_c)
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode) -> int:
+    """torch's pooling output size, including the ceil_mode rule."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def tile_config(C: int, interpret: bool) -> triton.Config:
+    tile, max_c = (INTERPRET_TILE_ELEMS, INTERPRET_MAX_BLOCK_C) if interpret else (TILE_ELEMS, MAX_BLOCK_C)
+    block_c = min(triton.next_power_of_2(max(C, 1)), max_c)
+    return triton.Config({"BLOCK_M": max(1, tile // block_c), "BLOCK_C": block_c}, num_warps=NUM_WARPS,
+                         num_stages=1)
+
+
+def _plan_pool(x, kernel, stride, padding, dilation, ceil_mode, is_max, count_include_pad, divisor_override, out,
+               interpret):
+    check_io_dtype(x, "x")
+    if x.dim() != 4:
+        raise ValueError(f"pooling expects NHWC [N, H, W, C], got {tuple(x.shape)}")
+    N, H, W, C = x.shape
+    if C > 1 and x.stride(3) != 1:
+        raise ValueError("x must be channels-last with channel stride 1")
+    stride = kernel if stride is None else stride
+    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel, stride, padding, dilation))
+    if ph > KH // 2 or pw > KW // 2:
+        raise ValueError("padding must be at most half the kernel size (torch's rule)")
+    OH = pool_output_size(H, KH, sh, ph, dh, ceil_mode)
+    OW = pool_output_size(W, KW, sw, pw, dw, ceil_mode)
+    if OH < 1 or OW < 1:
+        raise ValueError(f"pooling output would be empty ({OH}x{OW})")
+    if out is None:
+        out = torch.empty((N, OH, OW, C), dtype=x.dtype, device=x.device)
+    check_io_dtype(out, "out")
+    if tuple(out.shape) != (N, OH, OW, C):
+        raise ValueError(f"out shape {tuple(out.shape)} != {(N, OH, OW, C)}")
+    _, _, out_stride = check_writable_rows(out, "out")
+    M = N * OH * OW
+    args = dict(x_ptr=x, sxn=x.stride(0), sxh=x.stride(1), sxw=x.stride(2), out_ptr=out, out_stride=out_stride,
+                H=H, W=W, OH=OH, OW=OW, M=M, C=C, KH=KH, KW=KW, stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw,
+                dil_h=dh, dil_w=dw, divisor_override=int(divisor_override or 0))
+    constexprs = dict(IS_MAX=is_max, COUNT_INCLUDE_PAD=count_include_pad, USE_INT64=needs_int64(x, out))
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(C, meta["BLOCK_C"]))
+    return out, Launch(pool2d_kernel, None, args, constexprs, grid, tile_config(C, interpret))
+
+
+def maxpool2d(x, kernel, stride=None, padding=(0, 0), dilation=(1, 1), ceil_mode=False, *, out=None):
+    """torch's max_pool2d on NHWC x [N, H, W, C] -> [N, OH, OW, C]; stride None = kernel.
+
+    NaNs propagate as in torch; ``out`` may be a channel slice of a bigger buffer.
+    """
+    out, launch = _plan_pool(x, kernel, stride, padding, dilation, ceil_mode, True, True, None, out,
+                             interpreting())
+    run(launch)
+    return out
+
+
+def avgpool2d(x, kernel, stride=None, padding=(0, 0), ceil_mode=False, count_include_pad=True,
+              divisor_override=None, *, out=None):
+    """torch's avg_pool2d on NHWC x [N, H, W, C] -> [N, OH, OW, C] (fp32 sums)."""
+    out, launch = _plan_pool(x, kernel, stride, padding, (1, 1), ceil_mode, False, count_include_pad,
+                             divisor_override, out, interpreting())
+    run(launch)
+    return out
+
+
+def _plan_global_avgpool(x, out, interpret):
+    check_io_dtype(x, "x")
+    if x.dim() != 4:
+        raise ValueError(f"global_avgpool expects NHWC [N, H, W, C], got {tuple(x.shape)}")
+    N, H, W, C = x.shape
+    _, _, sxp = rows_of(x, "x")
+    if out is None:
+        out = torch.empty((N, C), dtype=x.dtype, device=x.device)
+    check_io_dtype(out, "out")
+    if tuple(out.shape) not in ((N, C), (N, 1, 1, C)):
+        raise ValueError(f"out shape {tuple(out.shape)} is neither {(N, C)} nor {(N, 1, 1, C)}")
+    _, _, out_stride = check_writable_rows(out, "out")
+    HW = H * W
+    cfg = tile_config(C, interpret)
+    args = dict(x_ptr=x, sxn=HW * sxp, sxp=sxp, out_ptr=out, out_stride=out_stride, HW=HW, C=C, inv_hw=1.0 / HW)
+    grid = lambda meta: (N, triton.cdiv(C, meta["BLOCK_C"]))
+    return out, Launch(global_avgpool_kernel, None, args, dict(USE_INT64=needs_int64(x)), grid, cfg)
+
+
+def global_avgpool(x, *, out=None):
+    """Mean over H and W of NHWC x [N, H, W, C]; returns [N, C] (or writes ``out``, [N, C] or [N, 1, 1, C])."""
+    out, launch = _plan_global_avgpool(x, out, interpreting())
+    run(launch)
+    return out
+
+
+def specialization(x_shape, dtype, kind, kernel=(3, 3), stride=None, padding=(0, 0), dilation=(1, 1),
+                   ceil_mode=False, count_include_pad=True) -> dict:
+    """AOT specialization for ``kind`` in {"max", "avg", "global_avg"} (contiguous NHWC x)."""
+    x = meta_tensor(x_shape, dtype)
+    if kind == "global_avg":
+        _, launch = _plan_global_avgpool(x, None, False)
+    else:
+        _, launch = _plan_pool(x, kernel, stride, padding, dilation, ceil_mode, kind == "max", count_include_pad,
+                               None, None, False)
+    return spec_of(launch)

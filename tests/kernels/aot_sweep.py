@@ -1,0 +1,121 @@
+"""Build every shipped config of every kernel for sm_80 and sm_90 and check the resources.
+
+Not a pytest module (it takes minutes): run it after changing a kernel or a config list,
+
+    python tests/kernels/aot_sweep.py [--dtypes fp16,bf16,fp32] [--workers 2]
+
+Every build must have 0 spills, <= 255 registers, shared memory within the target's
+limit, and conv/linear must use tensor cores (HMMA on sm_80, HGMMA on sm_90) for fp16,
+bf16 and TF32. Shapes: a channel-aligned one (the JIT's 16-divisibility hints hold, loads
+vectorize) and an unaligned one (odd channel counts), with a heavy epilogue.
+"""
+
+import argparse
+import re
+import sys
+import time
+
+import torch
+
+from netdsl.kernels import aot, conv, conv_direct, matmul, norm, pointwise, pool, softmax
+from netdsl.kernels.epilogue import EpilogueSpec
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+HEAVY = EpilogueSpec(has_bias=True, act1="gelu", has_residual=True, act2="mish")   # the "medium" tier
+# The heaviest epilogues that still get the fast tier (all configs): one transcendental act.
+LIGHT = (EpilogueSpec(has_bias=True, act1="mish", has_residual=True, act2="relu6"),
+         EpilogueSpec(has_bias=True, act1="relu", has_residual=True, act2="mish"))
+
+
+def sweep_specs(dtypes):
+    """(label, spec, needs_mma) for every kernel x config x dtype x shape."""
+    out = []
+
+    def add(label, specs, mma=False):
+        specs = specs if isinstance(specs, list) else [specs]
+        out.extend((f"{label} [{i}]" if len(specs) > 1 else label, s, mma) for i, s in enumerate(specs))
+
+    for name in dtypes:
+        dt = DTYPES[name]
+        for tf32 in ((False, True) if name == "fp32" else (False,)):
+            mma = name != "fp32" or tf32
+            tag = f"{name}{'-tf32' if tf32 else ''}"
+            # implicit-GEMM conv: aligned (64 -> 128 channels, 3x3) and unaligned (2 groups, 5 -> 7, 5x5 s2 d2)
+            add(f"conv {tag} aligned", conv.specialization(
+                (2, 56, 56, 64), dt, (1, 9 * 64, 128), 128, 3, 1, 1, 1, 1, HEAVY, allow_tf32=tf32, config="all"), mma)
+            add(f"conv {tag} unaligned", conv.specialization(
+                (2, 33, 31, 10), dt, (2, 25 * 5, 7), 14, 5, 2, 2, 2, 2, HEAVY, allow_tf32=tf32, config="all"), mma)
+            add(f"linear {tag} aligned", matmul.specialization(
+                (4, 77, 256), dt, 512, HEAVY, allow_tf32=tf32, config="all"), mma)
+            add(f"linear {tag} unaligned", matmul.specialization(
+                (77, 45), dt, 29, HEAVY, allow_tf32=tf32, config="all"), mma)
+        for j, ep in enumerate(LIGHT):
+            if name != "fp32":
+                add(f"conv {name} aligned light{j}", conv.specialization(
+                    (2, 56, 56, 64), dt, (1, 9 * 64, 128), 128, 3, 1, 1, 1, 1, ep, config="all"), True)
+                add(f"linear {name} aligned light{j}", matmul.specialization(
+                    (4, 77, 256), dt, 512, ep, config="all"), True)
+            add(f"depthwise {name} light{j}", conv_direct.specialization(
+                (2, 56, 56, 64), dt, 64, 3, 1, 1, 1, ep, config="all"))
+        add(f"depthwise {name}", conv_direct.specialization((2, 56, 56, 64), dt, 64, 3, 1, 1, 1, HEAVY, config="all"))
+        add(f"depthwise {name} x2 unaligned", conv_direct.specialization(
+            (2, 33, 31, 7), dt, 14, 5, 2, 2, 2, HEAVY, config="all"))
+        add(f"pointwise {name}", pointwise.specialization(
+            (2, 28, 28, 96), dt, scale_shape=(96,), shift_shape=(96,), epilogue=HEAVY))
+        add(f"pointwise {name} odd", pointwise.specialization(
+            (2, 9, 7, 13), dt, scale_shape=(2, 13), shift_shape=(2, 13), mul_other=True, epilogue=HEAVY))
+        for C in (768, 8192, 20000):
+            add(f"layernorm {name} C={C}", norm.layernorm_specialization(
+                (64, C), dt, residual_before=True, sum_out=True, epilogue=EpilogueSpec(act1="gelu_tanh")))
+        add(f"groupnorm {name}", norm.groupnorm_specialization((2, 32, 32, 320), dt, 32,
+                                                               epilogue=EpilogueSpec(act1="silu")))
+        add(f"maxpool {name}", pool.specialization((2, 56, 56, 64), dt, "max", 3, 2, 1))
+        add(f"avgpool {name}", pool.specialization((2, 56, 56, 64), dt, "avg", 3, 2, 1, count_include_pad=False))
+        add(f"global_avgpool {name}", pool.specialization((2, 7, 7, 2048), dt, "global_avg"))
+        for C in (1000, 8192, 50000):
+            add(f"softmax {name} C={C}", softmax.specialization((64, C), dt))
+            add(f"log_softmax {name} C={C}", softmax.specialization((64, C), dt, log=True))
+    return out
+
+
+def check(report, needs_mma):
+    problems = []
+    if report.spills:
+        problems.append(f"{report.spills} spill instructions")
+    if report.registers > aot.MAX_REGISTERS:
+        problems.append(f"{report.registers} registers")
+    if not report.fits_shared:
+        problems.append(f"{report.shared_bytes} B shared memory")
+    if needs_mma and not report.uses_mma:
+        problems.append("no tensor-core instructions")
+    return problems
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtypes", default="fp16,bf16,fp32")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--ccs", default="80,90")
+    parser.add_argument("--only", default="", help="regex on the labels")
+    args = parser.parse_args(argv)
+    ccs = tuple(int(c) for c in args.ccs.split(","))
+    specs = [s for s in sweep_specs(args.dtypes.split(",")) if re.search(args.only, s[0])]
+    start = time.time()
+    jobs = aot.jobs([s for _, s, _ in specs], ccs=ccs)
+    reports = aot.build_many(jobs, max_workers=args.workers)
+    failures = 0
+    for i, (label, _, mma) in enumerate(specs):
+        for j, cc in enumerate(ccs):
+            r = reports[i * len(ccs) + j]
+            tiles = {k: v for k, v in r.constexprs.items() if k.startswith("BLOCK") or k == "SPLITS"}
+            problems = check(r, mma)
+            failures += bool(problems)
+            verdict = "FAIL: " + ", ".join(problems) if problems else ""
+            print(f"{label:42} sm_{cc} w{r.num_warps}/s{r.num_stages} regs={r.registers:3} spills={r.spills:3} "
+                  f"smem={r.shared_bytes:6} mma={r.mma or '-':5} {tiles} {verdict}")
+    print(f"{len(reports)} builds in {time.time() - start:.0f}s, {failures} failing")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Ahead-of-time builds for sm_80 and sm_90 (no GPU needed), and the specializations.
+
+This process interprets (conftest sets TRITON_INTERPRET=1), so the builds run in spawn
+workers via aot.build_many. Reports are cached (NETDSL_CACHE_DIR or ~/.cache/netdsl/aot),
+so only the first run pays the compile time. The exhaustive check of every config is
+tests/kernels/aot_sweep.py.
+"""
+
+import pytest
+import torch
+
+from netdsl.kernels import aot, conv, conv_direct, matmul, norm, pointwise, pool, softmax
+from netdsl.kernels.epilogue import EpilogueSpec
+
+EP = EpilogueSpec(has_bias=True, act1="relu", has_residual=True, act2="silu")
+F16, F32 = torch.float16, torch.float32
+
+
+def int64(spec):
+    """The same specialization with 64-bit offsets (as chosen for tensors over 2**31 elements)."""
+    return {**spec, "constexprs": {**spec["constexprs"], "USE_INT64": True}}
+
+
+def specs():
+    """(label, spec, needs tensor cores) for at least one fp16 and one fp32 build per kernel."""
+    conv_args = ((2, 28, 28, 64), (1, 9 * 64, 128), 128, 3, 1, 1, 1, 1, EP)
+    return [
+        ("conv fp16 default", conv.specialization(conv_args[0], F16, *conv_args[1:]), True),
+        ("conv fp16 largest", conv.specialization(conv_args[0], F16, *conv_args[1:], config=3), True),
+        ("conv bf16 unaligned", conv.specialization((2, 9, 9, 6), torch.bfloat16, (3, 9 * 2, 4), 12, 3, 2, 1, 1, 3,
+                                                    EP), True),
+        ("conv fp32", conv.specialization(conv_args[0], F32, *conv_args[1:]), False),
+        ("conv fp16 int64", int64(conv.specialization(conv_args[0], F16, *conv_args[1:])), True),
+        ("depthwise fp16", conv_direct.specialization((2, 28, 28, 64), F16, 64, 3, 1, 1, 1, EP), False),
+        ("depthwise fp32", conv_direct.specialization((2, 28, 28, 64), F32, 64, 3, 2, 1, 1, EP), False),
+        ("linear fp16 default", matmul.specialization((256, 512), F16, 768, EP), True),
+        ("linear fp16 largest", matmul.specialization((256, 512), F16, 768, EP, config=3), True),
+        ("linear fp32", matmul.specialization((256, 512), F32, 768, EP), False),
+        ("pointwise fp16", pointwise.specialization((2, 28, 28, 64), F16, scale_shape=(64,), shift_shape=(64,),
+                                                    epilogue=EP), False),
+        ("pointwise fp32", pointwise.specialization((2, 28, 28, 64), F32, mul_other=True), False),
+        ("layernorm fp16", norm.layernorm_specialization((64, 768), F16, residual_before=True, sum_out=True,
+                                                          epilogue=EpilogueSpec(act1="gelu")), False),
+        ("layernorm fp32 chunked", norm.layernorm_specialization((64, 20000), F32), False),
+        *[(f"groupnorm fp16 {i}", s, False) for i, s in enumerate(norm.groupnorm_specialization(
+            (2, 16, 16, 64), F16, 8, epilogue=EpilogueSpec(act1="silu")))],
+        ("maxpool fp16", pool.specialization((2, 28, 28, 64), F16, "max", 3, 2, 1), False),
+        ("avgpool fp32", pool.specialization((2, 28, 28, 64), F32, "avg", 3, 2, 1), False),
+        ("global_avgpool fp16", pool.specialization((2, 7, 7, 512), F16, "global_avg"), False),
+        ("softmax fp16", softmax.specialization((64, 1000), F16), False),
+        ("log_softmax fp32 chunked", softmax.specialization((64, 50000), F32, log=True), False),
+    ]
+
+
+@pytest.fixture(scope="module")
+def built():
+    table = specs()
+    reports = aot.build_many(aot.jobs([s for _, s, _ in table], ccs=(80, 90)), max_workers=2)
+    return [(label, needs_mma, reports[2 * i], reports[2 * i + 1]) for i, (label, _, needs_mma) in enumerate(table)]
+
+
+def test_every_kernel_builds_without_spills(built):
+    problems = []
+    for label, needs_mma, *reports in built:
+        for r in reports:
+            if r.spills or r.registers > aot.MAX_REGISTERS or not r.fits_shared:
+                problems.append(f"{label} sm_{r.cc}: regs={r.registers} spills={r.spills} smem={r.shared_bytes}")
+            if needs_mma and not r.uses_mma:
+                problems.append(f"{label} sm_{r.cc}: no tensor-core instructions")
+            if needs_mma:
+                assert r.mma == ("HMMA" if r.cc == 80 else "HGMMA"), (label, r.cc, r.mma)
+    assert not problems, "\n".join(problems)
+    print("\n" + aot.format_reports([r for _, _, *rs in built for r in rs]))
+
+
+def test_reports_describe_the_build(built):
+    label, _, r80, r90 = built[0]
+    assert (r80.cc, r90.cc) == (80, 90)
+    assert r80.name == "conv2d_kernel" and r80.module.endswith("kernels.conv")
+    assert r80.ptx_lines > 0 and r80.sass_lines > 0 and r80.registers > 0
+    assert r80.constexprs["BLOCK_M"] == conv.CONFIGS[0].kwargs["BLOCK_M"]
+
+
+def test_second_build_comes_from_the_cache(built):
+    spec = specs()[0][1]
+    again = aot.build_many(aot.jobs(spec, ccs=(80,)))
+    assert again[0].cached and again[0].registers == built[0][2].registers
+
+
+def test_build_refuses_an_interpreted_kernel():
+    with pytest.raises(RuntimeError, match="build_many"):
+        aot.build(conv.conv2d_kernel, {}, {}, 80)
