@@ -29,7 +29,7 @@ import triton.language as tl
 
 from ._host import (Launch, aligned16, check_io_dtype, check_writable_rows, interpreting, meta_tensor,
                     needs_int64, run, spec_of)
-from .epilogue import Epilogue, EpilogueSpec, apply_epilogue, heavy_epilogue
+from .epilogue import Epilogue, EpilogueSpec, grouped_tile, heavy_epilogue, store_tile
 
 # Autotuning configs. Every tile is >= 16 in M, N and K (tl.dot's minimum) and fits shared
 # memory on sm_80 and sm_90. Each config is tagged with the tiers it is tried in:
@@ -84,13 +84,7 @@ def conv2d_kernel(
     # -- which tile: grouped ordering so consecutive programs share weight columns in L2.
     pid = tl.program_id(0)
     g = tl.program_id(1)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(OCg, BLOCK_N)
-    group_size = GROUP_M * num_n
-    first_m = (pid // group_size) * GROUP_M
-    rows_in_group = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group_size) % rows_in_group
-    pid_n = (pid % group_size) // rows_in_group
+    pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(OCg, BLOCK_N), GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -141,14 +135,9 @@ def conv2d_kernel(
 
     # -- fused epilogue in registers, then one store of BLOCK_M x BLOCK_N outputs.
     cols = g * OCg + offs_n
-    acc = apply_epilogue(acc, offs_m, cols, mask_m, mask_n, bias_ptr, slope1_ptr, slope1_stride, res_ptr,
-                         res_stride, slope2_ptr, slope2_stride, alpha1, beta1, alpha2, beta2,
-                         HAS_BIAS, ACT1, HAS_RES, ACT2, USE_INT64)
-    rows = offs_m
-    if USE_INT64:
-        rows = rows.to(tl.int64)
-    tl.store(out_ptr + (rows[:, None] * out_stride + cols[None, :]), acc.to(out_ptr.dtype.element_ty),
-             mask=mask_m[:, None] & mask_n[None, :])
+    store_tile(acc, offs_m, cols, mask_m, mask_n, out_ptr, out_stride, bias_ptr, slope1_ptr, slope1_stride,
+               res_ptr, res_stride, slope2_ptr, slope2_stride, alpha1, beta1, alpha2, beta2,
+               HAS_BIAS, ACT1, HAS_RES, ACT2, USE_INT64)
 
 
 def eligible_configs(args: dict) -> list:

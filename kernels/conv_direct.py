@@ -19,7 +19,7 @@ import triton.language as tl
 
 from ._host import Launch, aligned16, interpreting, meta_tensor, needs_int64, run, spec_of
 from .conv import _pair, check_conv_args, conv_output_size
-from .epilogue import Epilogue, EpilogueSpec, apply_epilogue, heavy_epilogue
+from .epilogue import Epilogue, EpilogueSpec, heavy_epilogue, store_tile
 
 # Autotuning configs (pixels x channels tiles). Tiles with more than SLOW_PATH_ELEMS outputs
 # per thread need vectorized loads (channel multiplier 1, 16-byte aligned rows) and a light
@@ -93,15 +93,9 @@ def depthwise_conv2d_kernel(
             wv = tl.load(w_cols + (kh * KW + kw) * MULT, mask=mask_c, other=0.0)
             acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
 
-    acc = apply_epilogue(acc, offs_m, cols, mask_m, mask_c, bias_ptr, slope1_ptr, slope1_stride, res_ptr,
-                         res_stride, slope2_ptr, slope2_stride, alpha1, beta1, alpha2, beta2,
-                         HAS_BIAS, ACT1, HAS_RES, ACT2, USE_INT64)
-    rows = offs_m
-    if USE_INT64:
-        rows = rows.to(tl.int64)
-    # one store of BLOCK_M x BLOCK_C outputs.
-    tl.store(out_ptr + (rows[:, None] * out_stride + cols[None, :]), acc.to(out_ptr.dtype.element_ty),
-             mask=mask_m[:, None] & mask_c[None, :])
+    store_tile(acc, offs_m, cols, mask_m, mask_c, out_ptr, out_stride, bias_ptr, slope1_ptr, slope1_stride,
+               res_ptr, res_stride, slope2_ptr, slope2_stride, alpha1, beta1, alpha2, beta2,
+               HAS_BIAS, ACT1, HAS_RES, ACT2, USE_INT64)
 
 
 def eligible_configs(args: dict) -> list:

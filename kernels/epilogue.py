@@ -177,3 +177,37 @@ def apply_epilogue(
         slope2 = tl.load(slope2_ptr + cols * slope2_stride, mask=mask_cols, other=0.0).to(tl.float32)[None, :]
     acc = apply_act(acc, ACT2, alpha2, beta2, slope2)
     return acc
+
+
+@triton.jit
+def store_tile(
+    acc, rows, cols, mask_rows, mask_cols,   # the fp32 tile and where it goes (as in apply_epilogue)
+    out_ptr,                                 # *[M, C] output (may be a channel slice)
+    out_stride,                              # output row stride in elements
+    bias_ptr, slope1_ptr, slope1_stride, res_ptr, res_stride, slope2_ptr, slope2_stride,
+    alpha1, beta1, alpha2, beta2,
+    HAS_BIAS: tl.constexpr, ACT1: tl.constexpr, HAS_RES: tl.constexpr, ACT2: tl.constexpr,
+    USE_INT64: tl.constexpr,
+):
+    """The tail every GEMM-like kernel shares: the epilogue in registers, then one store."""
+    acc = apply_epilogue(acc, rows, cols, mask_rows, mask_cols, bias_ptr, slope1_ptr, slope1_stride, res_ptr,
+                         res_stride, slope2_ptr, slope2_stride, alpha1, beta1, alpha2, beta2,
+                         HAS_BIAS, ACT1, HAS_RES, ACT2, USE_INT64)
+    r = rows
+    if USE_INT64:
+        r = r.to(tl.int64)
+    # one store of the tile: BM x BN outputs, contiguous along channels.
+    tl.store(out_ptr + (r[:, None] * out_stride + cols[None, :]), acc.to(out_ptr.dtype.element_ty),
+             mask=mask_rows[:, None] & mask_cols[None, :])
+
+
+@triton.jit
+def grouped_tile(pid, num_m, num_n, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) of program ``pid`` in grouped order: GROUP_M row tiles sweep the column tiles
+    together, so consecutive programs share weight columns in L2."""
+    group_size = GROUP_M * num_n
+    first_m = (pid // group_size) * GROUP_M
+    rows_in_group = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % group_size) % rows_in_group
+    pid_n = (pid % group_size) // rows_in_group
+    return pid_m, pid_n

@@ -20,7 +20,7 @@ import triton.language as tl
 from ._host import (Launch, aligned16, check_io_dtype, check_writable_rows, interpreting, meta_tensor,
                     needs_int64, rows_of, run, spec_of)
 from .conv import dot_tier
-from .epilogue import Epilogue, EpilogueSpec, apply_epilogue
+from .epilogue import Epilogue, EpilogueSpec, grouped_tile, store_tile
 
 # Autotuning configs: tiles >= 16 in M, N, K (tl.dot's minimum), shared memory within the
 # sm_80/sm_90 limits, tagged with the tiers they are tried in (fast / medium / fma, as in
@@ -65,13 +65,7 @@ def linear_kernel(
     GROUP_M: tl.constexpr,        # row tiles per L2 swizzle group
 ):
     pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    group_size = GROUP_M * num_n
-    first_m = (pid // group_size) * GROUP_M
-    rows_in_group = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group_size) % rows_in_group
-    pid_n = (pid % group_size) // rows_in_group
+    pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -98,12 +92,9 @@ def linear_kernel(
         x_ptrs += BLOCK_K * sxk
         w_ptrs += BLOCK_K * swk
 
-    acc = apply_epilogue(acc, offs_m, offs_n, mask_m, mask_n, bias_ptr, slope1_ptr, slope1_stride, res_ptr,
-                         res_stride, slope2_ptr, slope2_stride, alpha1, beta1, alpha2, beta2,
-                         HAS_BIAS, ACT1, HAS_RES, ACT2, USE_INT64)
-    # one store of the BLOCK_M x BLOCK_N tile.
-    tl.store(out_ptr + (rows[:, None] * out_stride + offs_n[None, :]), acc.to(out_ptr.dtype.element_ty),
-             mask=mask_m[:, None] & mask_n[None, :])
+    store_tile(acc, offs_m, offs_n, mask_m, mask_n, out_ptr, out_stride, bias_ptr, slope1_ptr, slope1_stride,
+               res_ptr, res_stride, slope2_ptr, slope2_stride, alpha1, beta1, alpha2, beta2,
+               HAS_BIAS, ACT1, HAS_RES, ACT2, USE_INT64)
 
 
 def eligible_configs(args: dict) -> list:
