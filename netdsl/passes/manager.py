@@ -90,38 +90,10 @@ def pipeline_passes(pipeline: str | Sequence[str | Pass]) -> list[Pass]:
 # checking between passes
 # ---------------------------------------------------------------------------------------------
 
-def check_structure(graph: Graph) -> None:
-    """Every value defined once, before its uses, with the type it is used with; outputs defined."""
-    defined = {}
-    for v in graph.inputs:
-        if v.name in defined:
-            raise IRError(f"input %{v.name} defined twice")
-        defined[v.name] = v.type
-    for node in graph.nodes:
-        for v in node.inputs:
-            t = defined.get(v.name)
-            if t is None:
-                raise IRError(f"node {node.name or '?'} ({node.op}): input %{v.name} is not defined before use")
-            if t is not v.type and t != v.type:
-                raise IRError(f"node {node.name or '?'} ({node.op}): input %{v.name} has type {v.type}, "
-                              f"defined as {t}")
-        for v in node.outputs:
-            if v.name in defined:
-                raise IRError(f"node {node.name or '?'} ({node.op}): value %{v.name} defined twice")
-            defined[v.name] = v.type
-    for v in graph.outputs:
-        if v.name not in defined:
-            raise IRError(f"output %{v.name} is not defined")
-
-
 def verify_changed(graph: Graph, checked: dict[int, Node]) -> None:
-    """Verify the nodes not in ``checked`` (by identity) with the full verifier, the rest structurally."""
+    """Verify the nodes not in ``checked`` (by identity) against the registry, the whole graph structurally."""
     new = [n for n in graph.nodes if id(n) not in checked]
-    if new:
-        made = {v.name for n in new for v in n.outputs}
-        outside = {v.name: v for n in new for v in n.inputs if v.name not in made}
-        verify_graph(Graph(graph.name, tuple(outside.values()), tuple(new), (), graph.params))
-    check_structure(graph)
+    verify_graph(graph, new)
     for n in new:
         checked[id(n)] = n  # holding the node keeps its id from being reused
 
