@@ -11,7 +11,11 @@ python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[triton,test]"
 if [ "${1:-}" != "--no-demo" ]; then
-    netdsl show examples/resnet18.net --dims N=1,H=224,W=224 | tail -n 3
+    echo "== ResNet-18: the fused IR's cost (netdsl show --pipeline O1 --cost)"
+    netdsl show examples/resnet18.net --pipeline O1 --cost --dims N=1,H=224,W=224 | tail -n 5
+    echo "== ResNet-18 on the reference backend (NumPy)"
     netdsl run examples/resnet18.net --dims N=2,H=224,W=224
-
+    echo "== LeNet-5 compiled to Triton kernels, checked node by node against the reference"
+    echo "   (no GPU here: the kernels run in Triton's interpreter, slowly)"
+    NETDSL_QUIET_INTERPRETER=1 netdsl check examples/lenet5.net --dims N=2 --random-weights --dtype fp16
 fi
