@@ -4,9 +4,11 @@
     graph = netdsl.load("examples/resnet18.net")          # parse + elaborate -> typed IR
     weights = netdsl.init_weights(graph)                    # seeded, deterministic
     out = netdsl.reference.run(graph, {"image": x}, weights) # NumPy meaning of the network
+    model = netdsl.compile("examples/resnet18.net", dtype="fp16")  # a torch.nn.Module (Triton kernels)
 """
 
 from .backends import reference
+from .compiler import compile  # noqa: A004  (netdsl.compile, as torch.compile)
 from .errors import NetDSLError, SourceLoc
 from .frontend import load, load_source, parse
 from .ir.graph import Graph
@@ -14,5 +16,5 @@ from .params import init_weights, load_weights, parameter_count, random_weights,
 
 __all__ = [
     "NetDSLError", "SourceLoc", "Graph", "load", "load_source", "parse", "reference", "init_weights",
-    "random_weights", "load_weights", "save_weights", "parameter_count",
+    "random_weights", "load_weights", "save_weights", "parameter_count", "compile",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 
 from ...errors import NetDSLError
@@ -32,11 +33,17 @@ def parse_targets(text: str) -> list[int]:
 
 
 def model_specializations(fused: Graph, weights, dims: dict[str, int], dtype: str = "fp16",
-                          configs: str = "default") -> list[dict]:
-    """The distinct kernel specializations one forward call of the model launches."""
+                          configs: str = "default", allow_tf32: bool = False) -> list[dict]:
+    """The distinct kernel specializations one forward call of the model launches.
+
+    ``weights``: the model's weights, or None (only their shapes matter: zeros are used).
+    ``configs``: "default" (the config a GPU launches first) or "all" (every autotuning config).
+    """
     from ...kernels._host import recording, spec_of
 
-    module = TritonModule(fused, weights, dtype=dtype, device="meta")
+    if weights is None:
+        weights = {name: np.zeros(spec.shape, np.float32) for name, spec in fused.used_params().items()}
+    module = TritonModule(fused, weights, dtype=dtype, device="meta", allow_tf32=allow_tf32)
     inputs = {v.name: torch.empty(v.type.concrete(dims), device="meta") for v in fused.inputs}
     with recording() as launches:
         module.run(inputs)

@@ -79,13 +79,22 @@ def internal_dim(dim: int, rank: int) -> int:
     return (0, 3, 1, 2)[dim] if rank == 4 else dim
 
 
-def _last_dim_kernel(x: torch.Tensor, ir_dim: int, kernel, out=None) -> torch.Tensor:
-    """Run a kernel that reduces over the last axis on IR axis ``ir_dim`` of internal tensor ``x``."""
+def along_last(ir_dim: int, x: torch.Tensor, kernel, out: torch.Tensor | None = None, *others):
+    """Run ``kernel(x, others, out)``, which works along the last axis, along IR axis ``ir_dim`` of ``x``.
+
+    When ``ir_dim`` is not the last internal axis (softmax over W of an NHWC map, batchnorm over dim 1
+    of a rank-3 tensor, ...) this is a layout fix-up: ``x`` and every tensor in ``others`` of the same
+    rank (residuals, addends) are copied with that axis moved last, the kernel runs, and the result is
+    moved back (into ``out`` when given). ``others`` may hold None.
+    """
     d = internal_dim(ir_dim, x.dim())
     if d == x.dim() - 1:
-        return kernel(x, out)
-    y = kernel(x.movedim(d, -1).contiguous(), None)  # layout fix-up: a copy each way
-    y = y.movedim(-1, d)
+        return kernel(x, list(others), out)
+
+    def moved(t):
+        return t.movedim(d, -1).contiguous() if t is not None and t.dim() == x.dim() else t
+
+    y = kernel(moved(x), [moved(t) for t in others], None).movedim(-1, d)
     if out is not None:
         out.copy_(y)
         return out
@@ -161,35 +170,47 @@ def lower_linear(node: Node, ctx: LowerCtx) -> Step:
     packed = matmul.pack_linear_weight(ctx.tensor(w))
     ep = epilogue_of(ctx, node, b)
 
-    def run(inputs, out):
-        return matmul.linear(inputs[0], packed, epilogue=_with_residual(ep, node, inputs), out=out,
+    def kernel(x, others, out):
+        return matmul.linear(x, packed, epilogue=dataclasses.replace(ep, residual=others[0]), out=out,
                              allow_tf32=ctx.allow_tf32)
+
+    def run(inputs, out):  # over the IR's last axis: W of a rank-4 (NHWC) input needs a layout fix-up
+        return along_last(-1, inputs[0], kernel, out, _with_residual(ep, node, inputs).residual)
 
     return Step(node, run, kernel="linear")
 
 
 def lower_activation(node: Node, ctx: LowerCtx) -> Step:
     ep = _activation_epilogue(ctx, node)
-    return Step(node, lambda inputs, out: pointwise.pointwise(inputs[0], epilogue=ep, out=out), kernel="pointwise")
+    per_channel = ep.slope1 is not None and ep.slope1.numel() > 1  # a prelu slope per channel (IR dim 1)
+
+    def run(inputs, out):
+        if per_channel:
+            return along_last(1, inputs[0], lambda x, _, o: pointwise.pointwise(x, epilogue=ep, out=o), out)
+        return pointwise.pointwise(inputs[0], epilogue=ep, out=out)
+
+    return Step(node, run, kernel="pointwise")
 
 
-def _channel_last_only(node: Node, what: str) -> None:
-    t = node.inputs[0].type
-    if t.rank not in (2, 4):
-        raise NetDSLError(f"{what} over a rank-{t.rank} tensor has no Triton lowering (ranks 2 and 4 do)",
-                          node.loc)
+def _needs_channels(node: Node, what: str) -> None:
+    if node.inputs[0].type.rank < 2:
+        raise NetDSLError(f"{what} needs an input [N, C, ...]", node.loc)
 
 
 def lower_batchnorm(node: Node, ctx: LowerCtx) -> Step:
-    _channel_last_only(node, "batchnorm")
+    _needs_channels(node, "batchnorm")
     scale, shift = batchnorm_affine(ctx.param(node, "weight"), ctx.param(node, "bias"),
                                     ctx.param(node, "running_mean"), ctx.param(node, "running_var"), node.attrs["eps"])
     s, t = ctx.tensor(scale), ctx.tensor(shift)
-    return Step(node, lambda inputs, out: pointwise.channel_affine(inputs[0], s, t, out=out), kernel="pointwise")
+
+    def run(inputs, out):  # channels are IR dim 1: last inside for ranks 2 and 4, moved there otherwise
+        return along_last(1, inputs[0], lambda x, _, o: pointwise.channel_affine(x, s, t, out=o), out)
+
+    return Step(node, run, kernel="pointwise")
 
 
 def lower_fused_pointwise(node: Node, ctx: LowerCtx) -> Step:
-    _channel_last_only(node, "fused_pointwise")
+    _needs_channels(node, "fused_pointwise")
     s = t = None
     if node.attrs["bn"]:
         scale, shift = batchnorm_affine(ctx.param(node, "bn_weight"), ctx.param(node, "bn_bias"),
@@ -197,8 +218,11 @@ def lower_fused_pointwise(node: Node, ctx: LowerCtx) -> Step:
         s, t = ctx.tensor(scale), ctx.tensor(shift)
     ep = epilogue_of(ctx, node)
 
+    def kernel(x, others, out):
+        return pointwise.pointwise(x, scale=s, shift=t, epilogue=dataclasses.replace(ep, residual=others[0]), out=out)
+
     def run(inputs, out):
-        return pointwise.pointwise(inputs[0], scale=s, shift=t, epilogue=_with_residual(ep, node, inputs), out=out)
+        return along_last(1, inputs[0], kernel, out, _with_residual(ep, node, inputs).residual)
 
     return Step(node, run, kernel="pointwise")
 
@@ -214,40 +238,39 @@ def lower_layernorm(node: Node, ctx: LowerCtx) -> Step:
     ep = epilogue_of(ctx, node)
     add_before = node.attrs.get("add_before", False)
 
-    def run(inputs, out):
+    def kernel(x, others, out):
+        addend, residual = others
+        return norm.layernorm(x, w, b, eps, residual_before=addend, epilogue=dataclasses.replace(ep, residual=residual),
+                              out=out)
+
+    def run(inputs, out):  # over the IR's last axis: W of a rank-4 (NHWC) tensor needs a layout fix-up
         addend = inputs[1] if add_before else None
-        e = _with_residual(ep, node, inputs)
-        rank = inputs[0].dim()
-        if rank == 4:  # normalising over W of an NHWC tensor: fix the layout around the kernel
-            def k(x, o):
-                return norm.layernorm(x, w, b, eps, out=o)
-            if addend is not None or e.residual is not None or e.act1 != "none":
-                raise NetDSLError("a fused layernorm over a rank-4 tensor has no Triton lowering", node.loc)
-            return _last_dim_kernel(inputs[0], -1, k, out)
-        return norm.layernorm(inputs[0], w, b, eps, residual_before=addend, epilogue=e, out=out)
+        return along_last(-1, inputs[0], kernel, out, addend, _with_residual(ep, node, inputs).residual)
 
     return Step(node, run, kernel="layernorm")
 
 
 def lower_groupnorm(node: Node, ctx: LowerCtx) -> Step:
-    _channel_last_only(node, "groupnorm")
+    _needs_channels(node, "groupnorm")
     w, b = ctx.tensor(ctx.param(node, "weight")), ctx.tensor(ctx.param(node, "bias"))
     ep = epilogue_of(ctx, node)
     groups, eps = node.attrs["groups"], node.attrs["eps"]
 
-    def run(inputs, out):
-        x = inputs[0]
-        e = _with_residual(ep, node, inputs)
-        if x.dim() == 2:
-            n, c = x.shape
-            x = x.reshape(n, 1, 1, c)
-            if e.residual is not None:
-                e = dataclasses.replace(e, residual=e.residual.reshape(n, 1, 1, c))
-            o = out.reshape(n, 1, 1, c) if out is not None else None
-            return norm.groupnorm(x, groups, w, b, eps, epilogue=e, out=o).reshape(n, c)
-        return norm.groupnorm(x, groups, w, b, eps, epilogue=e, out=out)
+    def as_nhwc(t):  # channels-last [N, ..., C] as the kernel's [N, pixels, 1, C] (a view)
+        return None if t is None or t.dim() == 4 else t.reshape(t.shape[0], -1, 1, t.shape[-1])
 
-    return Step(node, run, launches=2, kernel="groupnorm")
+    def kernel(x, others, out):
+        if x.dim() == 4:
+            return norm.groupnorm(x, groups, w, b, eps, epilogue=dataclasses.replace(ep, residual=others[0]), out=out)
+        e = dataclasses.replace(ep, residual=as_nhwc(others[0]))
+        y = norm.groupnorm(as_nhwc(x), groups, w, b, eps, epilogue=e, out=as_nhwc(out))
+        return y.reshape(x.shape)
+
+    def run(inputs, out):  # channels are IR dim 1: last inside for ranks 2 and 4, moved there otherwise
+        return along_last(1, inputs[0], kernel, out, _with_residual(ep, node, inputs).residual)
+
+    # three launches: partial statistics, their merge into a per-(sample, channel) affine, the apply
+    return Step(node, run, launches=3, kernel="groupnorm")
 
 
 def lower_maxpool(node: Node, ctx: LowerCtx) -> Step:
@@ -276,7 +299,7 @@ def lower_global_avgpool(node: Node, ctx: LowerCtx) -> Step:
 def lower_softmax(node: Node, ctx: LowerCtx) -> Step:
     fn = softmax.log_softmax if node.op == "log_softmax" else softmax.softmax
     dim = node.attrs["dim"]
-    return Step(node, lambda inputs, out: _last_dim_kernel(inputs[0], dim, lambda x, o: fn(x, out=o), out),
+    return Step(node, lambda inputs, out: along_last(dim, inputs[0], lambda x, _, o: fn(x, out=o), out),
                 kernel=node.op)
 
 
@@ -296,22 +319,42 @@ def lower_flatten(node: Node, ctx: LowerCtx) -> Step:
             return Step(node, lambda inputs, out: inputs[0].reshape(inputs[0].shape[0], -1), writes_out=False,
                         launches=0, kernel="view")
 
-    def run(inputs, out):  # general case: a layout copy back to the IR's order
+    def run(inputs, out):  # general case: a layout copy (by torch) back to the IR's order
         y = to_ir(inputs[0]).reshape(*to_ir(inputs[0]).shape[:start], -1)
         return to_internal(y)
 
-    return Step(node, run, writes_out=False, kernel="layout copy")
+    return Step(node, run, writes_out=False, launches=0, kernel="layout copy")
+
+
+def _broadcast_operand(kind: str, a: torch.Tensor, b: torch.Tensor, out):
+    """``a (+|*) b`` for a ``b`` that broadcasts per channel or per (sample, channel) as the pointwise
+    kernel's affine (no expanded copy of ``b``); None for other broadcasts."""
+    if b.dim() not in (2, 4) or b.shape[-1] != a.shape[-1]:
+        return None
+    if all(s == 1 for s in b.shape[:-1]):  # [1, ..., 1, C]: per channel
+        v = b.reshape(-1).contiguous()
+    elif b.dim() == 4 and b.shape[0] == a.shape[0] and b.shape[1] == b.shape[2] == 1:  # [N, 1, 1, C]
+        v = b.contiguous()
+    else:
+        return None
+    if kind == "mul":
+        return pointwise.pointwise(a, scale=v, out=out)  # e.g. squeeze-excitation gates
+    return pointwise.pointwise(a, shift=v, out=out)
 
 
 def _binary(node: Node, ctx: LowerCtx, kind: str) -> Step:
     def run(inputs, out):
         a, b = inputs
-        if tuple(b.shape) != tuple(a.shape):
-            if tuple(a.shape) != tuple(torch.broadcast_shapes(a.shape, b.shape)):
-                a, b = b, a  # the broadcast operand goes second (both ops commute)
-            if kind == "mul" and b.dim() == 4 and b.shape[1] == 1 and b.shape[2] == 1:
-                return pointwise.mul(a, b, out=out)  # per (sample, channel) scale, e.g. squeeze-excite
-            b = b.expand(a.shape).contiguous()
+        shape = torch.broadcast_shapes(a.shape, b.shape)
+        if tuple(a.shape) != tuple(shape):
+            a, b = b, a  # the broadcast operand goes second (both ops commute)
+        if tuple(a.shape) != tuple(shape):  # both broadcast ([N, C, H, 1] + [N, C, 1, W])
+            a = a.expand(shape).contiguous()
+        if tuple(b.shape) != tuple(shape):
+            y = _broadcast_operand(kind, a, b, out)
+            if y is not None:
+                return y
+            b = b.expand(shape).contiguous()
         return pointwise.add(a, b, out=out) if kind == "add" else pointwise.mul(a, b, out=out)
 
     return Step(node, run, kernel="pointwise")

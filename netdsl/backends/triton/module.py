@@ -18,6 +18,7 @@ from ...ir.dims import SymDim
 from ...ir.graph import Graph
 from ..reference import bind_dims
 from .lower import LOWERINGS, TORCH_DTYPES, LowerCtx, Step, internal_dim, to_internal, to_ir
+from .runtime import warn_if_interpreting
 
 
 def _plan_hwc_flatten(graph: Graph) -> dict[str, tuple[int, int, int]]:
@@ -63,6 +64,11 @@ def _plan_concat_slices(graph: Graph, steps: Mapping[str, Step]) -> dict[str, tu
     return plan
 
 
+def _shape_only(x) -> np.ndarray:
+    """An array with ``x``'s shape and no memory of its own (for binding the symbolic dims)."""
+    return np.broadcast_to(np.zeros((), np.uint8), tuple(np.shape(x) if not isinstance(x, torch.Tensor) else x.shape))
+
+
 class TritonModule(torch.nn.Module):
     def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray], dtype: str = "fp32",
                  device: str | torch.device = "cpu", allow_tf32: bool = False):
@@ -73,6 +79,8 @@ class TritonModule(torch.nn.Module):
         self.dtype_name = dtype
         self.torch_dtype = TORCH_DTYPES[dtype]
         self.device = torch.device(device)
+        if self.device.type != "meta":
+            warn_if_interpreting()
         self.hwc_flatten = _plan_hwc_flatten(graph)
         ctx = LowerCtx(graph, dict(weights), self.torch_dtype, self.device, allow_tf32, self.hwc_flatten)
         self.steps: list[Step] = []
@@ -91,11 +99,13 @@ class TritonModule(torch.nn.Module):
 
     @property
     def launches(self) -> int:
-        """Kernel launches per forward call."""
+        """Triton kernel launches per forward call (layout fix-up copies, done by torch, not counted)."""
         total = 0
         for s in self.steps:
             if s.node.op == "concat":
-                total += sum(1 for v in s.node.inputs if v.name not in self.concat_slices)
+                rank = s.node.output.type.rank
+                if internal_dim(s.node.attrs["dim"], rank) == rank - 1:  # a copy per input not written in place
+                    total += sum(1 for v in s.node.inputs if v.name not in self.concat_slices)
             else:
                 total += s.launches
         return total
@@ -118,8 +128,7 @@ class TritonModule(torch.nn.Module):
                 raise NetDSLError(f"network `{self.graph.name}` takes {len(self.graph.inputs)} input(s), "
                                   f"got {len(inputs)}")
             given = {v.name: x for v, x in zip(self.graph.inputs, inputs)}
-        dims = bind_dims(self.graph, {k: np.empty(tuple(x.shape), dtype=np.uint8) if isinstance(x, torch.Tensor)
-                                      else x for k, x in given.items()})
+        dims = bind_dims(self.graph, {k: _shape_only(x) for k, x in given.items()})
         values: dict[str, torch.Tensor] = {}
         for v in self.graph.inputs:
             x = given[v.name]

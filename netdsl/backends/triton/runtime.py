@@ -40,10 +40,23 @@ def select_mode() -> str:
                 hint="import netdsl.backends.triton before anything imports triton")
         os.environ["TRITON_INTERPRET"] = "1"
         _MODE = "interpret"
-        if not has_gpu and not os.environ.get("NETDSL_QUIET_INTERPRETER"):
-            warnings.warn("netdsl: no CUDA GPU; Triton kernels run in Triton's CPU interpreter "
-                          "(correct but very slow: for checking, not for speed)", stacklevel=3)
     return _MODE
+
+
+_WARNED = False
+
+
+def warn_if_interpreting() -> None:
+    """Once per process, when kernels are about to run in the interpreter (not for meta-tensor planning,
+    as ``netdsl compile`` does): say that this is for checking, not for speed."""
+    global _WARNED
+    import torch
+
+    if select_mode() == "interpret" and not _WARNED and not os.environ.get("NETDSL_QUIET_INTERPRETER"):
+        _WARNED = True
+        why = "no CUDA GPU" if not torch.cuda.is_available() else "TRITON_INTERPRET=1"
+        warnings.warn(f"netdsl: {why}; Triton kernels run in Triton's CPU interpreter "
+                      "(correct but very slow: for checking, not for speed)", stacklevel=3)
 
 
 def device() -> str:

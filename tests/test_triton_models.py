@@ -1,0 +1,146 @@
+"""Every example model end to end on the Triton backend, under Triton's interpreter: the fused graph's
+kernels agree with the reference backend node by node (``netdsl.backends.triton.check``) within the
+dtype's tolerance, in fp32, fp16 and bf16, and each model launches the number of kernels it should.
+
+Sizes: batch 2; 32 x 32 images for the ResNets, MobileNetV2 and GoogLeNet (every layer still has at
+least one pixel), LeNet-5's fixed 32 x 32, the MLP's 28 x 28, and AlexNet's and VGG-11's designed
+224 x 224 (their classifiers are sized for it).
+
+Interpreter tiles. Under the interpreter a kernel costs a few milliseconds of Python per program and
+loop step, whatever its tile holds, so the small default interpreter tiles (chosen to exercise the
+masking paths, which tests/test_triton_backend.py does op by op on awkward shapes) would take many
+minutes on these models. Here every conv / linear / depthwise launch gets a tile fitted to its
+problem (the whole K and N extent up to 512, as many rows as keep a tile near 256K elements), and the
+pointwise and pool kernels tiles of 256K elements. Only the tile sizes change; the kernels, their
+arguments and the plan of the model are the ones a GPU runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("NETDSL_QUIET_INTERPRETER", "1")  # this file runs kernels in the interpreter on purpose
+
+import netdsl  # noqa: E402
+import triton  # noqa: E402
+from netdsl.backends.triton import TritonModule  # noqa: E402
+from netdsl.backends.triton.check import check, format_checks  # noqa: E402
+from netdsl.compiler import prepare  # noqa: E402
+from netdsl.kernels import _host, conv, conv_direct, matmul, pointwise, pool  # noqa: E402
+from netdsl.kernels._host import recording  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DTYPES = ("fp32", "fp16", "bf16")
+
+# image side per example (batch 2 throughout)
+SIZES = {
+    "lenet5": 32,
+    "mlp": 28,
+    "alexnet": 224,
+    "vgg11": 224,
+    "googlenet": 32,
+    "resnet18": 32,
+    "resnet50": 32,
+    "mobilenet_v2": 32,
+}
+BATCH = 2
+
+# Triton kernel launches of one forward call (the O1 pipeline): each fused node is one launch, except
+# views (a flatten of a 1x1 map or in (H, W, C) order, dropout) and copy-free concats (none).
+LAUNCHES = {
+    "lenet5": 7,  # 2 conv+tanh, 2 avgpool, 3 linear (the flatten is an (H, W, C) view)
+    "mlp": 3,  # 3 linear (+relu); flatten is a view, dropout is gone
+    "alexnet": 11,  # 5 conv+relu, 3 maxpool, 3 linear (the flatten is an (H, W, C) view)
+    "vgg11": 16,  # 8 conv+relu, 5 maxpool, 3 linear
+    "googlenet": 72,  # 57 conv+bn+relu, 13 maxpool, global pool, fc; the 9 concats copy nothing
+    "resnet18": 23,  # 20 conv+bn(+residual)+relu, maxpool, global pool, fc
+    "resnet50": 56,  # 53 conv+bn(+residual)+relu, maxpool, global pool, fc
+    "mobilenet_v2": 54,  # 52 conv+bn(+relu6 / +residual), global pool, fc
+}
+
+
+def test_every_example_is_covered():
+    assert sorted(p.stem for p in EXAMPLES.glob("*.net")) == sorted(SIZES)
+
+
+# ---------------------------------------------------------------------------------------------
+# interpreter tiles fitted to each problem (see the module docstring)
+# ---------------------------------------------------------------------------------------------
+
+TILE_ELEMS, MAX_K, MAX_N = 262144, 512, 512
+
+
+def _p2(n: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
+
+
+def fitted_config(launch: _host.Launch) -> _host.Launch:
+    """``launch`` with an interpreter tile fitted to its problem (GEMMs and the depthwise kernel)."""
+    name, a = launch.kernel.fn.__name__, launch.args
+    if name in ("conv2d_kernel", "linear_kernel"):
+        m, n, k = (a["M"], a["OCg"], a["ICg"]) if name == "conv2d_kernel" else (a["M"], a["N"], a["K"])
+        bk, bn = _p2(k, 16, MAX_K), _p2(n, 16, MAX_N)
+        tile = {"BLOCK_M": _p2(m, 16, max(16, TILE_ELEMS // bk)), "BLOCK_N": bn, "BLOCK_K": bk}
+    elif name == "depthwise_conv2d_kernel":
+        bc = _p2(a["C_out"], 8, MAX_N)
+        tile = {"BLOCK_M": _p2(a["M"], 16, max(16, TILE_ELEMS // bc)), "BLOCK_C": bc}
+    else:
+        return launch
+    config = launch.config
+    return dataclasses.replace(launch, config=triton.Config({**config.kwargs, **tile}, num_warps=config.num_warps,
+                                                            num_stages=config.num_stages))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fitted_interpreter_tiles():
+    with pytest.MonkeyPatch.context() as mp:
+        for module in (conv, conv_direct, matmul):  # the modules whose wrappers launch these kernels
+            mp.setattr(module, "run", lambda launch: _host.run(fitted_config(launch)))
+        for module in (pointwise, pool):  # bandwidth kernels: one big tile of whole channel runs
+            mp.setattr(module, "INTERPRET_TILE_ELEMS", TILE_ELEMS)
+            mp.setattr(module, "INTERPRET_MAX_BLOCK_C", 1024)
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
+# the models
+# ---------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)  # one model at a time: VGG-11's weights are half a gigabyte
+def example(name: str):
+    """(graph, fused graph, random weights, inputs) of an example at its test size."""
+    graph, fused, _ = prepare(EXAMPLES / f"{name}.net")
+    weights = netdsl.random_weights(graph, seed=0)
+    side = SIZES[name]
+    dims = {"N": BATCH, "H": side, "W": side}
+    rng = np.random.default_rng(0)
+    inputs = {v.name: rng.standard_normal(v.type.concrete(dims)).astype(np.float32) for v in graph.inputs}
+    return graph, fused, weights, inputs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(SIZES))
+def test_example_matches_reference(name, dtype):
+    _, fused, weights, inputs = example(name)
+    checks = check(fused, weights, inputs, dtype)
+    assert len(checks) == len(fused.nodes)
+    assert all(c.ok for c in checks), "\n" + format_checks(checks, dtype)
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_example_launch_count(name):
+    graph, fused, weights, inputs = example(name)
+    meta_weights = {k: np.zeros(w.shape, np.float32) for k, w in weights.items()}
+    module = TritonModule(fused, meta_weights, dtype="fp16", device="meta")
+    with recording() as launches:
+        module.run({k: torch.empty(x.shape, device="meta") for k, x in inputs.items()})
+    assert module.launches == len(launches) == LAUNCHES[name]
+    concats = [n for n in fused.nodes if n.op == "concat"]
+    assert all(v.name in module.concat_slices for n in concats for v in n.inputs)  # copy-free everywhere
