@@ -29,7 +29,8 @@ import triton.language as tl
 
 from ._host import (Launch, aligned16, check_io_dtype, check_writable_rows, interpreting, meta_tensor,
                     needs_int64, run, spec_of)
-from .epilogue import Epilogue, EpilogueSpec, grouped_tile, heavy_epilogue, store_tile
+from .epilogue import Epilogue, EpilogueSpec, heavy_epilogue, store_tile
+from .tiling import grouped_tile, window_origin
 
 # Autotuning configs. Every tile is >= 16 in M, N and K (tl.dot's minimum) and fits shared
 # memory on sm_80 and sm_90. Each config is tagged with the tiers it is tried in:
@@ -93,19 +94,10 @@ def conv2d_kernel(
     mask_n = offs_n < OCg
 
     # -- output pixel (n, oh, ow) of every row, and the top-left input tap of its window.
-    pix = OH * OW
-    n = offs_m // pix
-    rem = offs_m - n * pix
-    oh = rem // OW
-    ow = rem - oh * OW
-    ih0 = oh * stride_h - pad_h
-    iw0 = ow * stride_w - pad_w
+    n, ih0, iw0 = window_origin(offs_m, OH, OW, stride_h, stride_w, pad_h, pad_w, USE_INT64)
     K = KH * KW * ICg
     w_group = w_ptr + g * K * OCg               # this group's [K, OCg] weight matrix
     if USE_INT64:
-        n = n.to(tl.int64)
-        ih0 = ih0.to(tl.int64)
-        iw0 = iw0.to(tl.int64)
         w_group = w_ptr + g.to(tl.int64) * K * OCg
     x_rows = n * sxn + g * ICg                  # [BLOCK_M] offsets of pixel (n, 0, 0), group channel 0
 

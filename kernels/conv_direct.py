@@ -20,6 +20,7 @@ import triton.language as tl
 from ._host import Launch, aligned16, interpreting, meta_tensor, needs_int64, run, spec_of
 from .conv import _pair, check_conv_args, conv_output_size
 from .epilogue import Epilogue, EpilogueSpec, heavy_epilogue, store_tile
+from .tiling import window_origin
 
 # Autotuning configs (pixels x channels tiles). Tiles with more than SLOW_PATH_ELEMS outputs
 # per thread need vectorized loads (channel multiplier 1, 16-byte aligned rows) and a light
@@ -66,17 +67,7 @@ def depthwise_conv2d_kernel(
     taps = KH * KW
     w_cols = w_ptr + ic * (taps * MULT) + (cols - ic * MULT)   # packed weight of tap 0
 
-    pix = OH * OW
-    n = offs_m // pix
-    rem = offs_m - n * pix
-    oh = rem // OW
-    ow = rem - oh * OW
-    ih0 = oh * stride_h - pad_h
-    iw0 = ow * stride_w - pad_w
-    if USE_INT64:
-        n = n.to(tl.int64)
-        ih0 = ih0.to(tl.int64)
-        iw0 = iw0.to(tl.int64)
+    n, ih0, iw0 = window_origin(offs_m, OH, OW, stride_h, stride_w, pad_h, pad_w, USE_INT64)
     x_rows = n * sxn                             # [BLOCK_M] offsets of pixel (n, 0, 0)
 
     acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)

@@ -199,15 +199,3 @@ def store_tile(
     # one store of the tile: BM x BN outputs, contiguous along channels.
     tl.store(out_ptr + (r[:, None] * out_stride + cols[None, :]), acc.to(out_ptr.dtype.element_ty),
              mask=mask_rows[:, None] & mask_cols[None, :])
-
-
-@triton.jit
-def grouped_tile(pid, num_m, num_n, GROUP_M: tl.constexpr):
-    """(pid_m, pid_n) of program ``pid`` in grouped order: GROUP_M row tiles sweep the column tiles
-    together, so consecutive programs share weight columns in L2."""
-    group_size = GROUP_M * num_n
-    first_m = (pid // group_size) * GROUP_M
-    rows_in_group = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group_size) % rows_in_group
-    pid_n = (pid % group_size) // rows_in_group
-    return pid_m, pid_n

@@ -20,7 +20,8 @@ import triton.language as tl
 from ._host import (Launch, aligned16, check_io_dtype, check_writable_rows, interpreting, meta_tensor,
                     needs_int64, rows_of, run, spec_of)
 from .conv import dot_tier
-from .epilogue import Epilogue, EpilogueSpec, grouped_tile, store_tile
+from .epilogue import Epilogue, EpilogueSpec, store_tile
+from .tiling import grouped_tile
 
 # Autotuning configs: tiles >= 16 in M, N, K (tl.dot's minimum), shared memory within the
 # sm_80/sm_90 limits, tagged with the tiers they are tried in (fast / medium / fma, as in

@@ -20,6 +20,7 @@ import triton.language as tl
 
 from ._host import (Launch, check_io_dtype, check_writable_rows, interpreting, meta_tensor, needs_int64, rows_of,
                     run, spec_of)
+from .tiling import window_origin
 
 # Tiles: BLOCK_C = min(next_pow2(C), MAX_BLOCK_C), BLOCK_M = TILE_ELEMS // BLOCK_C.
 TILE_ELEMS, MAX_BLOCK_C, NUM_WARPS = 2048, 64, 4
@@ -42,17 +43,7 @@ def pool2d_kernel(
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_m = offs_m < M
     mask_c = cols < C
-    pix = OH * OW
-    n = offs_m // pix
-    rem = offs_m - n * pix
-    oh = rem // OW
-    ow = rem - oh * OW
-    h0 = oh * stride_h - pad_h
-    w0 = ow * stride_w - pad_w
-    if USE_INT64:
-        n = n.to(tl.int64)
-        h0 = h0.to(tl.int64)
-        w0 = w0.to(tl.int64)
+    n, h0, w0 = window_origin(offs_m, OH, OW, stride_h, stride_w, pad_h, pad_w, USE_INT64)
     x_rows = n * sxn                             # [BLOCK_M] offsets of pixel (n, 0, 0)
 
     if IS_MAX:
