@@ -101,6 +101,21 @@ def check_writable_rows(t: torch.Tensor, name: str) -> tuple[int, int, int]:
     return M, C, row_stride
 
 
+def rows_in_out(x: torch.Tensor, out: Optional[torch.Tensor]):
+    """Check x and an output of x's shape (allocated when None) for a row kernel.
+
+    Returns (out, M, C, x_row_stride, out_row_stride)."""
+    check_io_dtype(x, "x")
+    M, C, x_stride = rows_of(x, "x")
+    if out is None:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    check_io_dtype(out, "out")
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"out shape {tuple(out.shape)} != x shape {tuple(x.shape)}")
+    _, _, out_stride = check_writable_rows(out, "out")
+    return out, M, C, x_stride, out_stride
+
+
 def type_name(value) -> str:
     """The Triton signature string the JIT gives this runtime argument."""
     if isinstance(value, torch.Tensor):

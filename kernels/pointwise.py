@@ -15,11 +15,10 @@ Pointwise kernels are bandwidth bound, so there is no autotuning: a 2-D tile of 
 one contiguous, coalesced run.
 """
 
-import torch
 import triton
 import triton.language as tl
 
-from ._host import (Launch, check_io_dtype, check_writable_rows, interpreting, meta_tensor, needs_int64, rows_of, run,
+from ._host import (Launch, check_io_dtype, interpreting, meta_tensor, needs_int64, rows_in_out, rows_of, run,
                     spec_of)
 from .epilogue import Epilogue, EpilogueSpec, apply_epilogue
 
@@ -123,14 +122,7 @@ def _affine_mode(x, M, C, scale, shift):
 
 
 def _plan_pointwise(x, scale, shift, other, epilogue, out, interpret):
-    check_io_dtype(x, "x")
-    M, C, x_stride = rows_of(x, "x")
-    if out is None:
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    check_io_dtype(out, "out")
-    if tuple(out.shape) != tuple(x.shape):
-        raise ValueError(f"out shape {tuple(out.shape)} != x shape {tuple(x.shape)}")
-    _, _, out_stride = check_writable_rows(out, "out")
+    out, M, C, x_stride, out_stride = rows_in_out(x, out)
     mode, rows_per_sample = _affine_mode(x, M, C, scale, shift)
     other_stride = 0
     if other is not None:

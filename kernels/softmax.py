@@ -14,12 +14,10 @@ A row of all -inf gives NaN, as in torch. Statistics are fp32; the output has th
 tensor's dtype.
 """
 
-import torch
 import triton
 import triton.language as tl
 
-from ._host import (Launch, check_io_dtype, check_writable_rows, interpreting, meta_tensor, needs_int64, rows_of,
-                    run, spec_of)
+from ._host import Launch, interpreting, meta_tensor, needs_int64, rows_in_out, run, spec_of
 
 # Rows up to MAX_BLOCK_C elements are held in registers; longer rows stream in CHUNK_C chunks.
 MAX_BLOCK_C, CHUNK_C = 8192, 4096
@@ -89,14 +87,7 @@ def softmax_config(C: int, interpret: bool) -> triton.Config:
 
 
 def _plan_softmax(x, log, out, interpret):
-    check_io_dtype(x, "x")
-    M, C, x_stride = rows_of(x, "x")
-    if out is None:
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    check_io_dtype(out, "out")
-    if tuple(out.shape) != tuple(x.shape):
-        raise ValueError(f"out shape {tuple(out.shape)} != x shape {tuple(x.shape)}")
-    _, _, out_stride = check_writable_rows(out, "out")
+    out, M, C, x_stride, out_stride = rows_in_out(x, out)
     args = dict(x_ptr=x, x_stride=x_stride, out_ptr=out, out_stride=out_stride, C=C)
     constexprs = dict(LOG=log, USE_INT64=needs_int64(x, out))
     return out, Launch(softmax_kernel, None, args, constexprs, lambda meta: (M,), softmax_config(C, interpret))

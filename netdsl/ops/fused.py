@@ -169,10 +169,16 @@ def _folded(params, attrs):
 # fused_conv2d: conv (+ folded batchnorm) + epilogue
 # ---------------------------------------------------------------------------------------------
 
-def _conv_infer(types, attrs):
-    out = REGISTRY["conv2d"].infer(types[:1], attrs)
-    _check_epilogue(types, out, attrs, 1)
-    return out
+def _infer_with_epilogue(base: str):
+    """The shape rule of ``base`` applied to the first input, then the epilogue's checks."""
+    def infer(types, attrs):
+        out = REGISTRY[base].infer(types[:1], attrs)
+        _check_epilogue(types, out, attrs, 1)
+        return out
+    return infer
+
+
+_conv_infer = _infer_with_epilogue("conv2d")
 
 
 def _conv_out_hint(types, attrs) -> TensorType:
@@ -208,10 +214,7 @@ register(OpDef("fused_conv2d", OpKind.FUSED, _conv_infer, _conv_ref, _conv_flops
 # fused_linear
 # ---------------------------------------------------------------------------------------------
 
-def _linear_infer(types, attrs):
-    out = REGISTRY["linear"].infer(types[:1], attrs)
-    _check_epilogue(types, out, attrs, 1)
-    return out
+_linear_infer = _infer_with_epilogue("linear")
 
 
 def _linear_params(types, attrs):
@@ -308,10 +311,7 @@ register(OpDef("fused_layernorm", OpKind.FUSED, _ln_infer, _ln_ref,
                doc="layernorm(x (+ addend)) -> act1 -> (+ residual) -> act2"))
 
 
-def _gn_infer(types, attrs):
-    out = REGISTRY["groupnorm"].infer(types[:1], attrs)
-    _check_epilogue(types, out, attrs, 1)
-    return out
+_gn_infer = _infer_with_epilogue("groupnorm")
 
 
 def _gn_params(types, attrs):
