@@ -176,7 +176,7 @@ def _max_rel_diff(a, b) -> float:
 
 def bench_one(name: str, dtype_key: str, args) -> str:
     import netdsl
-    from netdsl.cli import concrete_dims
+    from netdsl.ir.sizes import concrete_dims
 
     torch_dtype, tf32 = DTYPES[dtype_key]
     graph = netdsl.load(EXAMPLES / f"{name}.net")
@@ -228,7 +228,7 @@ def bench_one(name: str, dtype_key: str, args) -> str:
 def selfcheck(models) -> int:
     import netdsl
     from netdsl.backends import reference
-    from netdsl.cli import concrete_dims
+    from netdsl.ir.sizes import concrete_dims
 
     small = {"lenet5": None, "mlp": None, "alexnet": None, "vgg11": None}  # fixed sizes
     worst = 0.0

@@ -17,18 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import NetDSLError
-
-
-def _parse_dims(text: str | None) -> dict[str, int]:
-    dims: dict[str, int] = {}
-    if not text:
-        return dims
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip().isdigit():
-            raise NetDSLError(f"bad --dims entry `{item}`", hint="write --dims N=1,H=224,W=224")
-        dims[key.strip()] = int(value)
-    return dims
+from .ir.sizes import concrete_dims, parse_dims
 
 
 def _load(args):
@@ -37,25 +26,11 @@ def _load(args):
     return load(args.model, getattr(args, "network", None))
 
 
-def concrete_dims(graph, overrides: dict[str, int]) -> dict[str, int]:
-    """Bind every symbolic input dim: --dims, then the file's defaults (`H=224`), then N=1."""
-    env = {**graph.dim_defaults, **overrides}
-    for v in graph.inputs:
-        for sym in sorted(v.type.symbols()):
-            if sym not in env:
-                if sym == "N":
-                    env[sym] = 1
-                else:
-                    raise NetDSLError(f"input dimension `{sym}` has no size",
-                                      hint=f"give one with --dims {sym}=SIZE, or a default in the file ({sym}=224)")
-    return env
-
-
 def cmd_show(args) -> int:
     from .report import show
 
     graph = _load(args)
-    print(show(graph, concrete_dims(graph, _parse_dims(args.dims)), pipeline=args.pipeline,
+    print(show(graph, concrete_dims(graph, parse_dims(args.dims)), pipeline=args.pipeline,
                dump_after=args.dump_after, cost=args.cost))
     return 0
 
@@ -76,9 +51,7 @@ def cmd_run(args) -> int:
             except (OSError, ValueError) as e:
                 raise NetDSLError(f"cannot read input `{path}`: {e}", hint="give a .npy file") from None
     else:
-        env = concrete_dims(graph, _parse_dims(args.dims))
-        rng = np.random.default_rng(args.seed)
-        inputs = {v.name: rng.standard_normal(v.type.concrete(env)).astype(np.float32) for v in graph.inputs}
+        inputs = _random_inputs(graph, args.dims, args.seed)
     if args.pipeline != "O0":  # passes rewrite the graph only; the weights keep their names
         from .passes import run_pipeline
 
@@ -116,7 +89,7 @@ def cmd_init(args) -> int:
 
 
 def _random_inputs(graph, dims_text, seed):
-    env = concrete_dims(graph, _parse_dims(dims_text))
+    env = concrete_dims(graph, parse_dims(dims_text))
     rng = np.random.default_rng(seed)
     return {v.name: rng.standard_normal(v.type.concrete(env)).astype(np.float32) for v in graph.inputs}
 
@@ -141,9 +114,28 @@ def cmd_check(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from .backends.triton.aot import compile_ahead_of_time
+    from .backends.triton.aot import compile_ahead_of_time, parse_targets
+    from .compiler import prepare
+    from .kernels.aot import format_reports
 
-    return compile_ahead_of_time(args)
+    ccs = parse_targets(args.target)
+    graph, fused, weights = prepare(args.model, None, 0, args.network, args.pipeline)
+    build = compile_ahead_of_time(fused, weights, ccs, parse_dims(args.dims), args.dtype, args.configs, args.jobs)
+    reports = build.reports
+    print(f"network {graph.name}: {len(fused.nodes)} fused nodes, {len(build.specs)} kernel specializations "
+          f"({args.dtype}, {', '.join(f'{k}={v}' for k, v in sorted(build.dims.items()))}), "
+          f"targets {', '.join(f'sm_{c}' for c in build.ccs)}")
+    print(format_reports(reports))
+    spills = sum(r.spills for r in reports)
+    too_big = [r for r in reports if not r.fits_shared]
+    cached = sum(r.cached for r in reports)
+    print(f"built {len(reports)} kernels ({cached} from cache) in {build.elapsed:.1f}s: "
+          f"{spills} spills, {sum(r.uses_mma for r in reports)} with tensor-core MMA, "
+          f"max {max((r.registers for r in reports), default=0)} registers/thread")
+    if spills or too_big:
+        print(f"FAIL: {spills} spill instructions; {len(too_big)} kernels over the shared-memory limit")
+        return 1
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,13 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--pipeline", default="O1")
     k.add_argument("--jobs", type=int, default=2, help="parallel build workers")
     k.set_defaults(fn=cmd_compile)
-
-    for register in _EXTRA_COMMANDS:
-        register(sub, model_cmd)
     return p
-
-
-_EXTRA_COMMANDS: list = []  # backends add subcommands here (check, compile)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,8 +23,8 @@ os.environ.setdefault("NETDSL_QUIET_INTERPRETER", "1")
 
 from netdsl import cli  # noqa: E402
 from netdsl.backends.triton.aot import model_specializations  # noqa: E402
-from netdsl.cli import concrete_dims  # noqa: E402
 from netdsl.frontend import load  # noqa: E402
+from netdsl.ir.sizes import concrete_dims  # noqa: E402
 from netdsl.kernels import aot  # noqa: E402
 from netdsl.passes import run_pipeline  # noqa: E402
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import netdsl
 from netdsl import NetDSLError
 from netdsl.cli import main
-from netdsl.ir.verify import verify
+from netdsl.ops.verify import verify
 
 HEAD = "network n {\n    input x: f32[N, 3, 8, 8]\n"  # lines 1-2 of most programs below
 
@@ -305,6 +305,75 @@ def test_other_shape_errors():
     check(error_of(net("output x -> groupnorm(2)")), "3 channels are not divisible into 2 groups", 3, 17)
     check(error_of("network n {\n    input x: f32[N, 3], y: f64[N, 3]\n    output x + y\n}\n"),
           "`add` mixes element types f32, f64", 3, 12)
+
+
+def test_conv_transpose2d_output_padding_must_be_smaller_than_stride_or_dilation():
+    check(error_of(net("output x -> conv_transpose2d(4, 3, stride=2, output_padding=2)")),
+          "conv_transpose2d output_padding=(2, 2) must be smaller than either stride=(2, 2) or dilation=(1, 1)",
+          3, 17, "it is at most stride - 1", width=len("conv_transpose2d(4, 3, stride=2, output_padding=2)"))
+    check(error_of(net("output x -> conv_transpose2d(4, 3, output_padding=(0, 1))")),
+          "output_padding=(0, 1) must be smaller than either stride=(1, 1) or dilation=(1, 1)", 3, 17)
+    # negative values are caught when the attribute is bound, at the argument
+    check(error_of(net("output x -> conv_transpose2d(4, 3, output_padding=-1)")),
+          "attribute `output_padding` must not be negative, got (-1, -1)", 3, 40)
+
+
+def test_conv_transpose2d_channels_not_divisible_by_groups():
+    check(error_of(net("output x -> conv_transpose2d(4, 2, stride=2, groups=2)")),
+          "conv_transpose2d input has 3 channels, not divisible by groups=2", 3, 17,
+          "groups must divide both the input channels and out_channels")
+    check(error_of(net("output x -> conv_transpose2d(4, 2, groups=3)")),
+          "conv_transpose2d out_channels=4 is not divisible by groups=3", 3, 17, "groups must divide both")
+
+
+def test_conv_transpose2d_other_shape_errors():
+    check(error_of(net("output x -> conv_transpose2d(4, 1, padding=5)")),
+          "conv_transpose2d output height would be -2", 3, 17, "the padding is too large")
+    check(error_of("network n {\n    input x: f32[N, 3]\n    output x -> conv_transpose2d(4, 2)\n}\n"),
+          "`conv_transpose2d` expects a rank-4 input [N, C, H, W], got f32[N, 3]", 3, 17)
+    check(error_of("network n {\n    input x: f32[N, C, 8, 8]\n    output x -> conv_transpose2d(4, 2)\n}\n"),
+          "the channel dimension of a conv_transpose2d input must be a static size, but it is `C`", 3, 17,
+          "fixed size")
+    check(error_of(net("output x -> conv_transpose2d(4, 2, stride=0)")), "attribute `stride` must be positive", 3, 40)
+
+
+def test_upsample_needs_exactly_one_of_scale_factor_and_size():
+    check(error_of(net("output x -> upsample(scale_factor=2, size=16)")),
+          "`upsample` takes scale_factor or size, not both", 3, 17, "give exactly one of scale_factor=s",
+          width=len("upsample(scale_factor=2, size=16)"))
+    check(error_of(net("output x -> upsample")), "`upsample` needs scale_factor or size", 3, 17,
+          "give exactly one of scale_factor=s (or (sh, sw)) and size=n (or (h, w))")
+    check(error_of(net('output x -> upsample(mode="bilinear")')), "`upsample` needs scale_factor or size", 3, 17)
+
+
+def test_upsample_align_corners_only_with_bilinear():
+    check(error_of(net("output x -> upsample(2, align_corners=true)")),
+          'attribute `align_corners` can only be given with mode="bilinear", not mode="nearest"', 3, 17,
+          'remove align_corners, or use mode="bilinear"')
+    check(error_of(net('output x -> upsample(2, mode="nearest", align_corners=false)')),  # torch: any value
+          "can only be given with mode=\"bilinear\"", 3, 17)
+
+
+def test_upsample_unknown_mode():
+    # the registry's `choices` check: at the argument, listing the modes (it gives no did-you-mean hint)
+    check(error_of(net('output x -> upsample(2, mode="bilnear")')),
+          'attribute `mode` must be one of "nearest", "bilinear", got "bilnear"', 3, 29, width=len('mode="bilnear"'))
+    check(error_of(net('output x -> upsample(2, mode="bicubic")')), 'got "bicubic"', 3, 29)
+
+
+def test_upsample_bad_scale_factor_or_size():
+    check(error_of(net('output x -> upsample("2")')),
+          'attribute `scale_factor` must be a number or a pair of numbers, got "2"', 3, 17, "scale_factor=1.5")
+    check(error_of(net("output x -> upsample((2, 2, 2))")), "got (2, 2, 2)", 3, 17)
+    check(error_of(net("output x -> upsample(scale_factor=(2, 0))")),
+          "attribute `scale_factor` must be positive, got (2, 0)", 3, 17)
+    check(error_of(net("output x -> upsample(0.1)")), "upsample output height would be 0 (floor(8 * 0.1))", 3, 17,
+          "use a larger scale_factor")
+    check(error_of(net("output x -> upsample(size=(4, 0))")), "attribute `size` must be positive, got (4, 0)", 3, 26)
+    check(error_of(net("output x -> upsample(size=2.5)")), "attribute `size` must be an integer or a pair", 3, 26)
+    src = "network n {\n    input x: f32[N, 3, H, W]\n    output x -> upsample(0.7)\n}\n"
+    check(error_of(src), "upsample with scale_factor=0.7 needs a static height, but it is `H`", 3, 17,
+          "a scale factor such as 2, 1.5 or 0.5")
 
 
 def test_network_input_types():

@@ -1,6 +1,7 @@
 """The example models: each parses, verifies, has torchvision's parameter count and names, runs on the
 reference backend and matches an independent PyTorch twin (tests/twins.py) given the same weights.
-Also: weights round-trip through .safetensors / .npz, and loading rejects a wrong file."""
+Also: weights round-trip through .safetensors / .npz, loading rejects a wrong file, and the state_dict of
+an nn.Module U-Net loads into examples/unet.net unchanged."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 
 import netdsl
 from netdsl import NetDSLError
-from netdsl.ir.verify import verify
+from netdsl.ops.verify import verify
+from netdsl.params import check_weights
 from twins import run_twin
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -29,6 +31,10 @@ PARAMETERS = {
     "resnet18": 11_689_512,
     "resnet50": 25_557_032,
     "mobilenet_v2": 3_504_872,
+    # 482,754: 3x3 convs (no bias) + batchnorm weight/bias, 2x2 up-convs with bias, a 1x1 head —
+    # inc 2,800 + down1 13,952 + down2 55,552 + down3 221,696 + up1 143,680 + up2 36,000 + up3 9,040
+    # + outc 34; equal to the nn.Module twin's sum(p.numel()) (test_unet_state_dict_of_a_torch_module_loads)
+    "unet": 482_754,
 }
 
 # (batch, height = width) of the twin comparison: small where the architecture allows; AlexNet and
@@ -42,7 +48,11 @@ SIZES = {
     "resnet18": (2, 64),
     "resnet50": (2, 64),
     "mobilenet_v2": (2, 64),
+    "unet": (2, 64),  # the U-Net's input is fixed at 64 x 64
 }
+
+# Output shape without the batch dim, where it is not ImageNet's 1000 logits.
+OUTPUT_SHAPES = {"lenet5": (10,), "mlp": (10,), "unet": (2, 64, 64)}
 
 # One tolerance per dtype: |ours - twin| <= rtol * |twin| + atol * max|twin|  (atol is relative to the
 # output's scale, which random batchnorm statistics make vary from model to model).
@@ -85,7 +95,7 @@ def test_example_parses_verifies_and_counts(name):
     verify(graph)
     assert netdsl.parameter_count(graph) == PARAMETERS[name]
     (out,) = graph.outputs
-    assert out.type.shape[1:] == ((10,) if name in ("lenet5", "mlp") else (1000,))
+    assert out.type.shape[1:] == OUTPUT_SHAPES.get(name, (1000,))
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f64"])
@@ -175,3 +185,84 @@ def test_load_weights_rejects_missing_extra_and_misshapen(tmp_path, suffix):
     with pytest.raises(NetDSLError, match=r"`f6\.weight` has shape \(84, 121\)"):
         load({**weights, "f6.weight": np.zeros((84, 121), np.float32)})
     assert load(weights).keys() == weights.keys()
+
+
+# --- a real torch.nn module's state_dict --------------------------------------------------------
+
+class _ConvBNReLU(torch.nn.Module):
+    def __init__(self, cin, c):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(cin, c, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(c)
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)))
+
+
+def _double_conv(cin, c):
+    return torch.nn.Sequential(_ConvBNReLU(cin, c), _ConvBNReLU(c, c))
+
+
+class _Down(torch.nn.Module):
+    def __init__(self, cin, c):
+        super().__init__()
+        self.pool = torch.nn.MaxPool2d(2)
+        self.conv = _double_conv(cin, c)
+
+    def forward(self, x):
+        return self.conv(self.pool(x))
+
+
+class _Up(torch.nn.Module):
+    def __init__(self, cin, c):
+        super().__init__()
+        self.up = torch.nn.ConvTranspose2d(cin, c, 2, stride=2)
+        self.conv = _double_conv(2 * c, c)
+
+    def forward(self, x, skip):
+        return self.conv(torch.cat([skip, self.up(x)], 1))
+
+
+class UNet(torch.nn.Module):
+    """examples/unet.net as an ordinary PyTorch module (nn.ConvTranspose2d, nn.BatchNorm2d, ...)."""
+
+    def __init__(self, in_channels=3, classes=2, base=16):
+        super().__init__()
+        c1, c2, c3, c4 = base, 2 * base, 4 * base, 8 * base
+        self.inc = _double_conv(in_channels, c1)
+        self.down1, self.down2, self.down3 = _Down(c1, c2), _Down(c2, c3), _Down(c3, c4)
+        self.up1, self.up2, self.up3 = _Up(c4, c3), _Up(c3, c2), _Up(c2, c1)
+        self.outc = torch.nn.Conv2d(c1, classes, 1)
+
+    def forward(self, x):
+        e1 = self.inc(x)
+        e2 = self.down1(e1)
+        e3 = self.down2(e2)
+        b = self.down3(e3)
+        return self.outc(self.up3(self.up2(self.up1(b, e3), e2), e1))
+
+
+def test_unet_state_dict_of_a_torch_module_loads():
+    """A trained-looking nn.Module U-Net's state_dict loads into examples/unet.net unchanged (strict names
+    and shapes, nn.ConvTranspose2d's [C_in, C_out, KH, KW] weights) and gives the module's output."""
+    torch.manual_seed(0)
+    module = UNet()
+    with torch.no_grad():  # non-trivial batchnorm statistics and biases
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.normal_(1, 0.2)
+                m.bias.normal_(0, 0.2)
+    module.eval()
+    graph, _ = example("unet")
+    assert sum(p.numel() for p in module.parameters()) == netdsl.parameter_count(graph) == PARAMETERS["unet"]
+    state = {k: v.numpy() for k, v in module.state_dict().items()}
+    weights = check_weights(graph, state, origin="state_dict")  # raises on any missing/extra/misshapen tensor
+    assert state["up1.up.weight"].shape == (128, 64, 2, 2)
+    x = np.random.default_rng(3).standard_normal((2, 3, 64, 64))
+    (ours,) = netdsl.reference.run(graph, [x], weights, dtype="f64").values()
+    with torch.no_grad():
+        theirs = module.double()(torch.from_numpy(x)).numpy()
+    assert_close(ours, theirs, "f64")

@@ -10,7 +10,7 @@ import pytest
 import netdsl
 from netdsl import NetDSLError
 from netdsl.ir.dims import SymDim
-from netdsl.ir.verify import verify
+from netdsl.ops.verify import verify
 from netdsl.params import init_param
 
 

@@ -14,6 +14,7 @@ import pytest
 
 import netdsl
 from netdsl.backends import reference
+from netdsl.ops import REGISTRY, OpKind
 from netdsl.passes import run_pipeline
 from netdsl.passes.cost import node_costs, summarize
 
@@ -111,7 +112,16 @@ def test_every_conv_is_one_launch_with_its_bn_activation_and_residual(example):
     n_convs = sum(n.op == "conv2d" for n in graph.nodes)
     assert sum(n.op in ("conv2d", "fused_conv2d") for n in fused.nodes) == n_convs
     if any(n.op == "batchnorm" for n in graph.nodes):  # the torchvision-style nets: nothing pointwise is left
-        assert not {"batchnorm", "relu", "relu6", "add", "conv2d"} & {n.op for n in fused.nodes}
+        assert not {"batchnorm", "relu", "relu6", "add"} & {n.op for n in fused.nodes}
+        # a conv stays a plain conv2d only when nothing pointwise follows it (U-Net's 1x1 head)
+        users = {v.name: [] for n in fused.nodes for v in n.outputs}
+        for n in fused.nodes:
+            for v in n.inputs:
+                users.setdefault(v.name, []).append(n)
+        for n in fused.nodes:
+            if n.op == "conv2d":
+                assert all(REGISTRY[u.op].kind not in (OpKind.ELEMENTWISE, OpKind.BINARY, OpKind.NORM)
+                           for u in users[n.output.name]), n.name
 
 
 def test_cost_ratios(example):

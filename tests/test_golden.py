@@ -15,6 +15,7 @@ import pytest
 
 import netdsl
 from netdsl.ir.printer import format_graph
+from netdsl.ops.printing import attr_defaults
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden"
@@ -56,7 +57,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_golden_ir(name):
-    text = format_graph(CASES[name]()) + "\n"
+    text = format_graph(CASES[name](), attr_defaults=attr_defaults) + "\n"
     path = GOLDEN / f"{name}.txt"
     if UPDATE:
         GOLDEN.mkdir(exist_ok=True)

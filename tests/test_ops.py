@@ -38,6 +38,16 @@ def _conv(x, p, a):
     return F.conv2d(x, p["weight"], p.get("bias"), a["stride"], pad, a["dilation"], a["groups"])
 
 
+def _conv_transpose(x, p, a):
+    return F.conv_transpose2d(x, p["weight"], p.get("bias"), a["stride"], a["padding"], a["output_padding"],
+                              a["groups"], a["dilation"])
+
+
+def _upsample(x, a):
+    return F.interpolate(x, size=a["size"], scale_factor=a["scale_factor"], mode=a["mode"],
+                         align_corners=a["align_corners"])
+
+
 def _pool_stride(a):
     return a["stride"] if a["stride"] is not None else a["kernel_size"]
 
@@ -127,6 +137,8 @@ ORACLES = {
     **{name: _activation_oracle(fn) for name, fn in ACTIVATION_ORACLES.items()},
     "conv2d": lambda xs, p, a: _conv(xs[0], p, a),
     "linear": lambda xs, p, a: F.linear(xs[0], p["weight"], p.get("bias")),
+    "conv_transpose2d": lambda xs, p, a: _conv_transpose(xs[0], p, a),
+    "upsample": lambda xs, p, a: _upsample(xs[0], a),
     "maxpool2d": lambda xs, p, a: F.max_pool2d(xs[0], a["kernel_size"], _pool_stride(a), a["padding"], a["dilation"],
                                                a["ceil_mode"]),
     "avgpool2d": lambda xs, p, a: F.avg_pool2d(xs[0], a["kernel_size"], _pool_stride(a), a["padding"], a["ceil_mode"],
@@ -189,6 +201,48 @@ CASES.update({
         ([(1, 2, 1, 5)], {"out_channels": 3, "kernel_size": (1, 3)}),
         ([(5, 2, 3, 3)], {"out_channels": 2, "kernel_size": 3, "padding": 1}),  # several images per GEMM
         ([(2, 1, 67, 65)], {"out_channels": 2, "kernel_size": 3, "stride": 1, "padding": 1}),  # one image per GEMM
+    ],
+    "conv_transpose2d": [
+        ([(2, 3, 5, 7)], {"out_channels": 4, "kernel_size": 3}),
+        ([(1, 4, 4, 5)], {"out_channels": 2, "kernel_size": 2, "stride": 2}),  # U-Net's up-convolution
+        ([(2, 3, 5, 6)], {"out_channels": 5, "kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1}),
+        ([(2, 2, 6, 5)], {"out_channels": 3, "kernel_size": (3, 2), "stride": (2, 3), "padding": (1, 0),
+                          "output_padding": (0, 2)}),
+        ([(1, 2, 5, 4)], {"out_channels": 3, "kernel_size": 3, "dilation": 2, "padding": 2}),
+        # output_padding 2 >= stride 2 is allowed along H because it is < dilation 3 (torch's rule)
+        ([(2, 2, 4, 5)], {"out_channels": 2, "kernel_size": 3, "stride": 2, "dilation": (3, 1),
+                          "output_padding": (2, 1)}),
+        ([(2, 4, 5, 6)], {"out_channels": 6, "kernel_size": 3, "groups": 2, "stride": 2, "padding": 1}),
+        ([(3, 3, 4, 4)], {"out_channels": 3, "kernel_size": 3, "groups": 3, "padding": 1}),  # depthwise
+        ([(2, 3, 3, 5)], {"out_channels": 6, "kernel_size": 2, "groups": 3, "bias": False}),
+        ([(1, 5, 4, 6)], {"out_channels": 7, "kernel_size": 1, "bias": False}),
+        ([(1, 1, 1, 1)], {"out_channels": 1, "kernel_size": 1}),
+        ([(2, 3, 1, 1)], {"out_channels": 4, "kernel_size": 4, "stride": 2, "padding": 1}),
+        ([(1, 2, 3, 3)], {"out_channels": 2, "kernel_size": 3, "padding": 2}),  # the padding crops to 1 x 1
+        ([(3, 2, 9, 7)], {"out_channels": 3, "kernel_size": (1, 3), "stride": 3, "padding": (0, 1),
+                          "output_padding": 2}),
+    ],
+    "upsample": [
+        ([(2, 3, 4, 5)], {"scale_factor": 2}),
+        ([(2, 3, 5, 7)], {"scale_factor": 1.5}),
+        ([(1, 2, 7, 9)], {"scale_factor": 0.5}),
+        ([(1, 2, 10, 13)], {"scale_factor": 0.7}),
+        ([(2, 1, 3, 8)], {"scale_factor": (3, 0.5), "mode": "nearest"}),
+        ([(2, 3, 5, 7)], {"size": (8, 3)}),  # torch: src = floor(dst * in / out)
+        ([(1, 2, 3, 4)], {"size": 7}),
+        ([(1, 1, 1, 1)], {"scale_factor": 3}),
+        ([(2, 3, 5, 7)], {"scale_factor": 2, "mode": "bilinear"}),  # align_corners defaults to false
+        ([(2, 3, 5, 7)], {"scale_factor": 1.5, "mode": "bilinear", "align_corners": False}),
+        ([(2, 3, 5, 7)], {"scale_factor": 1.5, "mode": "bilinear", "align_corners": True}),
+        ([(1, 2, 9, 8)], {"scale_factor": 0.5, "mode": "bilinear"}),
+        ([(1, 2, 9, 8)], {"scale_factor": 0.5, "mode": "bilinear", "align_corners": True}),
+        ([(2, 2, 4, 6)], {"scale_factor": (1.5, 2.5), "mode": "bilinear"}),
+        ([(1, 2, 10, 13)], {"scale_factor": 0.7, "mode": "bilinear"}),
+        ([(2, 2, 5, 3)], {"size": (11, 4), "mode": "bilinear"}),
+        ([(2, 2, 5, 3)], {"size": (11, 4), "mode": "bilinear", "align_corners": True}),
+        ([(1, 3, 4, 5)], {"size": 1, "mode": "bilinear", "align_corners": True}),
+        ([(2, 2, 1, 1)], {"scale_factor": 3, "mode": "bilinear"}),
+        ([(1, 1, 2, 3)], {"scale_factor": 1.2, "mode": "bilinear"}),  # floor(2 * 1.2) == 2: a copy, as in torch
     ],
     "linear": [
         ([(5, 7)], {"out_features": 3}),
@@ -453,6 +507,103 @@ def conv_cases(draw):
 @given(case=conv_cases(), dtype=dtypes)
 def test_conv2d_on_random_geometry(case, dtype):
     check_case("conv2d", *case, dtype)
+
+
+@st.composite
+def conv_transpose_cases(draw):
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    c = groups * draw(st.integers(1, 3))
+    oc = groups * draw(st.integers(1, 3))
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    d = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    op = tuple(draw(st.integers(0, max(s[i], d[i]) - 1)) for i in range(2))  # < stride or < dilation
+    h, w = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    full = ((h - 1) * s[0] + d[0] * (k[0] - 1) + op[0], (w - 1) * s[1] + d[1] * (k[1] - 1) + op[1])
+    p = (draw(st.integers(0, min(2, full[0] // 2))), draw(st.integers(0, min(2, full[1] // 2))))  # output >= 1
+    attrs = {"out_channels": oc, "kernel_size": k, "stride": s, "padding": p, "output_padding": op, "dilation": d,
+             "groups": groups, "bias": draw(st.booleans())}
+    return [(draw(st.integers(1, 3)), c, h, w)], attrs
+
+
+@HYPOTHESIS
+@given(case=conv_transpose_cases(), dtype=dtypes)
+def test_conv_transpose2d_on_random_geometry(case, dtype):
+    check_case("conv_transpose2d", *case, dtype)
+
+
+@st.composite
+def upsample_cases(draw):
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    mode = draw(st.sampled_from(["nearest", "bilinear"]))
+    attrs: dict = {"mode": mode}
+    if mode == "bilinear":
+        ac = draw(st.sampled_from([None, False, True]))
+        if ac is not None:
+            attrs["align_corners"] = ac
+    if draw(st.booleans()):
+        scales = st.sampled_from([0.5, 0.7, 1, 1.25, 1.5, 2, 2.5, 3, 1 / 3])
+        sh, sw = draw(scales), draw(scales)
+        sh, sw = (sh if h * sh >= 1 else 1), (sw if w * sw >= 1 else 1)  # at least one output row and column
+        attrs["scale_factor"] = sh if draw(st.booleans()) and sh == sw else (sh, sw)
+    else:
+        attrs["size"] = (draw(st.integers(1, 12)), draw(st.integers(1, 12)))
+    return [(draw(st.integers(1, 2)), draw(st.integers(1, 3)), h, w)], attrs
+
+
+@HYPOTHESIS
+@given(case=upsample_cases(), dtype=dtypes)
+def test_upsample_on_random_geometry(case, dtype):
+    check_case("upsample", *case, dtype)
+
+
+def test_conv_transpose2d_parameters_follow_torch():
+    """Weight layout [C_in, C_out/groups, KH, KW] and fan_in as torch's ConvTranspose2d computes it."""
+    op = REGISTRY["conv_transpose2d"]
+    for c, oc, k, g in [(4, 6, 3, 1), (6, 4, (2, 3), 2), (3, 3, 1, 3)]:
+        attrs = bind_attrs(op, [oc, k], {"groups": g})
+        specs = op.params([TensorType((1, c, 5, 5))], attrs)
+        module = torch.nn.ConvTranspose2d(c, oc, k, groups=g)
+        assert specs["weight"].shape == tuple(module.weight.shape)
+        assert specs["bias"].shape == tuple(module.bias.shape)
+        assert specs["weight"].fan_in == torch.nn.init._calculate_fan_in_and_fan_out(module.weight)[0]
+        assert specs["weight"].init == "kaiming"
+    assert set(op.params([TensorType((1, 2, 3, 3))], bind_attrs(op, [2, 3], {"bias": False}))) == {"weight"}
+
+
+def test_conv_transpose2d_and_upsample_flops():
+    ct = REGISTRY["conv_transpose2d"]
+    attrs = bind_attrs(ct, [8, 3], {"stride": 2, "groups": 2})
+    out = ct.infer([TensorType((2, 4, 5, 6))], attrs).shape
+    assert out == (2, 8, 11, 13)
+    assert ct.flops([(2, 4, 5, 6)], out, attrs) == 2 * 2 * 4 * 5 * 6 * (8 // 2) * 3 * 3 + 2 * 8 * 11 * 13
+    up = REGISTRY["upsample"]
+    assert up.flops([(2, 3, 4, 4)], (2, 3, 8, 8), bind_attrs(up, [], {"scale_factor": 2})) == 0
+    assert up.flops([(2, 3, 4, 4)], (2, 3, 8, 8), bind_attrs(up, [], {"scale_factor": 2, "mode": "bilinear"})) == \
+        7 * 2 * 3 * 8 * 8
+
+
+def test_conv_transpose2d_and_upsample_symbolic_sizes_agree_with_torch():
+    """conv_transpose2d and upsample by a binary-fraction scale keep symbolic H; each size evaluates to
+    the size torch gives."""
+    from netdsl.ir.dims import SymDim, evaluate
+
+    H = SymDim.symbol("H")
+    cases = [("conv_transpose2d", {"out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 1,
+                                   "output_padding": 1}),
+             ("upsample", {"scale_factor": 1.5}), ("upsample", {"scale_factor": 0.25, "mode": "bilinear"}),
+             ("upsample", {"scale_factor": (2, 2.5)})]
+    for name, kwargs in cases:
+        op = REGISTRY[name]
+        attrs = bind_attrs(op, [], kwargs)
+        sym = op.infer([TensorType((1, 2, H, H))], attrs).shape
+        for h in range(4, 40):
+            static = op.infer([TensorType((1, 2, h, h))], attrs).shape
+            assert tuple(evaluate(d, {"H": h}) for d in sym) == static, (name, kwargs, h)
+            x = torch.zeros(1, 2, h, h)
+            ref = (_conv_transpose(x, {"weight": torch.zeros(2, 2, 3, 3)}, attrs) if name == "conv_transpose2d"
+                   else _upsample(x, attrs))
+            assert tuple(ref.shape) == static, (name, kwargs, h)
 
 
 @st.composite

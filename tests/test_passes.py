@@ -19,7 +19,8 @@ import netdsl
 from netdsl.backends import reference
 from netdsl.errors import NetDSLError
 from netdsl.ir.graph import Graph, Value
-from netdsl.ir.verify import IRError, verify
+from netdsl.ir.verify import IRError
+from netdsl.ops.verify import verify
 from netdsl.ops import REGISTRY, OpKind
 from netdsl.ops.activations import ACTIVATIONS
 from netdsl.ops.fused import FUSED_OPS, batchnorm_affine, fold_batchnorm
@@ -468,7 +469,8 @@ def test_memory_plan_residual_in_place():
     plan = f.annotations["memory"]
     # the block's second conv adds the stem's output, read for the last time, and writes over it
     assert plan.in_place == {"b.relu_1": "stem"}
-    assert plan.buffer_of["b.relu_1"] == plan.buffer_of["stem"]
+    assert plan.storage["b.relu_1"] == plan.storage["stem"] == "stem"
+    assert plan.outputs == {"stem": plan.peak - plan.arena_bytes}  # the graph output: its own storage
     _check_plan(f)
 
 
@@ -477,13 +479,32 @@ def test_memory_plans_are_valid(src):
     _check_plan(run(load(src.replace("N, ", "N=2, ")), "O1"))
 
 
-def test_layout_marks_boundaries_nchw():
+def test_layout_plan_is_what_runs():
+    """4-D values are NHWC inside (the kernels' layout); the input is NCHW and converted on entry;
+    a flatten of a [N, C, 1, 1] map is a free view; nothing here needs a fix-up."""
     f = run(load(GOLDEN_CASES["analyses"][2]), "O1")
     layout = f.annotations["layout"]
-    assert layout["x"] == "NCHW"
+    assert layout["x"] == "NCHW" and f.annotations["memory"].entry == ("x",)
     gap = next(n for n in f.nodes if n.op == "global_avgpool")
-    assert layout[gap.output.name] == "NCHW"  # read by flatten
+    assert layout[gap.output.name] == "NHWC"
+    assert not layout.copies and not layout.fixups and not layout.hwc_flatten
     assert all(layout[n.output.name] == "NHWC" for n in f.nodes if n.op in ("fused_conv2d", "concat"))
+
+
+def test_layout_fixups_copies_and_hwc_flattens():
+    g = load("""
+network t {
+    input x: f32[N, 3, 6, 5]
+    a = x -> c: conv2d(4, 3, padding=1)
+    s = a -> softmax(dim=2)
+    l = a -> layernorm
+    f = a -> flatten -> fc: linear(7)
+    output s, l, f, a -> flatten(start_dim=2)
+}""")
+    plan = run(g, "O1").annotations["layout"]
+    assert plan.fixups == {"softmax_0": 2, "layernorm_0": 3}  # H and W are not stored last in NHWC
+    assert plan.hwc_flatten == {"flatten_0": (4, 6, 5)}  # read only by a linear: a view, columns permuted
+    assert plan.copies == {"flatten_1"}  # [N, C, H*W] needs the IR's order: a copy
 
 
 # ---------------------------------------------------------------------------------------------

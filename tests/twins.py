@@ -212,9 +212,31 @@ def mobilenet_v2(w: Weights, x):
     return fc(w, F.dropout(x, 0.2, training=False), "classifier.1")
 
 
+def _unet_double_conv(w, x, name):  # (3x3 conv, no bias -> batchnorm -> relu) twice: name.0, name.1
+    for i in range(2):
+        x = F.relu(bn(w, conv(w, x, f"{name}.{i}.conv", padding=1), f"{name}.{i}.bn"))
+    return x
+
+
+def _unet_up(w, x, skip, name):  # 2x2 stride-2 up-convolution, skip first along channels, double conv
+    y = F.conv_transpose2d(x, w[f"{name}.up.weight"], w[f"{name}.up.bias"], stride=2)
+    return _unet_double_conv(w, torch.cat([skip, y], 1), f"{name}.conv")
+
+
+def unet(w: Weights, x):  # Ronneberger et al. 2015 with padded convs and batchnorm; base 16, depth 3
+    e1 = _unet_double_conv(w, x, "inc")
+    e2 = _unet_double_conv(w, F.max_pool2d(e1, 2), "down1.conv")
+    e3 = _unet_double_conv(w, F.max_pool2d(e2, 2), "down2.conv")
+    b = _unet_double_conv(w, F.max_pool2d(e3, 2), "down3.conv")
+    d = _unet_up(w, b, e3, "up1")
+    d = _unet_up(w, d, e2, "up2")
+    d = _unet_up(w, d, e1, "up3")
+    return conv(w, d, "outc")
+
+
 TWINS: dict[str, Callable] = {
     "lenet5": lenet5, "mlp": mlp, "alexnet": alexnet, "vgg11": vgg11, "googlenet": googlenet,
-    "resnet18": resnet18, "resnet50": resnet50, "mobilenet_v2": mobilenet_v2,
+    "resnet18": resnet18, "resnet50": resnet50, "mobilenet_v2": mobilenet_v2, "unet": unet,
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import NetDSLError, SourceLoc, did_you_mean
 from ..ir.dims import SymDim
 from ..ir.graph import Graph, Node, ParamSpec, Value
+from ..ir.printer import format_attr
 from ..ir.types import DTYPES, TensorType
 from ..ops import ALIASES, REGISTRY, OpKind, ShapeError, lookup
 from ..ops.registry import OpDef, bind_attrs
@@ -516,13 +517,8 @@ def _loc_of(e) -> SourceLoc | None:
 
 
 def _show(v) -> str:
-    if isinstance(v, Tensor):
-        return "a tensor"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    return str(v)
+    """A value for a message: a number, string or tuple as the language writes it; "a tensor" otherwise."""
+    return "a tensor" if isinstance(v, Tensor) else format_attr(v)
 
 
 def _choose_initialisers(nodes: list[Node], params: dict[str, ParamSpec]) -> dict[str, ParamSpec]:

@@ -133,9 +133,5 @@ def evaluate(d: Dim, env: Mapping[str, int]) -> int:
     return d.evaluate(env) if isinstance(d, SymDim) else d
 
 
-def is_static(d: Dim) -> bool:
-    return not isinstance(d, SymDim)
-
-
 def format_dim(d: Dim) -> str:
     return str(d)

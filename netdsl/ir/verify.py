@@ -1,11 +1,12 @@
-"""The IR verifier: run after elaboration and after every pass.
+"""The structural IR verifier: SSA form, without looking at what the ops are.
 
+Checking nodes against their op definitions (arity, attributes, inferred types, parameters) needs the
+op registry, which sits above the IR: that is ``netdsl.ops.verify``, whose ``verify`` runs both.
 A failure here is a compiler bug (never a user mistake), so it raises ``IRError``, not NetDSLError.
 """
 
 from __future__ import annotations
 
-from ..ops import REGISTRY, ShapeError
 from .graph import Graph
 
 
@@ -36,40 +37,3 @@ def check_ssa(graph: Graph) -> None:
     for v in graph.outputs:
         if v.name not in defined:
             raise IRError(f"output %{v.name} is not defined")
-
-
-def check_node(graph: Graph, node) -> None:
-    """One node against the registry: op, arity, attributes, inferred type, parameters."""
-    where = f"node {node.name or '?'} ({node.op})"
-    op = REGISTRY.get(node.op)
-    if op is None:
-        raise IRError(f"{where}: unknown op")
-    if op.arity is not None and len(node.inputs) != op.arity:
-        raise IRError(f"{where}: {len(node.inputs)} inputs, op takes {op.arity}")
-    missing = [a.name for a in op.attrs if a.name not in node.attrs]
-    if missing:
-        raise IRError(f"{where}: missing attributes {missing}")
-    types = [v.type for v in node.inputs]
-    try:
-        out_type = op.infer(types, node.attrs)
-        specs = op.params(types, node.attrs)
-    except ShapeError as e:
-        raise IRError(f"{where}: {e.message}") from None
-    if len(node.outputs) != 1 or node.outputs[0].type != out_type:
-        raise IRError(f"{where}: output type {[str(o.type) for o in node.outputs]}, inferred {out_type}")
-    if set(specs) != set(node.params):
-        raise IRError(f"{where}: parameters {sorted(node.params)}, op declares {sorted(specs)}")
-    for role, pname in node.params.items():
-        if pname not in graph.params:
-            raise IRError(f"{where}: parameter {pname} is not declared in the graph")
-        if tuple(graph.params[pname].shape) != tuple(specs[role].shape):
-            raise IRError(f"{where}: parameter {pname} has shape {graph.params[pname].shape}, "
-                          f"op wants {specs[role].shape}")
-
-
-def verify(graph: Graph, nodes=None) -> Graph:
-    """The structure of the whole graph, and ``nodes`` (default: all) against the registry."""
-    check_ssa(graph)
-    for node in graph.nodes if nodes is None else nodes:
-        check_node(graph, node)
-    return graph

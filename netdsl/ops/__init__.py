@@ -1,6 +1,7 @@
 """The op registry. Importing this package registers every op."""
 
 from . import activations, nn  # noqa: F401  (registration side effects)
+from . import resample  # noqa: F401  (conv_transpose2d, upsample)
 from . import fused  # noqa: F401  (fused ops, produced by netdsl.passes; after nn and activations)
 from .registry import ALIASES, REGISTRY, Attr, OpDef, OpKind, ShapeError, lookup
 

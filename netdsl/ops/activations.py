@@ -16,7 +16,7 @@ import numpy as np
 from scipy import special
 
 from ..ir.graph import ParamSpec
-from .registry import Attr, OpDef, OpKind, ShapeError, register
+from .registry import Attr, OpDef, OpKind, ShapeError, no_params, register
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class Activation:
     flops: int = 1
     init: str = "kaiming"
     aliases: tuple[str, ...] = ()
+    params: Callable = no_params  # learned parameters (prelu's slope), as OpDef.params
+    axis: Any = None  # as OpDef.axis: the dim its parameters run along (None: any layout)
 
 
 def _gelu(x, a, _):
@@ -44,6 +46,21 @@ def _softplus(x, a, _):
 
 def _sigmoid(x):
     return special.expit(x)
+
+
+def _prelu_params(types, attrs):
+    """One learned slope per channel (dim 1), or one shared; 0.25 as torch's PReLU."""
+    t = types[0]
+    if attrs["shared"] or t.rank < 2:
+        return {"weight": ParamSpec((1,), "const", value=0.25)}
+    c = t.shape[1]
+    if not isinstance(c, int):
+        raise ShapeError("prelu needs a static channel dimension (dim 1)")
+    return {"weight": ParamSpec((c,), "const", value=0.25)}
+
+
+def _prelu_axis(attrs):
+    return None if attrs["shared"] else 1
 
 
 def _prelu(x, a, slope):
@@ -69,7 +86,8 @@ ACTIVATIONS: tuple[Activation, ...] = (
         flops=2,
     ),
     Activation("prelu", _prelu, lambda a: ("prelu", 0.0, 0.0),
-               attrs=(Attr("shared", "bool", False, doc="one learned slope for all channels"),), flops=2),
+               attrs=(Attr("shared", "bool", False, doc="one learned slope for all channels"),), flops=2,
+               params=_prelu_params, axis=_prelu_axis),
     Activation(
         "rrelu",  # at inference a leaky ReLU with the mean slope
         lambda x, a, _: np.where(x >= 0, x, (a["lower"] + a["upper"]) / 2 * x),
@@ -121,14 +139,6 @@ ACTIVATIONS: tuple[Activation, ...] = (
     ),
 )
 
-ACTIVATION_BY_NAME = {a.name: a for a in ACTIVATIONS}
-
-
-def apply(name: str, x: np.ndarray, attrs: Mapping[str, Any], slope: np.ndarray | None = None) -> np.ndarray:
-    """The NumPy meaning of one activation (used by fused ops' references too)."""
-    return ACTIVATION_BY_NAME[name].fn(x, attrs, slope)
-
-
 def _same_type(types, attrs):
     return types[0]
 
@@ -136,17 +146,6 @@ def _same_type(types, attrs):
 def _register(act: Activation) -> None:
     def reference(xs, params, attrs, _act=act):
         return _act.fn(xs[0], attrs, params.get("weight"))
-
-    def params(types, attrs, _act=act):
-        if _act.name != "prelu":
-            return {}
-        t = types[0]
-        if attrs["shared"] or t.rank < 2:
-            return {"weight": ParamSpec((1,), "const", value=0.25)}
-        c = t.shape[1]
-        if not isinstance(c, int):
-            raise ShapeError("prelu needs a static channel dimension (dim 1)")
-        return {"weight": ParamSpec((c,), "const", value=0.25)}
 
     register(
         OpDef(
@@ -156,9 +155,10 @@ def _register(act: Activation) -> None:
             reference=reference,
             flops=lambda ins, out, attrs, _f=act.flops: _f * int(np.prod(out)),
             attrs=act.attrs,
-            params=params,
+            params=act.params,
             kernel_act=act.kernel,
             init_for_producer=act.init,
+            axis=act.axis,
             doc=f"activation `{act.name}`",
         ),
         aliases=act.aliases,

@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import as_strided
 from ..ir.dims import SymDim
 from ..ir.graph import ParamSpec
 from ..ir.types import TensorType, numel
-from .registry import Attr, OpDef, OpKind, ShapeError, register
+from .registry import ORDERED, Attr, OpDef, OpKind, ShapeError, register
 
 
 def _static(d, what: str) -> int:
@@ -207,7 +207,7 @@ CONV_ATTRS = (
 )
 
 register(OpDef("conv2d", OpKind.OUT_FUSABLE, _conv_infer, _conv_ref, _conv_flops, CONV_ATTRS, params=_conv_params,
-               doc="2-D convolution over NCHW"))
+               doc="2-D convolution over NCHW", axis=1, fused_form="fused_conv2d", folds_batchnorm=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +240,7 @@ register(OpDef(
     lambda ins, out, a: 2 * numel(out) * ins[0][-1] + (numel(out) if a["bias"] else 0),
     (Attr("out_features", "int", positive=True), Attr("bias", "bool", True)),
     params=_linear_params, doc="y = x W^T + b over the last dimension",
+    axis=-1, fused_form="fused_linear", folds_batchnorm=True, reorders_features=True,
 ))
 
 
@@ -332,10 +333,10 @@ POOL_ATTRS = (
     Attr("padding", "pair", 0),
 )
 register(OpDef("maxpool2d", OpKind.REDUCE, _pool_infer, _maxpool_ref, _pool_flops,
-               POOL_ATTRS + (Attr("dilation", "pair", 1, positive=True), Attr("ceil_mode", "bool", False))),
+               POOL_ATTRS + (Attr("dilation", "pair", 1, positive=True), Attr("ceil_mode", "bool", False)), axis=1),
          aliases=("maxpool",))
 register(OpDef("avgpool2d", OpKind.REDUCE, _pool_infer, _avgpool_ref, _pool_flops,
-               POOL_ATTRS + (Attr("ceil_mode", "bool", False), Attr("count_include_pad", "bool", True))),
+               POOL_ATTRS + (Attr("ceil_mode", "bool", False), Attr("count_include_pad", "bool", True)), axis=1),
          aliases=("avgpool",))
 
 
@@ -347,7 +348,7 @@ def _gap_infer(types, attrs):
 
 register(OpDef("global_avgpool", OpKind.REDUCE, _gap_infer,
                lambda xs, p, a: xs[0].mean(axis=(2, 3), keepdims=True),
-               lambda ins, out, a: numel(ins[0]), doc="mean over H and W; output [N, C, 1, 1]"))
+               lambda ins, out, a: numel(ins[0]), doc="mean over H and W; output [N, C, 1, 1]", axis=1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,17 +367,35 @@ def _bn_params(types, attrs):
             "running_mean": ParamSpec((c,), "zeros"), "running_var": ParamSpec((c,), "ones")}
 
 
-def batchnorm_scale_shift(params, eps):
-    """Inference batchnorm as a per-channel affine y = x * scale + shift."""
-    scale = params["weight"] / np.sqrt(params["running_var"] + eps)
-    return scale, params["bias"] - params["running_mean"] * scale
+def batchnorm_affine(weight, bias, running_mean, running_var, eps: float):
+    """Inference batchnorm as a per-channel affine y = x * scale + shift (NumPy arrays or torch
+    tensors alike): the one place of this arithmetic (references, folding and the Triton lowering)."""
+    scale = weight / (running_var + eps) ** 0.5
+    return scale, bias - running_mean * scale
+
+
+def fold_batchnorm(weight, bias, bn_weight, bn_bias, bn_mean, bn_var, eps: float):
+    """Fold an inference batchnorm into the preceding conv/linear: returns (weight', bias').
+
+    ``weight`` is [OC, ...] (conv OIHW or linear [out, in]), ``bias`` [OC] or None;
+    bn(conv(x, w, b)) == conv(x, w * scale[oc], (b - mean) * scale + beta).
+    """
+    scale, shift = batchnorm_affine(bn_weight, bn_bias, bn_mean, bn_var, eps)
+    w = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+    b = shift if bias is None else bias * scale + shift
+    return w, b
+
+
+def channel_affine(x, scale, shift):
+    """x * scale[c] + shift[c] along dim 1 of x."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return x * scale.reshape(shape) + shift.reshape(shape)
 
 
 def _bn_ref(xs, params, attrs):
-    x = xs[0]
-    scale, shift = batchnorm_scale_shift(params, attrs["eps"])
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    return x * scale.reshape(shape) + shift.reshape(shape)
+    scale, shift = batchnorm_affine(params["weight"], params["bias"], params["running_mean"], params["running_var"],
+                                    attrs["eps"])
+    return channel_affine(xs[0], scale, shift)
 
 
 def _bn_infer(types, attrs):
@@ -386,7 +405,8 @@ def _bn_infer(types, attrs):
 
 register(OpDef("batchnorm", OpKind.NORM, _bn_infer, _bn_ref, lambda ins, out, a: 2 * numel(out),
                (Attr("eps", "float", 1e-5, positive=True),), params=_bn_params,
-               doc="batch normalisation with running statistics (inference)"), aliases=("batchnorm2d",))
+               doc="batch normalisation with running statistics (inference)",
+               axis=1, fused_form="fused_pointwise", pointwise=True), aliases=("batchnorm2d",))
 
 
 def _ln_infer(types, attrs):
@@ -410,7 +430,8 @@ register(OpDef("layernorm", OpKind.NORM, _ln_infer,
                lambda xs, p, a: layernorm_reference(xs[0], p.get("weight"), p.get("bias"), a["eps"]),
                lambda ins, out, a: 7 * numel(out),
                (Attr("eps", "float", 1e-5, positive=True), Attr("affine", "bool", True)), params=_ln_params,
-               doc="layer normalisation over the last dimension"))
+               doc="layer normalisation over the last dimension", axis=-1, fused_form="fused_layernorm",
+               absorbs_add=True))
 
 
 def _gn_infer(types, attrs):
@@ -436,7 +457,8 @@ register(OpDef("groupnorm", OpKind.NORM, _gn_infer,
                (Attr("groups", "int", positive=True), Attr("eps", "float", 1e-5, positive=True)),
                params=lambda types, a: {"weight": ParamSpec((_channels(types[0], "groupnorm"),), "ones"),
                                         "bias": ParamSpec((_channels(types[0], "groupnorm"),), "zeros")},
-               doc="group normalisation over (C/groups, H, W)"))
+               doc="group normalisation over (C/groups, H, W)", axis=1, fused_form="fused_groupnorm",
+               launches=3))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,7 +466,8 @@ register(OpDef("groupnorm", OpKind.NORM, _gn_infer,
 # ---------------------------------------------------------------------------------------------
 
 register(OpDef("dropout", OpKind.INJECTIVE, lambda types, a: types[0], lambda xs, p, a: xs[0],
-               lambda ins, out, a: 0, (Attr("p", "float", 0.5),), doc="identity at inference"))
+               lambda ins, out, a: 0, (Attr("p", "float", 0.5),), doc="identity at inference", view=True,
+               launches=0))
 
 
 def _flatten_infer(types, attrs):
@@ -460,7 +483,7 @@ def _flatten_infer(types, attrs):
 
 register(OpDef("flatten", OpKind.INJECTIVE, _flatten_infer,
                lambda xs, p, a: xs[0].reshape(xs[0].shape[: a["start_dim"]] + (-1,)),
-               lambda ins, out, a: 0, (Attr("start_dim", "int", 1),)))
+               lambda ins, out, a: 0, (Attr("start_dim", "int", 1),), axis=ORDERED, view=True, launches=0))
 
 
 def _axis_infer(types, attrs):
@@ -468,6 +491,10 @@ def _axis_infer(types, attrs):
     if not -t.rank <= attrs["dim"] < t.rank:
         raise ShapeError(f"dim={attrs['dim']} is out of range for {t}")
     return t
+
+
+def _dim(attrs):
+    return attrs["dim"]
 
 
 def _softmax(x, dim):
@@ -481,9 +508,9 @@ def _log_softmax(x, dim):
 
 
 register(OpDef("softmax", OpKind.REDUCE, _axis_infer, lambda xs, p, a: _softmax(xs[0], a["dim"]),
-               lambda ins, out, a: 5 * numel(out), (Attr("dim", "int", -1),)))
+               lambda ins, out, a: 5 * numel(out), (Attr("dim", "int", -1),), axis=_dim))
 register(OpDef("log_softmax", OpKind.REDUCE, _axis_infer, lambda xs, p, a: _log_softmax(xs[0], a["dim"]),
-               lambda ins, out, a: 5 * numel(out), (Attr("dim", "int", -1),)))
+               lambda ins, out, a: 5 * numel(out), (Attr("dim", "int", -1),), axis=_dim))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,4 +554,5 @@ def _concat_infer(types, attrs):
 
 
 register(OpDef("concat", OpKind.INJECTIVE, _concat_infer, lambda xs, p, a: np.concatenate(xs, axis=a["dim"]),
-               lambda ins, out, a: 0, (Attr("dim", "int", 1),), arity=None, doc="concatenate along a dim (channels)"))
+               lambda ins, out, a: 0, (Attr("dim", "int", 1),), arity=None, doc="concatenate along a dim (channels)",
+               concat_axis=_dim))

@@ -10,12 +10,13 @@ composes the parts.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..ir.graph import ParamSpec
+from ..ir.printer import format_attr as _show  # a value as the model language writes it, for messages
 from ..ir.types import TensorType
 
 
@@ -72,8 +73,19 @@ def no_params(types, attrs) -> dict[str, ParamSpec]:
     return {}
 
 
+ANY_LAYOUT = None  # ``OpDef.axis`` of an op whose kernel reads its tensors in any layout (they must agree)
+ORDERED = "ordered"  # ``OpDef.axis`` of an op that needs its input in the IR's own order (a flatten)
+
+
 @dataclass(frozen=True)
 class OpDef:
+    """Everything about one op, in one place.
+
+    The first group says what the op means (shape rule, NumPy reference, FLOPs, attributes, parameters).
+    The second says how the compiler treats it; passes and backends ask these fields (directly or
+    through the properties below) and keep no tables of op names. Defaults follow from the kind.
+    """
+
     name: str
     kind: OpKind
     infer: Infer
@@ -87,14 +99,57 @@ class OpDef:
     kernel_act: Callable[[Mapping[str, Any]], tuple[str, float, float]] | None = None
     # activations only: which initialisation a preceding conv/linear gets ("kaiming" or "xavier")
     init_for_producer: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    # -- layout: the IR dim the op's kernel needs stored last (contiguous) -- channels (1) for a conv,
+    # pooling or batchnorm, features (-1) for a linear or layernorm, or a function of the attributes
+    # (softmax's dim). Per-channel epilogue vectors (bias, prelu slopes) run along it. ANY_LAYOUT: the
+    # kernel walks its tensors element by element; ORDERED: it needs the IR's dim order (flatten).
+    axis: int | str | Callable[[Mapping[str, Any]], int] | None = ANY_LAYOUT
+    # -- fusion
+    fused_form: str | None = None  # the fused op a node of this op becomes when it anchors an epilogue
+    base: str | None = None  # a fused op: the op it is derived from
+    folds_batchnorm: bool = False  # a following batchnorm folds into its weight ([out, ...]) and bias
+    absorbs_add: bool = False  # its fused form can normalise the sum of two inputs ("add & norm")
+    pointwise: bool | None = None  # one output element from the same element of each input (None: by kind)
+    reorders_features: bool = False  # its weight columns can be permuted at pack time (reads any flatten order)
+    # -- memory
+    view: bool = False  # its output is its input's storage (nothing is computed)
+    concat_axis: Callable[[Mapping[str, Any]], int] | None = None  # inputs stacked along this dim
+    # inputs its kernel may overwrite with its output: f(attrs, number of inputs); None: by kind
+    in_place: Callable[[Mapping[str, Any], int], tuple[int, ...]] | None = None
+    # -- cost
+    launches: int = 1  # kernel launches per node (0 for a view)
+    # elements of weights its kernel reads, after packing: f(attrs, {role: numel}); None: all of them
+    packed_numel: Callable[[Mapping[str, Any], Mapping[str, int]], int] | None = None
 
     @property
     def is_activation(self) -> bool:
         return self.kernel_act is not None
 
+    @property
+    def is_pointwise(self) -> bool:
+        if self.pointwise is not None:
+            return self.pointwise
+        return self.kind in (OpKind.ELEMENTWISE, OpKind.BINARY)
+
     def attr(self, name: str) -> Attr | None:
         return next((a for a in self.attrs if a.name == name), None)
+
+    def axis_of(self, attrs: Mapping[str, Any], rank: int) -> int | str | None:
+        """The IR dim (0..rank-1) the kernel needs contiguous, ANY_LAYOUT or ORDERED."""
+        axis = self.axis(attrs) if callable(self.axis) else self.axis
+        return axis % rank if isinstance(axis, int) and rank else axis
+
+    def in_place_inputs(self, attrs: Mapping[str, Any], n_inputs: int) -> tuple[int, ...]:
+        """Inputs the kernel may overwrite with its output (it reads and writes element by element)."""
+        if self.in_place is not None:
+            return self.in_place(attrs, n_inputs)
+        return tuple(range(n_inputs)) if self.is_pointwise else ()
+
+    def weight_numel(self, attrs: Mapping[str, Any], numels: Mapping[str, int]) -> int:
+        if self.packed_numel is not None:
+            return self.packed_numel(attrs, numels)
+        return sum(numels.values())
 
 
 REGISTRY: dict[str, OpDef] = {}
@@ -167,16 +222,6 @@ def check_attr(attr: Attr, value: Any) -> Any:
     return value
 
 
-def _show(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, tuple):
-        return "(" + ", ".join(_show(x) for x in v) + ")"
-    return str(v)
-
-
 def bind_attrs(op: OpDef, positional: Sequence[Any], keywords: Mapping[str, Any]) -> dict[str, Any]:
     """Map call arguments to the op's attributes, check them, and fill in defaults."""
     if len(positional) > len(op.attrs):
@@ -213,7 +258,3 @@ def bind_attrs(op: OpDef, positional: Sequence[Any], keywords: Mapping[str, Any]
 def _signature(op: OpDef) -> str:
     parts = [a.name if a.required else f"{a.name}={_show(a.default)}" for a in op.attrs]
     return f"usage: {op.name}({', '.join(parts)})"
-
-
-def signature(op: OpDef) -> str:
-    return _signature(op)

@@ -1,12 +1,13 @@
 """The cost model: FLOPs, global-memory bytes read and written, and kernel launches.
 
-One place decides what a node costs (``node_cost``):
-- a view (flatten, an inference dropout) is free: 0 launches, 0 bytes;
+One place decides what a node costs (``node_cost``), from the op's registry entry and the plans:
+- a view (``OpDef.view``: flatten, an inference dropout; unless the layout plan makes it a copy) is
+  free: 0 launches, 0 bytes;
 - a concat is free when every input was written straight into its slice (the memory plan says which);
-  otherwise one launch that copies the inputs that were not;
-- any other node is one launch that reads each distinct input tensor once, reads its weights once
-  (as the kernel will: a folded batchnorm is a packed weight and one bias vector, a batchnorm affine
-  is a scale and a shift vector) and writes its output once.
+  otherwise one launch per input it copies (along a dim that is not stored last: one copy, no launch);
+- any other node makes ``OpDef.launches`` launches that read each distinct input tensor once, read its
+  weights once (as the kernel will, ``OpDef.weight_numel``: a folded batchnorm is a packed weight and
+  one bias vector, a batchnorm affine a scale and a shift vector) and write its output once.
 That is the traffic of a kernel that keeps its tiles on chip; re-reads between tiles (L2 hits) are not
 modelled, which is fair to the unfused and the fused graph alike.
 
@@ -28,7 +29,8 @@ from ..ir.graph import Graph, Node
 from ..ir.types import DTYPES, numel
 from ..ops import REGISTRY, OpKind
 from .cleanup import eliminate_common_subexpressions, eliminate_dead_code, remove_dropout
-from .memory import VIEW_OPS, MemoryPlan, value_bytes
+from .layout import LayoutPlan, plan_layout, stored_dim
+from .memory import MemoryPlan, is_view, value_bytes
 from .rewrite import origin_of
 
 
@@ -50,40 +52,34 @@ class Cost:
 
 def param_bytes(graph: Graph, node: Node) -> int:
     """The bytes of weights the node's kernel reads (once), after packing at compile time."""
-    size = DTYPES[node.output.type.dtype]
-
-    def n(role: str) -> int:
-        return numel(tuple(graph.params[node.params[role]].shape)) if role in node.params else 0
-
-    if node.op in ("fused_conv2d", "fused_linear"):
-        channels = node.attrs.get("out_channels") or node.attrs["out_features"]
-        bias = channels if (node.attrs["bias"] or node.attrs["bn"]) else 0
-        return (n("weight") + bias + n("slope1") + n("slope2")) * size
-    if node.op == "fused_pointwise":
-        return (2 * n("bn_weight") + n("slope1") + n("slope2")) * size
-    return sum(n(role) for role in node.params) * size
+    numels = {role: numel(tuple(graph.params[p].shape)) for role, p in node.params.items()}
+    return REGISTRY[node.op].weight_numel(node.attrs, numels) * DTYPES[node.output.type.dtype]
 
 
-def node_cost(graph: Graph, node: Node, env: Mapping[str, int], plan: MemoryPlan | None = None) -> Cost:
-    if node.op in VIEW_OPS:
+def node_cost(graph: Graph, node: Node, env: Mapping[str, int], plan: MemoryPlan | None = None,
+              layout: LayoutPlan | None = None) -> Cost:
+    layout = layout or plan_layout(graph)
+    op = REGISTRY[node.op]
+    if is_view(node, layout):
         return Cost()
     inputs = list({v.name: v for v in node.inputs}.values())
-    if node.op == "concat":
-        copied = [v for v in inputs if plan is None or v.name not in plan.concat_slices]
-        if not copied:
-            return Cost()
+    if op.concat_axis is not None:
+        copied = [v for v in node.inputs if plan is None or v.name not in plan.concat_slices]
         moved = sum(value_bytes(v, env) for v in copied)
-        return Cost(0, moved, moved, 1)
+        rank = node.output.type.rank
+        along_rows = stored_dim(op.concat_axis(node.attrs), rank) == rank - 1
+        return Cost(0, moved, moved, len(copied) if along_rows else 0)
     ins = [v.type.concrete(env) for v in node.inputs]
-    flops = int(REGISTRY[node.op].flops(ins, node.output.type.concrete(env), node.attrs))
+    flops = int(op.flops(ins, node.output.type.concrete(env), node.attrs))
     read = sum(value_bytes(v, env) for v in inputs) + param_bytes(graph, node)
-    return Cost(flops, read, value_bytes(node.output, env), 1)
+    return Cost(flops, read, value_bytes(node.output, env), op.launches)
 
 
 def node_costs(graph: Graph, env: Mapping[str, int]) -> dict[str, Cost]:
     """Cost per node, keyed by the node's output value."""
     plan = graph.annotations.get("memory")
-    return {n.output.name: node_cost(graph, n, env, plan) for n in graph.nodes}
+    layout = graph.annotations.get("layout") or plan_layout(graph)
+    return {n.output.name: node_cost(graph, n, env, plan, layout) for n in graph.nodes}
 
 
 def total(costs: Mapping[str, Cost]) -> Cost:
@@ -97,16 +93,12 @@ def total(costs: Mapping[str, Cost]) -> Cost:
 # the ideal
 # ---------------------------------------------------------------------------------------------
 
-def _pointwise_reader(node: Node) -> bool:
-    op = REGISTRY[node.op]
-    return op.kind in (OpKind.ELEMENTWISE, OpKind.BINARY) or node.op in ("batchnorm", "fused_pointwise")
-
-
 def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
     """The floor for ``graph`` (any graph: unfused or fused), after the clean-up passes (no dead
     code, no duplicates, no dropout: the ideal computes nothing twice and nothing unused)."""
     for cleanup in (remove_dropout, eliminate_common_subexpressions, eliminate_dead_code):
         graph, _ = cleanup(graph)
+    layout = plan_layout(graph)
     storage: dict[str, str] = {}  # view -> the value it is a view of
 
     def store(name: str) -> str:
@@ -117,7 +109,7 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
     readers: dict[str, list[Node]] = {}
     producer: dict[str, Node] = {}
     for node in graph.nodes:
-        if node.op in VIEW_OPS:
+        if is_view(node, layout):
             storage[node.output.name] = node.inputs[0].name
             continue
         producer[node.output.name] = node
@@ -128,11 +120,11 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
     def fusable(name: str) -> bool:
         """Whether the value could stay on chip: its one reader is pointwise, of the same shape."""
         node, users = producer.get(name), readers.get(name, [])
-        if node is None or node.op == "concat" or name in outputs or len(users) != 1:
+        if node is None or REGISTRY[node.op].concat_axis is not None or name in outputs or len(users) != 1:
             return False
-        if node.op == "add" and users[0].op == "layernorm":  # "add & norm": the sum feeds the norm's kernel
+        if node.op == "add" and REGISTRY[users[0].op].absorbs_add:  # "add & norm": the sum feeds the norm's kernel
             return True
-        if not _pointwise_reader(users[0]):
+        if not REGISTRY[users[0].op].is_pointwise:
             return False
         return node.output.type == users[0].output.type
 
@@ -146,7 +138,7 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
     weights = 0
     for node in graph.nodes:
         src = producer.get(node.inputs[0].name) if node.inputs else None
-        if (node.op == "batchnorm" and src is not None and src.op in ("conv2d", "linear")
+        if (node.op == "batchnorm" and src is not None and REGISTRY[src.op].folds_batchnorm
                 and node.inputs[0].name in on_chip):
             c = numel(tuple(graph.params[node.params["weight"]].shape))
             folded += 0 if src.attrs["bias"] else c * DTYPES[node.output.type.dtype]
@@ -165,7 +157,7 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
 
     stored_reads: dict[str, set[str]] = {}
     for name, node in producer.items():
-        if node.op == "concat":
+        if REGISTRY[node.op].concat_axis is not None:
             continue
         k = kernel[name] = kernel_of(name)
         for v in node.inputs:
@@ -175,7 +167,8 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
     sizes = {v.name: value_bytes(v, env) for v in graph.inputs}
     sizes.update((name, value_bytes(node.output, env)) for name, node in producer.items())
     read = sum(sizes[s] for reads in stored_reads.values() for s in reads)
-    written = sum(sizes[name] for name, node in producer.items() if name not in on_chip and node.op != "concat")
+    written = sum(sizes[name] for name, node in producer.items()
+                  if name not in on_chip and REGISTRY[node.op].concat_axis is None)
     launches = len(set(kernel.values()))
     return Cost(0, read + weights + folded, written, launches)
 
@@ -218,7 +211,7 @@ def cost_report(unfused: Graph, fused: Graph, env: Mapping[str, int]) -> str:
     unfused; then the totals of the unfused graph, the fused graph and the ideal."""
     before = node_costs(unfused, env)
     after = node_costs(fused, env)
-    width = max([len(n.name) for n in fused.nodes] + [8])
+    width = max([len(n.output.name) for n in fused.nodes] + [8])
     dims = ", ".join(f"{k}={v}" for k, v in sorted(env.items()))
     lines = [f"Cost at {dims} (bytes: global memory read + written; weights read once per launch)",
              f"{'node':<{width}}  {'op':<16} {'parts':>5} {'launches':>8} {'FLOPs':>9}  {'bytes unfused':>13} "
@@ -227,7 +220,7 @@ def cost_report(unfused: Graph, fused: Graph, env: Mapping[str, int]) -> str:
         parts = [p for p in origin_of(fused, n.output.name) if p in before]
         was = total({p: before[p] for p in parts})
         c = after[n.output.name]
-        lines.append(f"{n.name:<{width}}  {n.op:<16} {len(parts):>5} {f'{was.launches}->{c.launches}':>8} "
+        lines.append(f"{n.output.name:<{width}}  {n.op:<16} {len(parts):>5} {f'{was.launches}->{c.launches}':>8} "
                      f"{_h(c.flops):>9}  {_h(was.bytes, 'B'):>13} {_h(c.bytes, 'B'):>12} {_h(c.read, 'B'):>9} "
                      f"{_h(c.written, 'B'):>9}")
     s = summarize(unfused, fused, env)

@@ -1,15 +1,20 @@
-"""Fusion passes: fold batchnorm, conv/linear + epilogue, norm + activation, pointwise chains.
+"""Fusion as rules: each rule is a pattern and a rewrite, one short entry, listed in ``RULES``.
 
-Every fused node ends in the epilogue the kernels implement (see netdsl.ops.fused)::
+Every fused node ends in the one epilogue of ``netdsl.ops.epilogue``::
 
     acc (+ bias[c]) -> act1 -> (+ residual) -> act2
 
-``grow_epilogue`` is the one rule that extends an anchor (a conv, a linear, a norm, a batchnorm
-affine, or the first op of a pointwise chain) by the pointwise ops that follow it, in the order the
-template allows. An op is absorbed only when the value it reads is read by it alone: a value with a
-second reader (or that is a graph output) must be written to memory anyway, so the chain stops there.
-A residual is absorbed only when it has exactly the output's type (no broadcasting in an epilogue)
-and is not computed from the chain itself (that would be a cycle).
+A rule matches an *anchor* (a pattern over a node and, for two-node patterns, the node producing its
+first input), and its rewrite says what fused node the matched nodes start as. Unless the rule says
+otherwise, the one shared rule ``grow_epilogue`` then extends that node by the pointwise ops after it,
+in the order the epilogue allows. What an op is (its kind, its ``fused_form``, whether it folds a
+batchnorm or absorbs an add, its ``axis``) comes from its registry entry; no rule names an op other
+than the batchnorm and the add it absorbs.
+
+Two conditions hold for everything a fusion swallows: a value is absorbed only when its one reader is
+the next part (a value read twice, or a graph output, must be written to memory anyway), and a
+residual is absorbed only when it has exactly the output's type (no broadcasting in an epilogue) and
+is not computed from the chain itself (that would be a cycle).
 
 A fused node takes the place of the last node it absorbs (it produces that node's output value), so
 values never move in the topological order. Parameters keep their original names under new roles.
@@ -18,237 +23,270 @@ values never move in the topological order. Parameters keep their original names
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Callable
 
 from ..ir.graph import Graph, Node, Value
-from ..ops import REGISTRY
+from ..ops import REGISTRY, OpDef, OpKind
+from ..ops.epilogue import NAMES as EPILOGUE_NAMES
+from ..ops.epilogue import Epilogue
+from ..ops.fused import BN_ROLES
 from .rewrite import GraphIndex, rebuild
 
-NO_EPILOGUE = {"act1": "none", "act1_attrs": {}, "residual": False, "act2": "none", "act2_attrs": {}}
-FUSED_FORM = {"conv2d": "fused_conv2d", "linear": "fused_linear", "batchnorm": "fused_pointwise",
-              "layernorm": "fused_layernorm", "groupnorm": "fused_groupnorm"}
-BN_ROLES = {"weight": "bn_weight", "bias": "bn_bias", "running_mean": "bn_mean", "running_var": "bn_var"}
 # a fused_pointwise kernel views its tensors as [rows, channels] with the channels stored last:
 # [N, C], or NHWC for a 4-D tensor (see layout.py)
 POINTWISE_RANKS = (2, 4)
-# the dim the epilogue's per-channel vectors (bias, prelu slopes) run along, per fused op; None: last
-CHANNEL_AXIS = {"fused_conv2d": 1, "fused_pointwise": 1, "fused_groupnorm": 1, "fused_linear": None,
-                "fused_layernorm": None}
 
+
+# ---------------------------------------------------------------------------------------------
+# what a rewrite builds, and the shared rule that grows its epilogue
+# ---------------------------------------------------------------------------------------------
 
 @dataclass
-class Epilogue:
-    """The epilogue being built: act1 -> (+ residual) -> act2, and the prelu slope parameters."""
+class Fused:
+    """A fused node being built: its op, the nodes it replaces (in graph order), its main inputs,
+    attributes and parameters besides the epilogue's, and the epilogue with what it reads."""
 
-    act1: tuple[str, dict] = ("none", {})
-    slope1: str | None = None
+    op: str
+    parts: list[Node]
+    inputs: tuple[Value, ...]
+    attrs: dict
+    params: dict
+    epilogue: Epilogue = field(default_factory=Epilogue)
     residual: Value | None = None
-    act2: tuple[str, dict] = ("none", {})
-    slope2: str | None = None
-    absorbed: list[Node] = field(default_factory=list)
+    slopes: dict[str, str] = field(default_factory=dict)  # "slope1"/"slope2" -> parameter name
+    anchor: Node | None = None  # the part whose name and location the fused node keeps (default: the first)
 
-    @staticmethod
-    def of(node: Node) -> "Epilogue":
-        """The epilogue a fused node already has (a plain op has none)."""
-        a = node.attrs
-        if "act1" not in a:
-            return Epilogue()
-        return Epilogue((a["act1"], a["act1_attrs"]), node.params.get("slope1"),
-                        node.inputs[-1] if a["residual"] else None, (a["act2"], a["act2_attrs"]),
-                        node.params.get("slope2"))
+    @property
+    def out(self) -> Value:
+        return self.parts[-1].output
 
-    def attrs(self) -> dict[str, Any]:
-        return {"act1": self.act1[0], "act1_attrs": dict(self.act1[1]), "residual": self.residual is not None,
-                "act2": self.act2[0], "act2_attrs": dict(self.act2[1])}
-
-    def params(self) -> dict[str, str]:
-        return {role: p for role, p in (("slope1", self.slope1), ("slope2", self.slope2)) if p is not None}
-
-    def extra_inputs(self) -> tuple[Value, ...]:
-        return (self.residual,) if self.residual is not None else ()
+    def node(self) -> Node:
+        anchor = self.anchor or self.parts[0]
+        extra = (self.residual,) if self.residual is not None else ()
+        return Node(self.op, self.inputs + extra, self.parts[-1].outputs, {**self.attrs, **self.epilogue.attrs()},
+                    {**self.params, **self.slopes}, anchor.name, anchor.loc)
 
 
-def _prelu_fits(fused_op: str, out: Value, act: Node) -> bool:
-    """A per-channel prelu slope runs along dim 1; the kernels apply per-channel vectors along the
-    dim they store last (channels of NHWC, features of [N, F]). They agree for [N, F], and for
-    [N, C, H, W] when the fused op's channels are dim 1."""
-    if act.op != "prelu" or act.attrs["shared"] or out.type.rank < 2:
-        return True  # one shared slope
-    return out.type.rank == 2 or (out.type.rank == 4 and CHANNEL_AXIS[fused_op] == 1)
+def _slope_fits(fused: Fused, act: Node) -> bool:
+    """A per-channel activation parameter (prelu's slope) runs along the activation's axis (dim 1);
+    the kernel applies per-channel vectors along the fused op's axis. They must be the same dim."""
+    mine = REGISTRY[act.op].axis_of(act.attrs, fused.out.type.rank)
+    return mine is None or mine == REGISTRY[fused.op].axis_of(fused.attrs, fused.out.type.rank)
 
 
-def grow_epilogue(index: GraphIndex, fused_op: str, chain: list[Node], out: Value, epi: Epilogue,
-                  taken: set[int]) -> Value:
-    """Absorb into ``epi`` the pointwise ops after ``out`` that the template still has room for.
-
-    ``chain`` holds the nodes already in the fused node (for the cycle check). Absorbed nodes are
-    appended to ``epi.absorbed`` and marked in ``taken``; returns the new output value.
-    """
+def grow_epilogue(index: GraphIndex, fused: Fused, taken: set[int]) -> None:
+    """Absorb into ``fused`` the pointwise ops after it that its epilogue still has room for."""
     while True:
+        out = fused.out
         user = index.sole_user(out)
         if user is None or id(user) in taken:
-            return out
+            return
         op = REGISTRY[user.op]
         if op.is_activation:
-            if not _prelu_fits(fused_op, out, user):
-                return out
-            act, slope = (user.op, dict(user.attrs)), user.params.get("weight")
-            if epi.act1[0] == "none" and epi.residual is None:
-                epi.act1, epi.slope1 = act, slope
-            elif epi.act2[0] == "none":
-                epi.act2, epi.slope2 = act, slope
-            else:
-                return out
-        elif user.op == "add":
-            if epi.residual is not None or epi.act2[0] != "none":
-                return out
+            grown = fused.epilogue.then_activation(user.op, user.attrs) if _slope_fits(fused, user) else None
+            if grown is None:
+                return
+            fused.epilogue, which = grown
+            if "weight" in user.params:
+                fused.slopes["slope" + which] = user.params["weight"]
+        elif op.kind is OpKind.BINARY and user.op == "add":
+            grown = fused.epilogue.then_residual()
             a, b = user.inputs
             other = b if a.name == out.name else a
-            if other.type != out.type or user.output.type != out.type:
-                return out  # an epilogue adds a tensor of exactly the output's shape
-            if index.depends_on(other, chain + epi.absorbed):
-                return out  # the residual is computed from this chain: fusing would make a cycle
-            epi.residual = other
+            if grown is None or other.type != out.type or user.output.type != out.type:
+                return  # an epilogue adds a tensor of exactly the output's shape, once
+            if index.depends_on(other, fused.parts):
+                return  # the residual is computed from this chain: fusing would make a cycle
+            fused.epilogue, fused.residual = grown, other
         else:
-            return out
-        epi.absorbed.append(user)
+            return
+        fused.parts.append(user)
         taken.add(id(user))
-        out = user.output
-
-
-class _Fuser:
-    """Collects the rewrites of one fusion pass and applies them with one ``rebuild``."""
-
-    def __init__(self, graph: Graph):
-        self.graph = graph
-        self.index = GraphIndex(graph)
-        self.taken: set[int] = set()
-        self.put: dict[int, Node] = {}
-        self.drop: list[int] = []
-        self.merged: dict[str, list[str]] = {}
-        self.absorbed_ops: dict[str, int] = {}
-
-    def emit(self, op: str, parts: list[Node], inputs: tuple[Value, ...], attrs: dict, params: dict,
-             anchor: Node) -> None:
-        """Replace ``parts`` (in graph order, the last producing the output) by one ``op`` node."""
-        last = parts[-1]
-        node = Node(op, inputs, last.outputs, attrs, params, anchor.name, anchor.loc)
-        positions = [self.index.position[id(p)] for p in parts]
-        self.put[positions[-1]] = node
-        self.drop += positions[:-1]
-        self.merged[last.output.name] = [p.output.name for p in parts]
-        for p in parts:
-            self.taken.add(id(p))
-            if p is not anchor:
-                self.absorbed_ops[p.op] = self.absorbed_ops.get(p.op, 0) + 1
-
-    def result(self) -> Graph:
-        if not self.put:
-            return self.graph
-        return rebuild(self.graph, self.put, self.drop, merged=self.merged)
-
-    def summary(self, what: str) -> str:
-        ops = ", ".join(f"{n} {op}" for op, n in sorted(self.absorbed_ops.items(), key=lambda t: (-t[1], t[0])))
-        return f"{len(self.put)} {what}" + (f" (absorbed {ops})" if ops else "")
 
 
 # ---------------------------------------------------------------------------------------------
-# the passes
+# the rules: pattern -> rewrite
 # ---------------------------------------------------------------------------------------------
 
-def fold_batchnorm(graph: Graph) -> tuple[Graph, str]:
-    """conv2d/linear -> batchnorm  =>  fused_conv2d/fused_linear(bn=true), when the conv's output is
-    read by the batchnorm alone (otherwise the un-normalised output must exist anyway). A linear is
-    folded only when its output is [N, F], where batchnorm's channels (dim 1) are its features."""
-    f = _Fuser(graph)
+Match = Callable[[Node, OpDef], bool]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``anchor`` matches a node (with its registry entry); ``after``, when given, matches the node
+    producing its first input, which must be read by the anchor alone (the pattern ``after -> anchor``).
+    ``rewrite(nodes)`` returns the fused node they start as (None: leave them), and ``grow`` says
+    whether the epilogue rule then extends it."""
+
+    name: str
+    anchor: Match
+    rewrite: Callable[[list[Node]], Fused | None]
+    after: Match | None = None
+    grow: bool = True
+    doc: str = ""
+
+
+def _is(op_name: str) -> Match:
+    return lambda node, op: node.op == op_name
+
+
+def _bn_params(bn: Node) -> dict:
+    return {BN_ROLES[role]: p for role, p in bn.params.items()}
+
+
+def _fold(nodes: list[Node]) -> Fused | None:
+    """x -> conv/linear -> batchnorm  =>  fused_<op>(bn=true): the batchnorm folded into the weight.
+    Only when batchnorm's channels (dim 1) are the op's output channels (its axis): always for a
+    conv, for a linear only on [N, F]."""
+    src, bn = nodes
+    op = REGISTRY[src.op]
+    if op.axis_of(src.attrs, src.output.type.rank) != 1:
+        return None
+    attrs = {**src.attrs, "bn": True, "bn_eps": bn.attrs["eps"], **Epilogue().attrs()}
+    return Fused(op.fused_form, [src, bn], src.inputs, attrs, {**src.params, **_bn_params(bn)})
+
+
+def _out_fusable(nodes: list[Node]) -> Fused:
+    """conv/linear (folded or not) + epilogue => fused_<op>: bias -> act1 -> (+ residual) -> act2;
+    ResNet's relu(bn(conv(x)) + skip) becomes one node."""
+    (node,) = nodes
+    op = REGISTRY[node.op]
+    attrs = {k: v for k, v in node.attrs.items() if k not in EPILOGUE_NAMES}
+    if op.kind is not OpKind.FUSED and REGISTRY[op.fused_form].attr("bn") is not None:
+        attrs.update(bn=False, bn_eps=1e-5)
+    epi = Epilogue.of(node.attrs)
+    inputs = node.inputs[:-1] if epi.residual else node.inputs
+    params = {k: v for k, v in node.params.items() if k not in ("slope1", "slope2")}
+    slopes = {k: v for k, v in node.params.items() if k in ("slope1", "slope2")}
+    return Fused(op.fused_form, [node], inputs, attrs, params, epi, node.inputs[-1] if epi.residual else None, slopes)
+
+
+def _add_norm(nodes: list[Node]) -> Fused | None:
+    """x + y -> layernorm  =>  fused_layernorm(add_before=true) ("add & norm"), same-shape add only."""
+    add, norm = nodes
+    if not add.inputs[0].type == add.inputs[1].type == add.output.type:
+        return None
+    attrs = {**norm.attrs, "add_before": True}
+    return Fused(REGISTRY[norm.op].fused_form, [add, norm], add.inputs, attrs, dict(norm.params), anchor=norm)
+
+
+def _norm(nodes: list[Node]) -> Fused | None:
+    """norm + epilogue => fused_<norm>; a batchnorm not after a conv => fused_pointwise (a
+    per-channel affine, on the ranks the pointwise kernel views as [rows, channels])."""
+    (node,) = nodes
+    op = REGISTRY[node.op]
+    if node.op == "batchnorm":
+        if node.output.type.rank not in POINTWISE_RANKS:
+            return None
+        return Fused(op.fused_form, [node], node.inputs, {"bn": True, "bn_eps": node.attrs["eps"]}, _bn_params(node))
+    attrs = dict(node.attrs)
+    if REGISTRY[op.fused_form].attr("add_before") is not None:
+        attrs["add_before"] = False
+    return Fused(op.fused_form, [node], node.inputs, attrs, dict(node.params))
+
+
+def _pointwise(nodes: list[Node]) -> Fused | None:
+    """Activations and same-shape adds left over => fused_pointwise chains (on [N, C] and 4-D)."""
+    (node,) = nodes
+    if node.output.type.rank not in POINTWISE_RANKS:
+        return None
+    fused = Fused("fused_pointwise", [node], (node.inputs[0],), {"bn": False, "bn_eps": 1e-5}, {})
+    if REGISTRY[node.op].is_activation:
+        fused.epilogue, _ = Epilogue().then_activation(node.op, node.attrs)
+        if "weight" in node.params:
+            fused.slopes["slope1"] = node.params["weight"]
+    elif node.op == "add" and node.inputs[0].type == node.inputs[1].type == node.output.type:
+        fused.epilogue, fused.residual = Epilogue(residual=True), node.inputs[1]
+    else:
+        return None
+    return fused
+
+
+def _anchors_epilogue(*kinds: OpKind) -> Match:
+    """Ops of these kinds that have a fused form, and the fused ops derived from them."""
+    def match(node: Node, op: OpDef) -> bool:
+        return op.fused_form is not None and (REGISTRY[op.base] if op.base else op).kind in kinds
+    return match
+
+
+RULES: dict[str, tuple[Rule, ...]] = {
+    "fold_batchnorm": (
+        Rule("fold", _is("batchnorm"), _fold, after=lambda node, op: op.folds_batchnorm, grow=False,
+             doc="conv/linear -> batchnorm: fold into the weight and bias"),
+    ),
+    "fuse_norm_activation": (
+        Rule("add_norm", lambda node, op: op.absorbs_add, _add_norm, after=_is("add"),
+             doc='add -> layernorm: normalise the sum in one kernel ("add & norm")'),
+        Rule("norm", lambda node, op: op.kind is OpKind.NORM and op.fused_form is not None, _norm,
+             doc="norm + epilogue; a batchnorm alone: a per-channel affine + epilogue"),
+    ),
+    "fuse_conv_epilogue": (
+        Rule("out_fusable", _anchors_epilogue(OpKind.OUT_FUSABLE), _out_fusable,
+             doc="conv/linear (batchnorm folded or not) + epilogue"),
+    ),
+    "fuse_pointwise": (
+        Rule("pointwise", lambda node, op: op.is_activation or node.op == "add", _pointwise,
+             doc="pointwise chains"),
+    ),
+}
+
+
+def apply_rules(graph: Graph, rules: tuple[Rule, ...], verb: str = "fused") -> tuple[Graph, str]:
+    """One pass: try the rules on every node not yet taken, in graph order; rebuild once."""
+    index = GraphIndex(graph)
+    taken: set[int] = set()
+    put: dict[int, Node] = {}
+    drop: list[int] = []
+    merged: dict[str, list[str]] = {}
+    absorbed: dict[str, int] = {}
     for node in graph.nodes:
-        if node.op != "batchnorm":
+        if id(node) in taken:
             continue
-        src = f.index.producer.get(node.inputs[0].name)
-        if src is None or src.op not in ("conv2d", "linear") or f.index.sole_user(src.output) is not node:
-            continue
-        if src.op == "linear" and src.output.type.rank != 2:
-            continue
-        attrs = {**src.attrs, "bn": True, "bn_eps": node.attrs["eps"], **NO_EPILOGUE}
-        params = {**src.params, **{BN_ROLES[r]: p for r, p in node.params.items()}}
-        f.emit(FUSED_FORM[src.op], [src, node], src.inputs, attrs, params, src)
-    return f.result(), f"{len(f.put)} folded"
+        for rule in rules:
+            fused = _match(index, rule, node, taken)
+            if fused is None:
+                continue
+            if rule.grow:
+                grow_epilogue(index, fused, taken)
+                if len(fused.parts) == 1:
+                    continue  # a lone op that nothing joined stays what it is
+            anchor = fused.anchor or fused.parts[0]
+            positions = [index.position[id(p)] for p in fused.parts]
+            put[positions[-1]] = fused.node()
+            drop.extend(positions[:-1])
+            merged[fused.out.name] = [p.output.name for p in fused.parts]
+            for p in fused.parts:
+                taken.add(id(p))
+                if p is not anchor:
+                    absorbed[p.op] = absorbed.get(p.op, 0) + 1
+            break
+    summary = ", ".join(f"{n} {op}" for op, n in sorted(absorbed.items(), key=lambda t: (-t[1], t[0])))
+    result = rebuild(graph, put, drop, merged=merged) if put else graph
+    return result, f"{len(put)} {verb}" + (f" (absorbed {summary})" if summary and verb == "fused" else "")
 
 
-def fuse_conv_epilogue(graph: Graph) -> tuple[Graph, str]:
-    """conv2d/linear (folded or not) + the pointwise ops after it  =>  one fused_conv2d/fused_linear:
-    bias -> act1 -> (+ residual) -> act2; ResNet's relu(bn(conv(x)) + skip) becomes one node."""
-    f = _Fuser(graph)
-    for node in graph.nodes:
-        if node.op not in ("conv2d", "linear", "fused_conv2d", "fused_linear") or id(node) in f.taken:
-            continue
-        op = FUSED_FORM.get(node.op, node.op)
-        epi = Epilogue.of(node)
-        grow_epilogue(f.index, op, [node], node.output, epi, f.taken)
-        if not epi.absorbed:
-            continue
-        base_attrs = {k: v for k, v in node.attrs.items() if k not in NO_EPILOGUE}
-        if op != node.op:  # a plain conv2d / linear: no batchnorm
-            base_attrs.update(bn=False, bn_eps=1e-5)
-        base_params = {k: v for k, v in node.params.items() if k not in ("slope1", "slope2")}
-        main_inputs = node.inputs[:-1] if node.attrs.get("residual") else node.inputs
-        f.emit(op, [node] + epi.absorbed, main_inputs + epi.extra_inputs(), {**base_attrs, **epi.attrs()},
-               {**base_params, **epi.params()}, node)
-    return f.result(), f.summary("fused")
+def _match(index: GraphIndex, rule: Rule, node: Node, taken: set[int]) -> Fused | None:
+    if not rule.anchor(node, REGISTRY[node.op]):
+        return None
+    nodes = [node]
+    if rule.after is not None:
+        src = index.producer.get(node.inputs[0].name)
+        if (src is None or id(src) in taken or not rule.after(src, REGISTRY[src.op])
+                or index.sole_user(src.output) is not node):
+            return None
+        nodes = [src, node]
+    return rule.rewrite(nodes)
 
 
-def fuse_norm_activation(graph: Graph) -> tuple[Graph, str]:
-    """Normalisations + what follows them:
-    batchnorm not after a conv => fused_pointwise (a per-channel affine) + epilogue;
-    layernorm / groupnorm + epilogue => fused_layernorm / fused_groupnorm;
-    add -> layernorm ("add & norm") => fused_layernorm(add_before=true)."""
-    f = _Fuser(graph)
-    for node in graph.nodes:
-        if node.op not in ("batchnorm", "layernorm", "groupnorm") or id(node) in f.taken:
-            continue
-        if node.op == "batchnorm" and node.output.type.rank not in POINTWISE_RANKS:
-            continue
-        op = FUSED_FORM[node.op]
-        parts, inputs = [node], node.inputs
-        attrs, params = dict(node.attrs), dict(node.params)
-        if node.op == "batchnorm":
-            attrs = {"bn": True, "bn_eps": node.attrs["eps"]}
-            params = {BN_ROLES[r]: p for r, p in node.params.items()}
-        if node.op == "layernorm":
-            attrs["add_before"] = False
-            add = f.index.producer.get(node.inputs[0].name)
-            if (add is not None and add.op == "add" and id(add) not in f.taken
-                    and f.index.sole_user(add.output) is node
-                    and add.inputs[0].type == add.inputs[1].type == add.output.type):
-                parts, inputs = [add, node], add.inputs
-                attrs["add_before"] = True
-        epi = Epilogue()
-        grow_epilogue(f.index, op, parts, node.output, epi, f.taken)
-        if not epi.absorbed and len(parts) == 1:
-            continue  # a lone norm stays what it is
-        f.emit(op, parts + epi.absorbed, inputs + epi.extra_inputs(), {**attrs, **epi.attrs()},
-               {**params, **epi.params()}, node)
-    return f.result(), f.summary("fused")
+def _pass(name: str, verb: str = "fused"):
+    def run(graph: Graph) -> tuple[Graph, str]:
+        return apply_rules(graph, RULES[name], verb)
+    run.__name__ = name
+    run.__doc__ = "; ".join(r.doc for r in RULES[name])
+    return run
 
 
-def fuse_pointwise(graph: Graph) -> tuple[Graph, str]:
-    """Chains of pointwise ops left over (activations and same-shape adds not after a conv or a norm)
-    => fused_pointwise nodes of up to act1 -> (+ residual) -> act2 each (on [N, C] and 4-D tensors)."""
-    f = _Fuser(graph)
-    for node in graph.nodes:
-        if id(node) in f.taken or node.output.type.rank not in POINTWISE_RANKS:
-            continue
-        epi = Epilogue()
-        if REGISTRY[node.op].is_activation:
-            epi.act1, epi.slope1 = (node.op, dict(node.attrs)), node.params.get("weight")
-        elif node.op == "add" and node.inputs[0].type == node.inputs[1].type == node.output.type:
-            epi.residual = node.inputs[1]
-        else:
-            continue
-        grow_epilogue(f.index, "fused_pointwise", [node], node.output, epi, f.taken)
-        if not epi.absorbed:
-            continue  # a lone activation or add is already one launch
-        attrs = {"bn": False, "bn_eps": 1e-5, **epi.attrs()}
-        f.emit("fused_pointwise", [node] + epi.absorbed, (node.inputs[0],) + epi.extra_inputs(), attrs,
-               epi.params(), node)
-    return f.result(), f.summary("fused")
+fold_batchnorm = _pass("fold_batchnorm", "folded")
+fuse_norm_activation = _pass("fuse_norm_activation")
+fuse_conv_epilogue = _pass("fuse_conv_epilogue")
+fuse_pointwise = _pass("fuse_pointwise")

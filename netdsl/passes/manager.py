@@ -6,7 +6,7 @@ changed ("53 folded"). A pipeline is a named list of pass names. ``run_pipeline`
 named by ``dump_after`` (or the ``NETDSL_DUMP_AFTER`` environment variable: a pass name, a
 comma-separated list, or ``all``).
 
-Checking after every pass: the full verifier (netdsl.ir.verify.verify) re-infers every node's type,
+Checking after every pass: the full verifier (netdsl.ops.verify.verify) re-infers every node's type,
 which costs more than all the passes together on ResNet-50. Passes keep unchanged nodes as the same
 objects, so by default the verifier runs on the nodes a pass created (with their outside inputs as
 the inputs of a small graph), and the whole graph gets the cheap structural checks: every value
@@ -24,7 +24,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 from ..errors import NetDSLError, did_you_mean
 from ..ir.graph import Graph, Node
 from ..ir.printer import format_graph
-from ..ir.verify import IRError, verify as verify_graph
+from ..ir.verify import IRError
+from ..ops.printing import attr_defaults
+from ..ops.verify import verify as verify_graph
 from .cleanup import eliminate_common_subexpressions, eliminate_dead_code, remove_dropout
 from .fusion import fold_batchnorm, fuse_conv_epilogue, fuse_norm_activation, fuse_pointwise
 from .layout import mark_layout
@@ -105,14 +107,21 @@ def verify_changed(graph: Graph, checked: dict[int, Node]) -> None:
 def format_annotated(graph: Graph) -> str:
     """The IR text with each node's output layout as a trailing comment, when it is known."""
     layout = graph.annotations.get("layout")
-    text = format_graph(graph)
+    text = format_graph(graph, attr_defaults=attr_defaults)
     if not layout:
         return text
     lines = text.split("\n")
     for i, node in enumerate(graph.nodes, start=1):
-        tag = layout.get(node.output.name)
-        if tag:
-            lines[i] += f"  # {tag}"
+        name = node.output.name
+        tags = [layout.get(name)] if layout.get(name) else []
+        if name in layout.fixups:
+            tags.append(f"fix-up: dim {layout.fixups[name]} moved last")
+        if name in layout.hwc_flatten:
+            tags.append("view in (H, W, C) order")
+        if name in layout.copies:
+            tags.append("layout copy")
+        if tags:
+            lines[i] += f"  # {', '.join(tags)}"
     plan = graph.annotations.get("memory")
     if plan is not None:
         lines.append(f"// memory: {plan.summary()}")

@@ -1,4 +1,4 @@
-"""`netdsl compile --target sm_90`: build every kernel a model needs ahead of time, without a GPU.
+"""Ahead-of-time builds of every kernel a model needs, without a GPU (`netdsl compile --target sm_90`).
 
 The model is lowered exactly as for running, then run once on storage-less "meta" tensors while
 ``netdsl.kernels._host.recording()`` collects every launch the kernel wrappers plan (with GPU launch
@@ -11,13 +11,20 @@ tensor-core use from the cubin; reports are cached by source and specialization.
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ...errors import NetDSLError
 from ...ir.graph import Graph
+from ...ir.sizes import concrete_dims
 from .module import TritonModule
+
+if TYPE_CHECKING:
+    from ...kernels.aot import KernelReport
 
 TARGETS = {"sm_80": 80, "sm_90": 90, "sm_90a": 90}
 
@@ -59,37 +66,31 @@ def model_specializations(fused: Graph, weights, dims: dict[str, int], dtype: st
     return specs
 
 
-def build_model(fused: Graph, weights, dims, ccs, dtype="fp16", configs="default", jobs=2):
+@dataclass(frozen=True)
+class AheadOfTimeBuild:
+    """What ``compile_ahead_of_time`` built: the specializations, one report per (specialization,
+    target), the sizes the model was specialized for, and the seconds the builds took."""
+
+    specs: list[dict]
+    reports: list[KernelReport]
+    dims: dict[str, int]
+    ccs: list[int]
+    elapsed: float
+
+
+def compile_ahead_of_time(fused: Graph, weights, ccs: Sequence[int], dims: Mapping[str, int] | None = None,
+                          dtype: str = "fp16", configs: str = "default", jobs: int = 2) -> AheadOfTimeBuild:
+    """Build every kernel specialization one forward call of ``fused`` launches, for each compute
+    capability in ``ccs`` (see ``parse_targets``), in ``jobs`` worker processes.
+
+    ``dims``: sizes of the symbolic input dims; the rest are bound by ``concrete_dims`` (the file's
+    defaults, then N=1). ``weights`` and ``configs``: as for ``model_specializations``.
+    """
     from ...kernels import aot
 
-    specs = model_specializations(fused, weights, dims, dtype, configs)
-    return specs, aot.build_many(aot.jobs(specs, ccs), max_workers=jobs)
-
-
-def compile_ahead_of_time(args) -> int:
-    import time
-
-    from ...cli import _parse_dims, concrete_dims
-    from ...compiler import prepare
-    from ...kernels.aot import format_reports
-
-    ccs = parse_targets(args.target)
-    graph, fused, weights = prepare(args.model, None, 0, args.network, args.pipeline)
-    dims = concrete_dims(graph, _parse_dims(args.dims))
+    env = concrete_dims(fused, dims or {})
+    ccs = sorted(set(ccs))
     start = time.perf_counter()
-    specs, reports = build_model(fused, weights, dims, ccs, args.dtype, args.configs, args.jobs)
-    elapsed = time.perf_counter() - start
-    print(f"network {graph.name}: {len(fused.nodes)} fused nodes, {len(specs)} kernel specializations "
-          f"({args.dtype}, {', '.join(f'{k}={v}' for k, v in sorted(dims.items()))}), "
-          f"targets {', '.join(f'sm_{c}' for c in ccs)}")
-    print(format_reports(reports))
-    spills = sum(r.spills for r in reports)
-    too_big = [r for r in reports if not r.fits_shared]
-    cached = sum(r.cached for r in reports)
-    print(f"built {len(reports)} kernels ({cached} from cache) in {elapsed:.1f}s: "
-          f"{spills} spills, {sum(r.uses_mma for r in reports)} with tensor-core MMA, "
-          f"max {max((r.registers for r in reports), default=0)} registers/thread")
-    if spills or too_big:
-        print(f"FAIL: {spills} spill instructions; {len(too_big)} kernels over the shared-memory limit")
-        return 1
-    return 0
+    specs = model_specializations(fused, weights, env, dtype, configs)
+    reports = aot.build_many(aot.jobs(specs, ccs), max_workers=jobs)
+    return AheadOfTimeBuild(specs, reports, env, ccs, time.perf_counter() - start)
