@@ -33,7 +33,9 @@ import triton  # noqa: E402
 from netdsl.backends.triton import TritonModule  # noqa: E402
 from netdsl.backends.triton.check import check, format_checks  # noqa: E402
 from netdsl.compiler import prepare  # noqa: E402
-from netdsl.kernels import _host, conv, conv_direct, matmul, pointwise, pool  # noqa: E402
+from netdsl.kernels import _host, conv, conv_direct, conv_transpose, matmul, pointwise, pool  # noqa: E402
+from netdsl.passes import run_pipeline  # noqa: E402
+from netdsl.passes.cost import node_costs, total  # noqa: E402
 from netdsl.kernels._host import recording  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -52,6 +54,7 @@ SIZES = {
     "resnet18": 32,
     "resnet50": 32,
     "mobilenet_v2": 32,
+    "unet": 64,  # its input size is fixed: the decoder's sizes must equal the skips'
 }
 BATCH = 2
 
@@ -66,6 +69,7 @@ LAUNCHES = {
     "resnet18": 23,  # 20 conv+bn(+residual)+relu, maxpool, global pool, fc
     "resnet50": 56,  # 53 conv+bn(+residual)+relu, maxpool, global pool, fc
     "mobilenet_v2": 54,  # 52 conv+bn(+relu6 / +residual), global pool, fc
+    "unet": 21,  # 14 conv+bn+relu, 3 maxpool, 3 conv_transpose, the 1x1 head; the 3 concats copy nothing
 }
 
 
@@ -87,8 +91,10 @@ def _p2(n: int, lo: int, hi: int) -> int:
 def fitted_config(launch: _host.Launch) -> _host.Launch:
     """``launch`` with an interpreter tile fitted to its problem (GEMMs and the depthwise kernel)."""
     name, a = launch.kernel.fn.__name__, launch.args
-    if name in ("conv2d_kernel", "linear_kernel"):
-        m, n, k = (a["M"], a["OCg"], a["ICg"]) if name == "conv2d_kernel" else (a["M"], a["N"], a["K"])
+    if name in ("conv2d_kernel", "linear_kernel", "conv_transpose2d_kernel"):
+        m, n, k = {"conv2d_kernel": ("M", "OCg", "ICg"), "linear_kernel": ("M", "N", "K"),
+                   "conv_transpose2d_kernel": ("Mq", "OCg", "ICg")}[name]
+        m, n, k = a[m], a[n], a[k]
         bk, bn = _p2(k, 16, MAX_K), _p2(n, 16, MAX_N)
         tile = {"BLOCK_M": _p2(m, 16, max(16, TILE_ELEMS // bk)), "BLOCK_N": bn, "BLOCK_K": bk}
     elif name == "depthwise_conv2d_kernel":
@@ -104,7 +110,7 @@ def fitted_config(launch: _host.Launch) -> _host.Launch:
 @pytest.fixture(scope="module", autouse=True)
 def fitted_interpreter_tiles():
     with pytest.MonkeyPatch.context() as mp:
-        for module in (conv, conv_direct, matmul):  # the modules whose wrappers launch these kernels
+        for module in (conv, conv_direct, conv_transpose, matmul):  # the modules whose wrappers launch these
             mp.setattr(module, "run", lambda launch: _host.run(fitted_config(launch)))
         for module in (pointwise, pool):  # bandwidth kernels: one big tile of whole channel runs
             mp.setattr(module, "INTERPRET_TILE_ELEMS", TILE_ELEMS)
@@ -146,3 +152,24 @@ def test_example_launch_count(name):
     assert module.launches == len(launches) == LAUNCHES[name]
     concats = [n for n in fused.nodes if n.op == "concat"]
     assert all(v.name in module.concat_slices for n in concats for v in n.inputs)  # copy-free everywhere
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_example_runs_the_plan(name):
+    """The module runs the passes' plans: the bytes it allocates (one arena reused across calls, plus
+    the output storages) are the memory plan's peak, in fp32 exactly the peak ``show`` reports, and
+    the kernels it launches are the cost report's."""
+    graph, fused, weights, inputs = example(name)
+    dims = {"N": BATCH, "H": SIZES[name], "W": SIZES[name]}
+    dims = {k: v for k, v in dims.items() if any(k in x.type.symbols() for x in graph.inputs)}
+    planned = run_pipeline(graph, "O1", dims=dims).annotations["memory"]
+    meta_weights = {k: np.zeros(w.shape, np.float32) for k, w in weights.items()}
+    for dtype in ("fp32", "fp16"):
+        module = TritonModule(fused, meta_weights, dtype=dtype, device="meta")
+        with recording() as launches:
+            module.run({k: torch.empty(x.shape, device="meta") for k, x in inputs.items()})
+        plan = module.plan_for(dims)
+        assert module.allocated_bytes == plan.peak > 0
+        if dtype == "fp32":
+            assert plan == planned, "the module planned memory differently from the pipeline"
+            assert len(launches) == total(node_costs(fused, dims)).launches == LAUNCHES[name]

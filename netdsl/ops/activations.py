@@ -139,15 +139,18 @@ ACTIVATIONS: tuple[Activation, ...] = (
     ),
 )
 
+
 def _same_type(types, attrs):
     return types[0]
 
 
-def _register(act: Activation) -> None:
+def register_activation(act: Activation) -> OpDef:
+    """Make ``act`` an op: the reference backend, the fusion passes (as an epilogue activation) and the
+    Triton backend (through ``act.kernel``) all take it from this one entry."""
     def reference(xs, params, attrs, _act=act):
         return _act.fn(xs[0], attrs, params.get("weight"))
 
-    register(
+    return register(
         OpDef(
             name=act.name,
             kind=OpKind.ELEMENTWISE,
@@ -166,4 +169,4 @@ def _register(act: Activation) -> None:
 
 
 for _act in ACTIVATIONS:
-    _register(_act)
+    register_activation(_act)

@@ -1,22 +1,23 @@
 """Lowering: each node of a (fused) IR graph becomes one kernel launch from ``netdsl.kernels``.
 
-``LOWERINGS`` maps every registry op to a function ``(node, ctx) -> Step``. A lowering packs its
-weights once, at compile time (batchnorm folded into the conv/linear weight by
-``netdsl.ops.fused.fold_batchnorm``, weights pre-packed for the kernel's K-contiguous loads, cast to the
-compute dtype), and returns a ``Step`` whose ``run(inputs, out)`` launches the kernel. ``out`` is a view
-to write into (a channel slice of a concat buffer) or None.
+``LOWERINGS`` maps ops to functions ``(node, ctx) -> Step``: one entry per op, by name; a fused op
+derived from an op (``OpDef.base``) lowers with its base's entry, and every activation (kind
+ELEMENTWISE) with ``lower_activation``; ``lowering_of`` says which. A lowering packs its weights once,
+at compile time (batchnorm folded into the conv/linear weight by ``netdsl.ops.nn.fold_batchnorm``,
+weights pre-packed for the kernel's K-contiguous loads, cast to the compute dtype), and returns a
+``Step`` whose ``run(inputs, out)`` launches the kernel(s), writing into ``out``: the storage the
+memory plan gave the node's output (a buffer of the arena, or a channel slice of a concat's).
 
-Layout: inside the module every rank-4 tensor is NHWC (channels contiguous); other ranks keep the IR's
-layout. The IR is NCHW, so the module converts at its boundary, ``internal_dim`` maps IR axes, and an
-op that reduces over a non-channel axis of an NHWC tensor gets a layout fix-up copy around its kernel.
-A flatten of an NHWC map feeding only linear layers is a free view: those linears' weight columns are
-permuted from (C, H, W) to (H, W, C) order at pack time.
+Layout is the layout plan's (``netdsl.passes.layout``): 4-D tensors NHWC, other ranks the IR's order.
+A node the plan gives a fix-up (its ``OpDef.axis`` is not stored last) runs through ``along_last``,
+which copies its operands with that dim moved last. A flatten the plan reads in (H, W, C) order is a
+free view: the linears reading it get their weight columns permuted at pack time.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -24,11 +25,14 @@ import torch
 
 from ...errors import NetDSLError
 from ...ir.graph import Graph, Node
-from ...kernels import conv, matmul, norm, pointwise, pool, softmax
-from ...kernels.epilogue import Epilogue
-from ...ops import REGISTRY
-from ...ops.fused import batchnorm_affine, fold_batchnorm
-from ...ops.nn import conv_padding
+from ...kernels import conv, conv_transpose, matmul, norm, pointwise, pool, softmax, upsample
+from ...kernels.epilogue import Epilogue as KernelEpilogue
+from ...ops import REGISTRY, OpDef, OpKind
+from ...ops.epilogue import Epilogue
+from ...ops.fused import folded_weight_and_bias
+from ...ops.nn import batchnorm_affine, conv_padding
+from ...ops.resample import upsample_scales
+from ...passes.layout import LayoutPlan, stored_dim
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -37,8 +41,7 @@ TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bflo
 class Step:
     node: Node
     run: Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor]
-    writes_out: bool = True  # run() can write into a given out view
-    launches: int = 1  # kernel launches per call (0 for views)
+    launches: int = 1  # kernel launches per call (0 for views); the op's registry entry says
     kernel: str = ""  # for reports
 
 
@@ -48,8 +51,8 @@ class LowerCtx:
     weights: dict[str, np.ndarray]
     dtype: torch.dtype
     device: torch.device | str
+    layout: LayoutPlan
     allow_tf32: bool = False
-    hwc_flatten: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # value -> (C, H, W)
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
@@ -59,24 +62,31 @@ class LowerCtx:
         name = node.params.get(role)
         return None if name is None else np.asarray(self.weights[name], dtype=np.float32)
 
+    def params(self, node: Node) -> dict[str, np.ndarray]:
+        return {role: self.param(node, role) for role in node.params}
+
+    def axis(self, node: Node) -> int:
+        """The IR dim the node's kernel works along (its registry entry's ``axis``)."""
+        return REGISTRY[node.op].axis_of(node.attrs, node.inputs[0].type.rank)
+
 
 # --------------------------------------------------------------------------------------------
 # layout helpers
 # --------------------------------------------------------------------------------------------
 
+def to_internal_view(x: torch.Tensor) -> torch.Tensor:
+    """IR layout (NCHW) -> stored layout (NHWC for rank 4), as a view."""
+    return x.permute(0, 2, 3, 1) if x.dim() == 4 else x
+
+
 def to_internal(x: torch.Tensor) -> torch.Tensor:
-    """IR layout (NCHW) -> internal layout (NHWC for rank 4)."""
-    return x.permute(0, 2, 3, 1).contiguous() if x.dim() == 4 else x.contiguous()
+    """IR layout (NCHW) -> stored layout (NHWC for rank 4), contiguous."""
+    return to_internal_view(x).contiguous()
 
 
 def to_ir(x: torch.Tensor) -> torch.Tensor:
     """Internal layout -> IR layout (a view)."""
     return x.permute(0, 3, 1, 2) if x.dim() == 4 else x
-
-
-def internal_dim(dim: int, rank: int) -> int:
-    dim %= rank
-    return (0, 3, 1, 2)[dim] if rank == 4 else dim
 
 
 def along_last(ir_dim: int, x: torch.Tensor, kernel, out: torch.Tensor | None = None, *others):
@@ -87,7 +97,7 @@ def along_last(ir_dim: int, x: torch.Tensor, kernel, out: torch.Tensor | None = 
     rank (residuals, addends) are copied with that axis moved last, the kernel runs, and the result is
     moved back (into ``out`` when given). ``others`` may hold None.
     """
-    d = internal_dim(ir_dim, x.dim())
+    d = stored_dim(ir_dim, x.dim())
     if d == x.dim() - 1:
         return kernel(x, list(others), out)
 
@@ -105,49 +115,35 @@ def along_last(ir_dim: int, x: torch.Tensor, kernel, out: torch.Tensor | None = 
 # epilogues
 # --------------------------------------------------------------------------------------------
 
-def _act(ctx: LowerCtx, node: Node, which: str) -> dict[str, Any]:
-    name = node.attrs.get(which, "none")
-    i = which[-1]
-    if name == "none":
-        return {}
-    kname, alpha, beta = REGISTRY[name].kernel_act(node.attrs.get(which + "_attrs", {}))
-    out = {f"act{i}": kname, f"alpha{i}": float(alpha), f"beta{i}": float(beta)}
-    if kname == "prelu":
-        out[f"slope{i}"] = ctx.tensor(ctx.param(node, f"slope{i}").reshape(-1))
-    return out
+def kernel_epilogue(ctx: LowerCtx, node: Node, epilogue: Epilogue, bias: np.ndarray | None = None,
+                    slope_roles: tuple[str, str] = ("slope1", "slope2")) -> KernelEpilogue:
+    """The kernels' form of an epilogue (the residual is bound per call): each activation as the name,
+    alpha and beta the Triton epilogue computes, with its slope (prelu) as a tensor."""
+    args: dict[str, Any] = {"bias": ctx.tensor(bias) if bias is not None else None}
+    for which, (kname, alpha, beta) in epilogue.kernel_acts().items():
+        args.update({f"act{which}": kname, f"alpha{which}": float(alpha), f"beta{which}": float(beta)})
+        slope = ctx.param(node, slope_roles[int(which) - 1])
+        if slope is not None:
+            args[f"slope{which}"] = ctx.tensor(slope.reshape(-1))
+    return KernelEpilogue(**args)
 
 
-def epilogue_of(ctx: LowerCtx, node: Node, bias: np.ndarray | None = None) -> Epilogue:
-    """The static part of a fused node's epilogue (the residual is bound per call)."""
-    return Epilogue(bias=ctx.tensor(bias) if bias is not None else None, **_act(ctx, node, "act1"),
-                    **_act(ctx, node, "act2"))
+def epilogue_of(ctx: LowerCtx, node: Node, bias: np.ndarray | None = None) -> KernelEpilogue:
+    """A fused node's epilogue, from its attributes."""
+    return kernel_epilogue(ctx, node, Epilogue.of(node.attrs), bias)
 
 
-def _with_residual(ep: Epilogue, node: Node, inputs: list[torch.Tensor]) -> Epilogue:
+def _with_residual(ep: KernelEpilogue, node: Node, inputs: list[torch.Tensor]) -> KernelEpilogue:
     return dataclasses.replace(ep, residual=inputs[-1]) if node.attrs.get("residual") else ep
-
-
-def _activation_epilogue(ctx: LowerCtx, node: Node) -> Epilogue:
-    kname, alpha, beta = REGISTRY[node.op].kernel_act(node.attrs)
-    slope = ctx.tensor(ctx.param(node, "weight").reshape(-1)) if kname == "prelu" else None
-    return Epilogue(act1=kname, alpha1=float(alpha), beta1=float(beta), slope1=slope)
 
 
 # --------------------------------------------------------------------------------------------
 # lowerings
 # --------------------------------------------------------------------------------------------
 
-def _weight_and_bias(ctx: LowerCtx, node: Node) -> tuple[np.ndarray, np.ndarray | None]:
-    w, b = ctx.param(node, "weight"), ctx.param(node, "bias")
-    if node.attrs.get("bn"):
-        w, b = fold_batchnorm(w, b, ctx.param(node, "bn_weight"), ctx.param(node, "bn_bias"),
-                              ctx.param(node, "bn_mean"), ctx.param(node, "bn_var"), node.attrs["bn_eps"])
-    return w, b
-
-
 def lower_conv(node: Node, ctx: LowerCtx) -> Step:
     a = node.attrs
-    w, b = _weight_and_bias(ctx, node)
+    w, b = folded_weight_and_bias(ctx.params(node), a)
     packed = conv.pack_conv_weight(ctx.tensor(w), a["groups"])
     ep = epilogue_of(ctx, node, b)
     padding = conv_padding(a)
@@ -161,11 +157,40 @@ def lower_conv(node: Node, ctx: LowerCtx) -> Step:
     return Step(node, run, kernel="depthwise_conv2d" if depthwise else "conv2d")
 
 
+def lower_conv_transpose(node: Node, ctx: LowerCtx) -> Step:
+    a = node.attrs
+    w, b = folded_weight_and_bias(ctx.params(node), a)
+    packed = conv_transpose.pack_conv_transpose_weight(ctx.tensor(w), a["groups"])
+    ep = epilogue_of(ctx, node, b)
+
+    def run(inputs, out):
+        return conv_transpose.conv_transpose2d(
+            inputs[0], packed, out_channels=a["out_channels"], kernel_size=a["kernel_size"], stride=a["stride"],
+            padding=a["padding"], output_padding=a["output_padding"], dilation=a["dilation"], groups=a["groups"],
+            epilogue=_with_residual(ep, node, inputs), out=out, allow_tf32=ctx.allow_tf32)
+
+    return Step(node, run, kernel="conv_transpose2d")
+
+
+def lower_upsample(node: Node, ctx: LowerCtx) -> Step:
+    a = node.attrs
+    scales = upsample_scales(a)  # torch's source indices depend on the scale factor the user gave
+
+    def run(inputs, out):
+        size = tuple(out.shape[1:3])  # the planned output, NHWC
+        if a["mode"] == "nearest":
+            return upsample.upsample_nearest2d(inputs[0], size, scale_factor=scales, out=out)
+        return upsample.upsample_bilinear2d(inputs[0], size, align_corners=bool(a["align_corners"]),
+                                            scale_factor=scales, out=out)
+
+    return Step(node, run, kernel=f"upsample_{a['mode']}2d")
+
+
 def lower_linear(node: Node, ctx: LowerCtx) -> Step:
-    w, b = _weight_and_bias(ctx, node)
+    w, b = folded_weight_and_bias(ctx.params(node), node.attrs)
     src = node.inputs[0].name
-    if src in ctx.hwc_flatten:  # the input is an NHWC map flattened as (H, W, C): permute the columns
-        c, h, wd = ctx.hwc_flatten[src]
+    if src in ctx.layout.hwc_flatten:  # the input is an NHWC map flattened as (H, W, C): permute the columns
+        c, h, wd = ctx.layout.hwc_flatten[src]
         w = w.reshape(w.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
     packed = matmul.pack_linear_weight(ctx.tensor(w))
     ep = epilogue_of(ctx, node, b)
@@ -175,18 +200,20 @@ def lower_linear(node: Node, ctx: LowerCtx) -> Step:
                              allow_tf32=ctx.allow_tf32)
 
     def run(inputs, out):  # over the IR's last axis: W of a rank-4 (NHWC) input needs a layout fix-up
-        return along_last(-1, inputs[0], kernel, out, _with_residual(ep, node, inputs).residual)
+        return along_last(ctx.axis(node), inputs[0], kernel, out, _with_residual(ep, node, inputs).residual)
 
     return Step(node, run, kernel="linear")
 
 
 def lower_activation(node: Node, ctx: LowerCtx) -> Step:
-    ep = _activation_epilogue(ctx, node)
-    per_channel = ep.slope1 is not None and ep.slope1.numel() > 1  # a prelu slope per channel (IR dim 1)
+    """An activation alone: the pointwise kernel with it as act1 (its learned parameter as slope1)."""
+    grown, _ = Epilogue().then_activation(node.op, node.attrs)
+    ep = kernel_epilogue(ctx, node, grown, slope_roles=("weight", "weight"))
+    axis = ctx.axis(node)  # a parameter per channel runs along dim 1; None: any layout
 
     def run(inputs, out):
-        if per_channel:
-            return along_last(1, inputs[0], lambda x, _, o: pointwise.pointwise(x, epilogue=ep, out=o), out)
+        if axis is not None:
+            return along_last(axis, inputs[0], lambda x, _, o: pointwise.pointwise(x, epilogue=ep, out=o), out)
         return pointwise.pointwise(inputs[0], epilogue=ep, out=out)
 
     return Step(node, run, kernel="pointwise")
@@ -204,7 +231,7 @@ def lower_batchnorm(node: Node, ctx: LowerCtx) -> Step:
     s, t = ctx.tensor(scale), ctx.tensor(shift)
 
     def run(inputs, out):  # channels are IR dim 1: last inside for ranks 2 and 4, moved there otherwise
-        return along_last(1, inputs[0], lambda x, _, o: pointwise.channel_affine(x, s, t, out=o), out)
+        return along_last(ctx.axis(node), inputs[0], lambda x, _, o: pointwise.channel_affine(x, s, t, out=o), out)
 
     return Step(node, run, kernel="pointwise")
 
@@ -222,7 +249,7 @@ def lower_fused_pointwise(node: Node, ctx: LowerCtx) -> Step:
         return pointwise.pointwise(x, scale=s, shift=t, epilogue=dataclasses.replace(ep, residual=others[0]), out=out)
 
     def run(inputs, out):
-        return along_last(1, inputs[0], kernel, out, _with_residual(ep, node, inputs).residual)
+        return along_last(ctx.axis(node), inputs[0], kernel, out, _with_residual(ep, node, inputs).residual)
 
     return Step(node, run, kernel="pointwise")
 
@@ -245,7 +272,7 @@ def lower_layernorm(node: Node, ctx: LowerCtx) -> Step:
 
     def run(inputs, out):  # over the IR's last axis: W of a rank-4 (NHWC) tensor needs a layout fix-up
         addend = inputs[1] if add_before else None
-        return along_last(-1, inputs[0], kernel, out, addend, _with_residual(ep, node, inputs).residual)
+        return along_last(ctx.axis(node), inputs[0], kernel, out, addend, _with_residual(ep, node, inputs).residual)
 
     return Step(node, run, kernel="layernorm")
 
@@ -267,10 +294,11 @@ def lower_groupnorm(node: Node, ctx: LowerCtx) -> Step:
         return y.reshape(x.shape)
 
     def run(inputs, out):  # channels are IR dim 1: last inside for ranks 2 and 4, moved there otherwise
-        return along_last(1, inputs[0], kernel, out, _with_residual(ep, node, inputs).residual)
+        return along_last(ctx.axis(node), inputs[0], kernel, out, _with_residual(ep, node, inputs).residual)
 
-    # three launches: partial statistics, their merge into a per-(sample, channel) affine, the apply
-    return Step(node, run, launches=3, kernel="groupnorm")
+    # three launches (the registry's count): partial statistics, their merge into a per-(sample,
+    # channel) affine, the apply
+    return Step(node, run, kernel="groupnorm")
 
 
 def lower_maxpool(node: Node, ctx: LowerCtx) -> Step:
@@ -296,37 +324,33 @@ def lower_global_avgpool(node: Node, ctx: LowerCtx) -> Step:
     return Step(node, run, kernel="global_avgpool")
 
 
-def lower_softmax(node: Node, ctx: LowerCtx) -> Step:
-    fn = softmax.log_softmax if node.op == "log_softmax" else softmax.softmax
-    dim = node.attrs["dim"]
-    return Step(node, lambda inputs, out: along_last(dim, inputs[0], lambda x, _, o: fn(x, out=o), out),
-                kernel=node.op)
+def _lower_softmax(fn):
+    def lowering(node: Node, ctx: LowerCtx) -> Step:
+        axis = ctx.axis(node)
+        return Step(node, lambda inputs, out: along_last(axis, inputs[0], lambda x, _, o: fn(x, out=o), out),
+                    kernel=node.op)
+    return lowering
 
 
 def lower_dropout(node: Node, ctx: LowerCtx) -> Step:
-    return Step(node, lambda inputs, out: inputs[0], writes_out=False, launches=0, kernel="view")
+    return Step(node, lambda inputs, out: inputs[0], launches=0, kernel="view")
 
 
 def lower_flatten(node: Node, ctx: LowerCtx) -> Step:
-    src = node.inputs[0].type
     start = node.attrs["start_dim"]
-    if src.rank == 4 and start == 1:
-        c, h, w = src.shape[1:]
-        if h == 1 and w == 1:
-            return Step(node, lambda inputs, out: inputs[0].reshape(inputs[0].shape[0], -1), writes_out=False,
-                        launches=0, kernel="view")
-        if node.output.name in ctx.hwc_flatten:
-            return Step(node, lambda inputs, out: inputs[0].reshape(inputs[0].shape[0], -1), writes_out=False,
-                        launches=0, kernel="view")
+    if node.output.name not in ctx.layout.copies:  # a view: [N, C, 1, 1], an (H, W, C) flatten, other ranks
+        return Step(node, lambda inputs, out: inputs[0].reshape(*inputs[0].shape[:start], -1), launches=0,
+                    kernel="view")
 
-    def run(inputs, out):  # general case: a layout copy (by torch) back to the IR's order
-        y = to_ir(inputs[0]).reshape(*to_ir(inputs[0]).shape[:start], -1)
-        return to_internal(y)
+    def run(inputs, out):  # a layout copy (by torch) into the IR's order
+        x = to_ir(inputs[0])
+        out.copy_(to_internal_view(x.reshape(*x.shape[:start], -1)))
+        return out
 
-    return Step(node, run, writes_out=False, launches=0, kernel="layout copy")
+    return Step(node, run, launches=0, kernel="layout copy")
 
 
-def _broadcast_operand(kind: str, a: torch.Tensor, b: torch.Tensor, out):
+def _broadcast_operand(operand: str, a: torch.Tensor, b: torch.Tensor, out):
     """``a (+|*) b`` for a ``b`` that broadcasts per channel or per (sample, channel) as the pointwise
     kernel's affine (no expanded copy of ``b``); None for other broadcasts."""
     if b.dim() not in (2, 4) or b.shape[-1] != a.shape[-1]:
@@ -337,12 +361,12 @@ def _broadcast_operand(kind: str, a: torch.Tensor, b: torch.Tensor, out):
         v = b.contiguous()
     else:
         return None
-    if kind == "mul":
-        return pointwise.pointwise(a, scale=v, out=out)  # e.g. squeeze-excitation gates
-    return pointwise.pointwise(a, shift=v, out=out)
+    return pointwise.pointwise(a, **{operand: v}, out=out)  # scale: e.g. squeeze-excitation gates
 
 
-def _binary(node: Node, ctx: LowerCtx, kind: str) -> Step:
+def _binary(node: Node, ctx: LowerCtx, kernel, operand: str) -> Step:
+    """add / mul: ``kernel(a, b, out)`` on same-shape operands; a per-channel or per-(sample, channel)
+    operand goes to the pointwise kernel's affine as its ``operand`` ("shift" or "scale")."""
     def run(inputs, out):
         a, b = inputs
         shape = torch.broadcast_shapes(a.shape, b.shape)
@@ -351,11 +375,11 @@ def _binary(node: Node, ctx: LowerCtx, kind: str) -> Step:
         if tuple(a.shape) != tuple(shape):  # both broadcast ([N, C, H, 1] + [N, C, 1, W])
             a = a.expand(shape).contiguous()
         if tuple(b.shape) != tuple(shape):
-            y = _broadcast_operand(kind, a, b, out)
+            y = _broadcast_operand(operand, a, b, out)
             if y is not None:
                 return y
             b = b.expand(shape).contiguous()
-        return pointwise.add(a, b, out=out) if kind == "add" else pointwise.mul(a, b, out=out)
+        return kernel(a, b, out=out)
 
     return Step(node, run, kernel="pointwise")
 
@@ -364,11 +388,11 @@ def lower_concat(node: Node, ctx: LowerCtx) -> Step:
     """Concat along channels: producers normally wrote their slices already (see TritonModule); the
     step copies only the inputs that did not, with the pointwise kernel into the buffer's slice."""
     rank = node.output.type.rank
-    d = internal_dim(node.attrs["dim"], rank)
+    d = stored_dim(REGISTRY[node.op].concat_axis(node.attrs), rank)
 
     def run(inputs, out):
-        if d != rank - 1:  # not along channels: a plain copy in the internal layout
-            return torch.cat(inputs, dim=d)
+        if d != rank - 1:  # not along channels: a plain copy (by torch) in the stored layout
+            return torch.cat(inputs, dim=d, out=out)
         if out is None:
             shape = list(inputs[0].shape)
             shape[-1] = sum(x.shape[-1] for x in inputs)
@@ -387,26 +411,41 @@ def lower_concat(node: Node, ctx: LowerCtx) -> Step:
 
 LOWERINGS: dict[str, Callable[[Node, LowerCtx], Step]] = {
     "conv2d": lower_conv,
-    "fused_conv2d": lower_conv,
+    "conv_transpose2d": lower_conv_transpose,
+    "upsample": lower_upsample,
     "linear": lower_linear,
-    "fused_linear": lower_linear,
     "batchnorm": lower_batchnorm,
     "fused_pointwise": lower_fused_pointwise,
     "layernorm": lower_layernorm,
-    "fused_layernorm": lower_layernorm,
     "groupnorm": lower_groupnorm,
-    "fused_groupnorm": lower_groupnorm,
     "maxpool2d": lower_maxpool,
     "avgpool2d": lower_avgpool,
     "global_avgpool": lower_global_avgpool,
-    "softmax": lower_softmax,
-    "log_softmax": lower_softmax,
+    "softmax": _lower_softmax(softmax.softmax),
+    "log_softmax": _lower_softmax(softmax.log_softmax),
     "dropout": lower_dropout,
     "flatten": lower_flatten,
-    "add": lambda n, c: _binary(n, c, "add"),
-    "mul": lambda n, c: _binary(n, c, "mul"),
+    "add": lambda n, c: _binary(n, c, pointwise.add, "shift"),
+    "mul": lambda n, c: _binary(n, c, pointwise.mul, "scale"),
     "concat": lower_concat,
 }
-for _name, _op in REGISTRY.items():
-    if _op.is_activation:
-        LOWERINGS[_name] = lower_activation
+
+
+def lowering_of(op: OpDef) -> Callable[[Node, LowerCtx], Step] | None:
+    """The op's own entry, else its base's (a derived fused op), else by kind (an activation)."""
+    if op.name in LOWERINGS:
+        return LOWERINGS[op.name]
+    if op.base is not None:
+        return LOWERINGS.get(op.base)
+    if op.kind is OpKind.ELEMENTWISE:
+        return lower_activation
+    return None
+
+
+def lower(node: Node, ctx: LowerCtx) -> Step:
+    lowering = lowering_of(REGISTRY[node.op])
+    if lowering is None:
+        raise NetDSLError(f"op `{node.op}` has no Triton lowering", node.loc)
+    step = lowering(node, ctx)
+    step.launches = REGISTRY[node.op].launches
+    return step

@@ -1,9 +1,20 @@
-"""``TritonModule``: a compiled network as a ``torch.nn.Module``.
+"""``TritonModule``: a compiled network as a ``torch.nn.Module`` that runs the plans the passes made.
 
-Built once from a fused graph and its weights: every node is lowered (weights packed once), copy-free
-concats are planned (a producer whose only use is a channel concat writes straight into its slice of
-the concat's buffer), and each value is released after its last use. ``forward`` takes and returns
-NCHW tensors; inside, rank-4 tensors are NHWC.
+Built once from a fused graph and its weights: every node is lowered (weights packed once). What is
+stored where is not decided here but read from the passes' analyses, so the cost report describes
+the plan that runs:
+
+- the layout plan (``netdsl.passes.layout``, the graph's ``layout`` annotation, or computed the same
+  way for a graph that has none): 4-D tensors NHWC inside, 4-D inputs converted once on entry, the
+  nodes that need a layout fix-up, the flattens that are views;
+- the memory plan (``netdsl.passes.memory.plan_buffers``, for the sizes of each call, in the module's
+  dtype): one arena of ``plan.arena_bytes``, allocated once per input shape and reused by every call,
+  whose buffers hold every value that is not a graph output; views, in-place outputs and concat slices
+  are views of their storage. A storage that holds a graph output is allocated per call, so outputs
+  stay valid after the next call.
+
+``forward`` takes and returns NCHW tensors (a 4-D output is an NCHW view of its NHWC storage). Layout
+fix-ups and the entry conversion are copies made by torch; they are the only memory besides the plan.
 """
 
 from __future__ import annotations
@@ -14,59 +25,57 @@ import numpy as np
 import torch
 
 from ...errors import NetDSLError
-from ...ir.dims import SymDim
-from ...ir.graph import Graph
+from ...ir.graph import Graph, Value
+from ...kernels._host import KernelError
+from ...ops import REGISTRY
+from ...passes.layout import LayoutPlan, plan_layout, stored_dim
+from ...passes.memory import MemoryPlan, is_view, plan_buffers, plan_dims
 from ..reference import bind_dims
-from .lower import LOWERINGS, TORCH_DTYPES, LowerCtx, Step, internal_dim, to_internal, to_ir
+from .lower import TORCH_DTYPES, LowerCtx, Step, lower, to_internal_view, to_ir
 from .runtime import warn_if_interpreting
-
-
-def _plan_hwc_flatten(graph: Graph) -> dict[str, tuple[int, int, int]]:
-    """Flattens of NHWC maps whose every user is a linear layer: free views in (H, W, C) order."""
-    users = graph.users()
-    out = {}
-    for n in graph.nodes:
-        t = n.inputs[0].type if n.inputs else None
-        if n.op != "flatten" or t is None or t.rank != 4 or n.attrs["start_dim"] != 1:
-            continue
-        c, h, w = t.shape[1:]
-        if any(isinstance(d, SymDim) for d in (c, h, w)) or (h == 1 and w == 1):
-            continue
-        readers = users.get(n.output.name, [])
-        if readers and n.output.name not in {v.name for v in graph.outputs} and all(
-                u.op in ("linear", "fused_linear") and u.inputs[0].name == n.output.name for u in readers):
-            out[n.output.name] = (c, h, w)
-    return out
-
-
-def _plan_concat_slices(graph: Graph, steps: Mapping[str, Step]) -> dict[str, tuple[str, int, int]]:
-    """value -> (concat value, c0, c1) for producers that write straight into a concat's buffer."""
-    counts = graph.use_counts()
-    outputs = {v.name for v in graph.outputs}
-    taken: set[str] = set()
-    plan = {}
-    for n in graph.nodes:
-        if n.op != "concat":
-            continue
-        rank = n.output.type.rank
-        if internal_dim(n.attrs["dim"], rank) != rank - 1:
-            continue
-        c0 = 0
-        names = [v.name for v in n.inputs]
-        for v in n.inputs:
-            c1 = c0 + v.type.shape[n.attrs["dim"] % rank]
-            step = steps.get(v.name)
-            if (step is not None and step.writes_out and counts.get(v.name) == 1 and v.name not in outputs
-                    and names.count(v.name) == 1 and v.name not in taken):
-                plan[v.name] = (n.output.name, c0, c1)
-                taken.add(v.name)
-            c0 = c1
-    return plan
 
 
 def _shape_only(x) -> np.ndarray:
     """An array with ``x``'s shape and no memory of its own (for binding the symbolic dims)."""
     return np.broadcast_to(np.zeros((), np.uint8), tuple(np.shape(x) if not isinstance(x, torch.Tensor) else x.shape))
+
+
+def stored_shape(v: Value, dims: Mapping[str, int]) -> tuple[int, ...]:
+    shape = tuple(v.type.concrete(dims))
+    return (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 else shape
+
+
+class _Storage:
+    """The tensors of one call: arena buffers (reused) and output storages (fresh), by storage root."""
+
+    def __init__(self, module: "TritonModule", plan: MemoryPlan, arena: torch.Tensor):
+        self.module, self.plan, self.arena = module, plan, arena
+        self.flat: dict[str, torch.Tensor] = {}  # storage root -> its memory, flat, in the module's dtype
+        self.allocated = arena.numel()
+
+    def memory(self, root: str) -> torch.Tensor:
+        if root not in self.flat:
+            m, plan = self.module, self.plan
+            if root in plan.outputs:
+                nbytes = plan.outputs[root]
+                raw = torch.empty(nbytes, dtype=torch.uint8, device=m.device)
+                self.allocated += nbytes
+            else:
+                b = plan.buffer_of[root]
+                at = plan.offsets[b]
+                raw = self.arena[at:at + plan.buffer_sizes[b]]
+            self.flat[root] = raw.view(m.torch_dtype)
+        return self.flat[root]
+
+    def tensor(self, v: Value) -> torch.Tensor:
+        """Where value ``v`` is stored: its storage's memory, shaped as ``v`` (or a concat's slice)."""
+        dims = self.plan.dims
+        if v.name in self.plan.concat_slices:
+            concat, c0 = self.plan.concat_slices[v.name]
+            target = self.tensor(self.module.values[concat])
+            return target[..., c0:c0 + v.type.concrete(dims)[1]]
+        shape = stored_shape(v, dims)
+        return self.memory(self.plan.storage[v.name])[:int(np.prod(shape))].view(shape)
 
 
 class TritonModule(torch.nn.Module):
@@ -78,46 +87,65 @@ class TritonModule(torch.nn.Module):
         self.graph = graph
         self.dtype_name = dtype
         self.torch_dtype = TORCH_DTYPES[dtype]
+        self.itemsize = torch.empty((), dtype=self.torch_dtype).element_size()
         self.device = torch.device(device)
         if self.device.type != "meta":
             warn_if_interpreting()
-        self.hwc_flatten = _plan_hwc_flatten(graph)
-        ctx = LowerCtx(graph, dict(weights), self.torch_dtype, self.device, allow_tf32, self.hwc_flatten)
-        self.steps: list[Step] = []
-        for node in graph.nodes:
-            lowering = LOWERINGS.get(node.op)
-            if lowering is None:
-                raise NetDSLError(f"op `{node.op}` has no Triton lowering", node.loc)
-            self.steps.append(lowering(node, ctx))
-        by_value = {s.node.output.name: s for s in self.steps}
-        self.concat_slices = _plan_concat_slices(graph, by_value)
-        last_use: dict[str, int] = {}
-        for i, node in enumerate(graph.nodes):
-            for v in node.inputs:
-                last_use[v.name] = i
-        self._last_use = last_use
+        self.layout: LayoutPlan = graph.annotations.get("layout") or plan_layout(graph)
+        self.values = {v.name: v for v in graph.values()}
+        ctx = LowerCtx(graph, dict(weights), self.torch_dtype, self.device, self.layout, allow_tf32)
+        self.steps: list[Step] = [lower(node, ctx) for node in graph.nodes]
+        self._plans: dict[tuple, tuple[MemoryPlan, torch.Tensor | None]] = {}
+        self.allocated_bytes = 0  # what the last call allocated: the arena and the output storages
+        default = plan_dims(graph)
+        self.plan = self.plan_for(default) if default is not None else None
+
+    # -- the plans ------------------------------------------------------------------------------
+
+    def plan_for(self, dims: Mapping[str, int]) -> MemoryPlan:
+        """The memory plan for these sizes, in the module's dtype (cached per shape)."""
+        key = tuple(sorted(dims.items()))
+        if key not in self._plans:
+            self._plans[key] = (plan_buffers(self.graph, dims, self.layout, self.itemsize), None)
+        return self._plans[key][0]
+
+    def _arena(self, dims: Mapping[str, int]) -> tuple[MemoryPlan, torch.Tensor]:
+        plan = self.plan_for(dims)
+        key = tuple(sorted(dims.items()))
+        arena = self._plans[key][1]
+        if arena is None:
+            arena = torch.empty(plan.arena_bytes, dtype=torch.uint8, device=self.device)
+            self._plans[key] = (plan, arena)
+        return plan, arena
+
+    @property
+    def hwc_flatten(self) -> Mapping[str, tuple[int, int, int]]:
+        return self.layout.hwc_flatten
+
+    @property
+    def concat_slices(self) -> dict[str, tuple[str, int, int]]:
+        """value -> (concat value, first channel, end channel): producers writing into a concat's storage."""
+        if self.plan is None:
+            return {}
+        return {name: (concat, c0, c0 + self.values[name].type.shape[1])
+                for name, (concat, c0) in self.plan.concat_slices.items()}
 
     @property
     def launches(self) -> int:
-        """Triton kernel launches per forward call (layout fix-up copies, done by torch, not counted)."""
+        """Triton kernel launches per forward call (layout copies, done by torch, not counted)."""
         total = 0
+        slices = self.concat_slices
         for s in self.steps:
-            if s.node.op == "concat":
+            op = REGISTRY[s.node.op]
+            if op.concat_axis is not None:
                 rank = s.node.output.type.rank
-                if internal_dim(s.node.attrs["dim"], rank) == rank - 1:  # a copy per input not written in place
-                    total += sum(1 for v in s.node.inputs if v.name not in self.concat_slices)
+                if stored_dim(op.concat_axis(s.node.attrs), rank) == rank - 1:  # a copy per input not in place
+                    total += sum(1 for v in s.node.inputs if v.name not in slices)
             else:
                 total += s.launches
         return total
 
-    def _buffer(self, name: str, dims: dict[str, int], buffers: dict[str, torch.Tensor]) -> torch.Tensor:
-        if name not in buffers:
-            t = next(v for v in self.graph.values() if v.name == name).type
-            shape = list(t.concrete(dims))
-            if len(shape) == 4:
-                shape = [shape[0], shape[2], shape[3], shape[1]]
-            buffers[name] = torch.empty(shape, dtype=self.torch_dtype, device=self.device)
-        return buffers[name]
+    # -- running --------------------------------------------------------------------------------
 
     def run(self, inputs, trace: bool = False) -> dict[str, torch.Tensor]:
         """Run the network; return {output name: tensor (IR layout)}, and every value when ``trace``."""
@@ -129,31 +157,33 @@ class TritonModule(torch.nn.Module):
                                   f"got {len(inputs)}")
             given = {v.name: x for v, x in zip(self.graph.inputs, inputs)}
         dims = bind_dims(self.graph, {k: _shape_only(x) for k, x in given.items()})
+        plan, arena = self._arena(dims)
+        storage = _Storage(self, plan, arena)
         values: dict[str, torch.Tensor] = {}
         for v in self.graph.inputs:
             x = given[v.name]
             x = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
-            values[v.name] = to_internal(x.to(device=self.device, dtype=self.torch_dtype))
-        keep = {v.name for v in self.graph.outputs}
-        buffers: dict[str, torch.Tensor] = {}
-        traced: dict[str, torch.Tensor] = {}
-        for i, step in enumerate(self.steps):
-            node = step.node
-            name = node.output.name
-            out = None
-            if name in self.concat_slices:
-                target, c0, c1 = self.concat_slices[name]
-                out = self._buffer(target, dims, buffers)[..., c0:c1]
-            elif node.op == "concat" and internal_dim(node.attrs["dim"], node.output.type.rank) == \
-                    node.output.type.rank - 1:
-                out = self._buffer(name, dims, buffers)
-            values[name] = step.run([values[v.name] for v in node.inputs], out)
-            if trace:
-                traced[name] = values[name]
+            x = x.to(device=self.device, dtype=self.torch_dtype)
+            if v.name in plan.entry:  # NCHW -> its planned NHWC storage
+                values[v.name] = storage.tensor(v).copy_(to_internal_view(x))
             else:
-                for v in node.inputs:
-                    if self._last_use.get(v.name) == i and v.name not in keep:
-                        values.pop(v.name, None)
+                values[v.name] = x.contiguous()
+        traced: dict[str, torch.Tensor] = {}
+        for step in self.steps:
+            node = step.node
+            out = None if is_view(node, self.layout) else storage.tensor(node.output)
+            try:
+                y = step.run([values[v.name] for v in node.inputs], out)
+            except KernelError as e:
+                raise NetDSLError(f"`{node.op}` cannot run on these inputs: {e}", node.loc,
+                                  hint="the shapes of this call: " + ", ".join(
+                                      f"{k}={list(x.shape)}" for k, x in given.items())) from None
+            if out is not None and y.data_ptr() != out.data_ptr():
+                raise AssertionError(f"node {node.output.name} ({node.op}) did not write its planned storage")
+            values[node.output.name] = y
+            if trace:  # later nodes reuse this storage: keep a copy
+                traced[node.output.name] = y.clone()
+        self.allocated_bytes = storage.allocated
         result = {oname: to_ir(values[v.name]) for oname, v in zip(self.graph.output_names, self.graph.outputs)}
         if trace:
             result.update({k: self._ir_view(k, t) for k, t in traced.items()})
@@ -161,8 +191,8 @@ class TritonModule(torch.nn.Module):
 
     def _ir_view(self, name: str, t: torch.Tensor) -> torch.Tensor:
         """A traced value in the IR's layout (undoing an (H, W, C)-order flatten)."""
-        if name in self.hwc_flatten:
-            c, h, w = self.hwc_flatten[name]
+        if name in self.layout.hwc_flatten:
+            c, h, w = self.layout.hwc_flatten[name]
             return t.reshape(t.shape[0], h, w, c).permute(0, 3, 1, 2).reshape(t.shape[0], -1)
         return to_ir(t)
 
