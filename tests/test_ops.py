@@ -110,6 +110,10 @@ def _fused_conv(xs, p, a):
     return _epilogue(y, xs, p, a)
 
 
+def _fused_conv_transpose(xs, p, a):
+    return _epilogue(_conv_transpose(xs[0], p, a), xs, p, a)
+
+
 def _fused_linear(xs, p, a):
     y = F.linear(xs[0], p["weight"], p.get("bias"))
     if a["bn"]:  # a batchnorm over the features of a [N, F] linear output
@@ -155,6 +159,7 @@ ORACLES = {
     "mul": lambda xs, p, a: xs[0] * xs[1],
     "concat": lambda xs, p, a: torch.cat(xs, a["dim"]),
     "fused_conv2d": _fused_conv,
+    "fused_conv_transpose2d": _fused_conv_transpose,
     "fused_linear": _fused_linear,
     "fused_pointwise": _fused_pointwise,
     "fused_layernorm": _fused_layernorm,
@@ -312,6 +317,15 @@ CASES.update({
                           "act1_attrs": {"approximate": "tanh"}}),
         ([(1, 2, 9, 8)], {"out_channels": 3, "kernel_size": 3, "dilation": (2, 1), "bn": True, "bn_eps": 0.1,
                           "act1": "sigmoid"}),
+    ],
+    "fused_conv_transpose2d": [
+        ([(2, 3, 4, 5)], {"out_channels": 4, "kernel_size": 2, "stride": 2, "dilation": (1, 2), "act1": "relu"}),
+        ([(2, 4, 3, 5), (2, 6, 5, 9)], {"out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1,
+                                         "output_padding": 0, "groups": 2, "act1": "leaky_relu",
+                                         "act1_attrs": {"alpha": 0.2}, "residual": True, "act2": "prelu",
+                                         "act2_attrs": {"shared": False}}),
+        ([(1, 2, 3, 3), (1, 3, 6, 6)], {"out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1,
+                                        "output_padding": 1, "bias": False, "residual": True, "act2": "tanh"}),
     ],
     "fused_linear": [
         ([(3, 5)], {"out_features": 4, "act1": "tanh"}),

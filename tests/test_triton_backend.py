@@ -584,3 +584,21 @@ def test_compile_rejects_wrong_inputs():
         netdsl.compile(netdsl.load_source(SMALL), dtype="fp8")
     with pytest.raises(NetDSLError, match="backend"):
         netdsl.compile(netdsl.load_source(SMALL), backend="cuda")
+
+
+def test_a_kernel_error_is_a_located_netdsl_error(monkeypatch):
+    """A kernel wrapper that refuses its arguments (KernelError) reaches the user as a NetDSLError at
+    the node's source line, never as a traceback."""
+    from netdsl.errors import NetDSLError
+    from netdsl.kernels import _host, pointwise
+
+    def refuse(*args, **kwargs):
+        raise _host.KernelError("x: rows overlap")
+
+    graph, fused = build(Case(net("output x -> relu", X4), "O0"))
+    module = TritonModule(fused, {}, dtype="fp32")
+    monkeypatch.setattr(pointwise, "pointwise", refuse)
+    with pytest.raises(NetDSLError) as info:
+        module.run(random_inputs(graph, 2))
+    text = str(info.value)
+    assert "`relu` cannot run on these inputs: x: rows overlap" in text and "<test>:3:" in text
