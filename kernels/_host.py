@@ -11,6 +11,9 @@ Layout convention: activations are channels-last. A 4-D tensor is [N, H, W, C] a
 2-D tensor is [M, C]; in both the channel stride is 1 and every "row" (pixel) starts
 ``row_stride`` elements after the previous one. That lets a kernel read from or write
 into a channel slice ``buf[..., c0:c1]`` of a bigger buffer (concat without a copy).
+
+Every argument check of a wrapper raises :class:`KernelError`, the one error type callers
+(the compiler) catch at their boundary to report a mistake without a traceback.
 """
 
 import contextlib
@@ -22,6 +25,14 @@ import torch
 import triton
 
 INT32_MAX = 2**31 - 1
+
+class KernelError(ValueError, TypeError):
+    """A kernel wrapper rejected its arguments: shape, layout, dtype or an unsupported option.
+
+    Subclasses ValueError (shape and option checks) and TypeError (dtype checks), so code
+    written against either keeps working; new code catches KernelError.
+    """
+
 
 # I/O dtypes every kernel accepts and their names in Triton signatures.
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -53,7 +64,7 @@ def recording():
 
 def check_io_dtype(t: torch.Tensor, name: str) -> None:
     if t.dtype not in DTYPE_NAMES:
-        raise TypeError(f"{name}: dtype {t.dtype} is not one of fp32, fp16, bf16")
+        raise KernelError(f"{name}: dtype {t.dtype} is not one of fp32, fp16, bf16")
 
 
 def max_offset(t: Optional[torch.Tensor]) -> int:
@@ -75,10 +86,10 @@ def rows_of(t: torch.Tensor, name: str) -> tuple[int, int, int]:
     exists). Channel slices of contiguous buffers always qualify.
     """
     if t.dim() < 1:
-        raise ValueError(f"{name}: expected at least 1 dimension, got a scalar")
+        raise KernelError(f"{name}: expected at least 1 dimension, got a scalar")
     C = t.shape[-1]
     if C > 1 and t.stride(-1) != 1:
-        raise ValueError(f"{name}: the channel (last) dimension must have stride 1, got {t.stride()}")
+        raise KernelError(f"{name}: the channel (last) dimension must have stride 1, got {t.stride()}")
     lead = [(s, st) for s, st in zip(t.shape[:-1], t.stride()[:-1]) if s != 1]
     M = 1
     for s, _ in lead:
@@ -88,8 +99,8 @@ def rows_of(t: torch.Tensor, name: str) -> tuple[int, int, int]:
     row_stride = lead[-1][1]
     for (s_outer, st_outer), (s_inner, st_inner) in zip(lead[:-1], lead[1:]):
         if st_outer != st_inner * s_inner:
-            raise ValueError(f"{name}: leading dims {tuple(t.shape[:-1])} with strides "
-                             f"{tuple(t.stride()[:-1])} are not one uniform row stride")
+            raise KernelError(f"{name}: leading dims {tuple(t.shape[:-1])} with strides "
+                              f"{tuple(t.stride()[:-1])} are not one uniform row stride")
     return M, C, row_stride
 
 
@@ -97,7 +108,7 @@ def check_writable_rows(t: torch.Tensor, name: str) -> tuple[int, int, int]:
     """rows_of for an output: rows must not overlap."""
     M, C, row_stride = rows_of(t, name)
     if M > 1 and row_stride < C:
-        raise ValueError(f"{name}: rows overlap (row stride {row_stride} < {C} channels)")
+        raise KernelError(f"{name}: rows overlap (row stride {row_stride} < {C} channels)")
     return M, C, row_stride
 
 
@@ -111,7 +122,7 @@ def rows_in_out(x: torch.Tensor, out: Optional[torch.Tensor]):
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     check_io_dtype(out, "out")
     if tuple(out.shape) != tuple(x.shape):
-        raise ValueError(f"out shape {tuple(out.shape)} != x shape {tuple(x.shape)}")
+        raise KernelError(f"out shape {tuple(out.shape)} != x shape {tuple(x.shape)}")
     _, _, out_stride = check_writable_rows(out, "out")
     return out, M, C, x_stride, out_stride
 

@@ -35,6 +35,8 @@ entries that take parameters, for callers and tests.
 import triton
 import triton.language as tl
 
+from ._host import KernelError
+
 ACTIVATIONS = (
     "none", "relu", "relu6", "leaky_relu", "prelu", "elu", "selu", "sigmoid", "tanh",
     "softsign", "softplus", "gelu", "gelu_tanh", "silu", "hardswish", "hardsigmoid", "mish",
@@ -55,7 +57,7 @@ SELU_SCALE = tl.constexpr(1.0507009873554804934193349852946)
 def check_activation(name: str) -> str:
     """Host-side guard: raise a clear error for an unknown activation name."""
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+        raise KernelError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
     return name
 
 

@@ -27,9 +27,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ._host import (Launch, aligned16, check_io_dtype, check_writable_rows, interpreting, meta_tensor,
-                    needs_int64, run, spec_of)
-from .epilogue import Epilogue, EpilogueSpec, heavy_epilogue, store_tile
+from ._host import KernelError, Launch, interpreting, meta_tensor, needs_int64, run, spec_of
+# check_conv_args, conv_output_size, is_depthwise, dot_tier and _pair live in conv_common (shared with
+# conv_direct, conv_transpose and matmul) and stay importable from here.
+from .conv_common import _pair, check_conv_args, conv_output_size, dot_tier, eligible_tiered, is_depthwise, pair  # noqa: F401
+from .conv_direct import _plan_depthwise
+from .epilogue import Epilogue, store_tile
 from .tiling import grouped_tile, window_origin
 
 # Autotuning configs. Every tile is >= 16 in M, N and K (tl.dot's minimum) and fits shared
@@ -134,15 +137,7 @@ def conv2d_kernel(
 
 def eligible_configs(args: dict) -> list:
     """The autotuning configs worth trying for these kernel arguments (see TIERED_CONFIGS)."""
-    aligned = all(aligned16(args[k]) for k in ("x_ptr", "sxn", "sxh", "sxw", "ICg", "w_ptr", "OCg"))
-    return [c for c, tiers in TIERED_CONFIGS if dot_tier(args, aligned) in tiers]
-
-
-def dot_tier(args: dict, aligned: bool) -> str:
-    """fast / medium / fma: which configs suit a tl.dot kernel with these arguments."""
-    if args["x_ptr"].dtype == torch.float32:
-        return "medium" if args["DOT_PRECISION"] == "tf32" else "fma"
-    return "fast" if aligned and not heavy_epilogue(args) else "medium"
+    return eligible_tiered(TIERED_CONFIGS, args)
 
 
 # The GPU path: same kernel, autotuned per problem size and per tier (the epilogue and the
@@ -157,68 +152,19 @@ conv2d_kernel_tuned = triton.autotune(
 
 def pack_conv_weight(w_oihw: torch.Tensor, groups: int) -> torch.Tensor:
     """[OC, IC/G, KH, KW] (torch layout) -> [G, KH*KW*IC/G, OC/G], K ordered (kh, kw, ic)."""
+    if w_oihw.dim() != 4:
+        raise KernelError(f"conv weight must be [OC, IC/G, KH, KW], got {tuple(w_oihw.shape)}")
     OC, ICg, KH, KW = w_oihw.shape
-    if OC % groups:
-        raise ValueError(f"out channels {OC} not divisible by groups {groups}")
+    if groups < 1 or OC % groups:
+        raise KernelError(f"out channels {OC} not divisible by groups {groups}")
     OCg = OC // groups
     packed = w_oihw.reshape(groups, OCg, ICg, KH, KW).permute(0, 3, 4, 2, 1)
     return packed.reshape(groups, KH * KW * ICg, OCg).contiguous()
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def check_conv_args(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, out):
-    """Shared shape checks of conv2d and depthwise_conv2d; returns (geometry dict, out)."""
-    check_io_dtype(x, "x")
-    if x.dim() != 4:
-        raise ValueError(f"x must be NHWC [N, H, W, C], got shape {tuple(x.shape)}")
-    N, H, W, C_in = x.shape
-    if C_in > 1 and x.stride(3) != 1:
-        raise ValueError("x must be channels-last with channel stride 1")
-    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel_size, stride, padding, dilation))
-    if C_in % groups or out_channels % groups:
-        raise ValueError(f"channels ({C_in} in, {out_channels} out) not divisible by groups {groups}")
-    ICg, OCg = C_in // groups, out_channels // groups
-    if tuple(packed.shape) != (groups, KH * KW * ICg, OCg):
-        raise ValueError(f"packed weight shape {tuple(packed.shape)} != {(groups, KH * KW * ICg, OCg)}"
-                         " (use pack_conv_weight)")
-    if not packed.is_contiguous():
-        raise ValueError("packed weight must be contiguous")
-    if min(sh, sw, dh, dw, KH, KW) < 1 or min(ph, pw) < 0:
-        raise ValueError("kernel, stride and dilation must be >= 1 and padding >= 0")
-    OH, OW = conv_output_size(H, KH, sh, ph, dh), conv_output_size(W, KW, sw, pw, dw)
-    if OH < 1 or OW < 1:
-        raise ValueError(f"output would be empty ({OH}x{OW})")
-    if out is None:
-        out = torch.empty((N, OH, OW, out_channels), dtype=x.dtype, device=x.device)
-    check_io_dtype(out, "out")
-    if tuple(out.shape) != (N, OH, OW, out_channels):
-        raise ValueError(f"out shape {tuple(out.shape)} != {(N, OH, OW, out_channels)}")
-    _, _, out_stride = check_writable_rows(out, "out")
-    geo = dict(N=N, H=H, W=W, C_in=C_in, OH=OH, OW=OW, KH=KH, KW=KW, ICg=ICg, OCg=OCg, G=groups,
-               stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw, dil_h=dh, dil_w=dw, out_stride=out_stride)
-    return geo, out
-
-
-def is_depthwise(in_channels: int, groups: int) -> bool:
-    """One input channel per group (and more than one group): handled by the direct kernel.
-
-    A conv with groups == 1 is a GEMM even when it has a single input channel (LeNet's first
-    layer): it stays on the implicit GEMM and its tensor cores.
-    """
-    return groups > 1 and groups == in_channels
-
-
 def _plan_conv(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, epilogue, out,
                allow_tf32, interpret):
-    if is_depthwise(x.shape[-1], groups):
-        from .conv_direct import _plan_depthwise
+    if x.dim() == 4 and is_depthwise(x.shape[-1], groups):
         return _plan_depthwise(x, packed, out_channels, kernel_size, stride, padding, dilation, epilogue, out,
                                interpret)
     geo, out = check_conv_args(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, out)
@@ -258,20 +204,25 @@ def conv2d(x, packed, *, out_channels, kernel_size, stride=(1, 1), padding=(0, 0
     return out
 
 
+def output_shape(x_shape, out_channels, kernel_size, stride=1, padding=0, dilation=1) -> tuple:
+    """[N, OH, OW, out_channels]: the NHWC output shape of :func:`conv2d` for an input of ``x_shape``."""
+    N, H, W, _ = x_shape
+    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = map(pair, (kernel_size, stride, padding, dilation))
+    return (N, conv_output_size(H, KH, sh, ph, dh), conv_output_size(W, KW, sw, pw, dw), out_channels)
+
+
 def specialization(x_shape, dtype, packed_shape, out_channels, kernel_size, stride, padding, dilation, groups,
-                   epilogue=EpilogueSpec(), *, allow_tf32=False, config=None) -> dict:
+                   epilogue=Epilogue(), *, allow_tf32=False, config=None) -> dict:
     """The AOT specialization (module, kernel, signature, constexprs, num_warps, num_stages)
     of the kernel :func:`conv2d` launches for these arguments (contiguous tensors).
 
+    ``epilogue``: as passed to :func:`conv2d`, typically
+    ``Epilogue.planned(output_shape(x_shape, ...), dtype, bias=True, act1="relu")``.
     ``config``: None = the default (first) autotuning config, or an index into the configs
     eligible for these arguments (``eligible_configs``; all of CONFIGS on the fast path).
     """
-    N, H, W, _ = x_shape
-    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel_size, stride, padding, dilation))
-    out_shape = (N, conv_output_size(H, KH, sh, ph, dh), conv_output_size(W, KW, sw, pw, dw), out_channels)
     x = meta_tensor(x_shape, dtype)
     packed = meta_tensor(packed_shape, dtype)
-    ep = Epilogue.from_spec(epilogue, out_shape, dtype)
-    _, launch = _plan_conv(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, ep, None,
+    _, launch = _plan_conv(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, epilogue, None,
                            allow_tf32, False)
     return spec_of(launch, config)

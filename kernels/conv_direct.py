@@ -18,8 +18,8 @@ import triton
 import triton.language as tl
 
 from ._host import Launch, aligned16, interpreting, meta_tensor, needs_int64, run, spec_of
-from .conv import _pair, check_conv_args, conv_output_size
-from .epilogue import Epilogue, EpilogueSpec, heavy_epilogue, store_tile
+from .conv_common import check_conv_args, check_nhwc, pair
+from .epilogue import Epilogue, heavy_epilogue, store_tile
 from .tiling import window_origin
 
 # Autotuning configs (pixels x channels tiles). Tiles with more than SLOW_PATH_ELEMS outputs
@@ -104,7 +104,7 @@ depthwise_conv2d_kernel_tuned = triton.autotune(
 
 
 def _plan_depthwise(x, packed, out_channels, kernel_size, stride, padding, dilation, epilogue, out, interpret):
-    groups = x.shape[-1]
+    groups = check_nhwc(x)[-1]
     geo, out = check_conv_args(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, out)
     M = geo["N"] * geo["OH"] * geo["OW"]
     ep_args, ep_constexprs = epilogue.kernel_args(out, M, out_channels)
@@ -135,13 +135,16 @@ def depthwise_conv2d(x, packed, *, out_channels, kernel_size, stride=(1, 1), pad
 
 
 def specialization(x_shape, dtype, out_channels, kernel_size, stride, padding, dilation,
-                   epilogue=EpilogueSpec(), *, config=None) -> dict:
-    """AOT specialization of :func:`depthwise_conv2d` (contiguous tensors)."""
-    N, H, W, C_in = x_shape
-    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel_size, stride, padding, dilation))
-    out_shape = (N, conv_output_size(H, KH, sh, ph, dh), conv_output_size(W, KW, sw, pw, dw), out_channels)
+                   epilogue=Epilogue(), *, config=None) -> dict:
+    """AOT specialization of :func:`depthwise_conv2d` (contiguous tensors).
+
+    ``epilogue``: as passed to :func:`depthwise_conv2d`, typically
+    ``Epilogue.planned(conv.output_shape(x_shape, ...), dtype, ...)``.
+    """
+    C_in = x_shape[-1]
+    KH, KW = pair(kernel_size, "kernel_size")
     x = meta_tensor(x_shape, dtype)
     packed = meta_tensor((C_in, KH * KW, out_channels // C_in), dtype)
-    ep = Epilogue.from_spec(epilogue, out_shape, dtype)
-    _, launch = _plan_depthwise(x, packed, out_channels, kernel_size, stride, padding, dilation, ep, None, False)
+    _, launch = _plan_depthwise(x, packed, out_channels, kernel_size, stride, padding, dilation, epilogue, None,
+                                False)
     return spec_of(launch, config)

@@ -17,6 +17,10 @@ by all channels, as torch's PReLU(num_parameters=1)). The residual is an [M, C] 
 tensor with channel stride 1 and its own row stride, so it may be a channel slice of a
 bigger buffer. It may even be the output itself (in-place add): every element is read and
 then written by the same program, and autotuning restores the output between trials.
+
+Ahead-of-time builds plan launches from shapes alone: :meth:`Epilogue.planned` builds an
+Epilogue of storage-less "meta" tensors with the pieces (bias, activations, residual) that
+change the compiled kernel, for a kernel module's ``specialization(...)``.
 """
 
 from dataclasses import dataclass
@@ -26,8 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._host import check_io_dtype, meta_tensor, rows_of
-from .activations import apply_act, check_activation
+from ._host import KernelError, check_io_dtype, meta_tensor, rows_of
+from .activations import ACT_DEFAULTS, apply_act, check_activation
 
 
 # Piecewise-linear activations: a few instructions, no extra live registers.
@@ -41,15 +45,6 @@ def heavy_epilogue(constexprs: dict) -> bool:
     epilogue constexprs (ACT1, HAS_RES, ACT2) as passed to a kernel.
     """
     return bool(constexprs["HAS_RES"]) and constexprs["ACT1"] not in CHEAP_ACTS and constexprs["ACT2"] not in CHEAP_ACTS
-
-
-@dataclass(frozen=True)
-class EpilogueSpec:
-    """The tensor-free description of an epilogue: all that changes the compiled kernel."""
-    has_bias: bool = False
-    act1: str = "none"
-    has_residual: bool = False
-    act2: str = "none"
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,32 +66,28 @@ class Epilogue:
         check_activation(self.act2)
         for act, slope, which in ((self.act1, self.slope1, "1"), (self.act2, self.slope2, "2")):
             if act == "prelu" and slope is None:
-                raise ValueError(f"act{which}='prelu' needs slope{which}")
+                raise KernelError(f"act{which}='prelu' needs slope{which}")
         if self.act1 == "softplus" and self.alpha1 <= 0 or self.act2 == "softplus" and self.alpha2 <= 0:
-            raise ValueError("softplus needs its beta (alpha1/alpha2) > 0; torch's default is 1.0 "
-                             "(threshold in beta1/beta2, default 20.0)")
+            raise KernelError("softplus needs its beta (alpha1/alpha2) > 0; torch's default is 1.0 "
+                              "(threshold in beta1/beta2, default 20.0)")
 
-    def spec(self) -> EpilogueSpec:
-        return EpilogueSpec(self.bias is not None, self.act1, self.residual is not None, self.act2)
+    @classmethod
+    def planned(cls, out_shape, dtype, bias: bool = False, act1: str = "none", residual: bool = False,
+                act2: str = "none") -> "Epilogue":
+        """An Epilogue of meta tensors for an output of ``out_shape`` ([..., C]) and ``dtype``.
 
-    @staticmethod
-    def from_spec(spec: "EpilogueSpec | Epilogue", out_shape, dtype) -> "Epilogue":
-        """An Epilogue of meta tensors matching ``spec`` for an output of ``out_shape``.
-
-        Used to plan AOT builds; an ``Epilogue`` passed in is returned unchanged.
-        Parameters and residual are assumed to have the output's dtype.
+        For ``specialization(...)`` (AOT builds planned from shapes): bias, prelu slopes
+        ([C]) and residual (``out_shape``, contiguous) get the output's dtype; activation
+        parameters get torch's defaults (they are runtime arguments: any value compiles
+        to the same kernel).
         """
-        if isinstance(spec, Epilogue):
-            return spec
-        spec = spec or EpilogueSpec()
         C = out_shape[-1]
         slope = meta_tensor((C,), dtype)
-        return Epilogue(
-            bias=meta_tensor((C,), dtype) if spec.has_bias else None,
-            act1=spec.act1, slope1=slope if spec.act1 == "prelu" else None,
-            residual=meta_tensor(out_shape, dtype) if spec.has_residual else None,
-            act2=spec.act2, slope2=slope if spec.act2 == "prelu" else None,
-        )
+        (alpha1, beta1), (alpha2, beta2) = ACT_DEFAULTS.get(act1, (0.0, 0.0)), ACT_DEFAULTS.get(act2, (0.0, 0.0))
+        return cls(bias=meta_tensor((C,), dtype) if bias else None,
+                   act1=act1, alpha1=alpha1, beta1=beta1, slope1=slope if act1 == "prelu" else None,
+                   residual=meta_tensor(out_shape, dtype) if residual else None,
+                   act2=act2, alpha2=alpha2, beta2=beta2, slope2=slope if act2 == "prelu" else None)
 
     def kernel_args(self, out: torch.Tensor, rows: int, channels: int) -> tuple[dict, dict]:
         """(runtime args, constexprs) for a kernel writing an [rows, channels] output ``out``.
@@ -108,14 +99,14 @@ class Epilogue:
                 return out, 0
             check_io_dtype(t, name)
             if t.dim() != 1 or t.shape[0] not in sizes:
-                raise ValueError(f"epilogue {name}: expected shape {sizes}, got {tuple(t.shape)}")
+                raise KernelError(f"epilogue {name}: expected shape {sizes}, got {tuple(t.shape)}")
             if t.shape[0] == 1:
                 return t, 0
             return t, t.stride(0)
 
         bias, bias_stride = vector(self.bias, "bias", (channels,))
         if bias_stride not in (0, 1):
-            raise ValueError("epilogue bias must be contiguous")
+            raise KernelError("epilogue bias must be contiguous")
         slope1, slope1_stride = vector(self.slope1, "slope1", (channels, 1))
         slope2, slope2_stride = vector(self.slope2, "slope2", (channels, 1))
         res, res_stride = out, 0
@@ -123,7 +114,7 @@ class Epilogue:
             check_io_dtype(self.residual, "residual")
             M, C, res_stride = rows_of(self.residual, "epilogue residual")
             if (M, C) != (rows, channels):
-                raise ValueError(f"epilogue residual is [{M}, {C}] as rows, output is [{rows}, {channels}]")
+                raise KernelError(f"epilogue residual is [{M}, {C}] as rows, output is [{rows}, {channels}]")
             res = self.residual
         args = dict(bias_ptr=bias, slope1_ptr=slope1, slope1_stride=slope1_stride, res_ptr=res,
                     res_stride=res_stride, slope2_ptr=slope2, slope2_stride=slope2_stride,

@@ -17,10 +17,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ._host import (Launch, aligned16, check_io_dtype, check_writable_rows, interpreting, meta_tensor,
-                    needs_int64, rows_of, run, spec_of)
-from .conv import dot_tier
-from .epilogue import Epilogue, EpilogueSpec, store_tile
+from ._host import (KernelError, Launch, aligned16, check_io_dtype, check_writable_rows, interpreting,
+                    meta_tensor, needs_int64, rows_of, run, spec_of)
+from .conv_common import dot_tier
+from .epilogue import Epilogue, store_tile
 from .tiling import grouped_tile
 
 # Autotuning configs: tiles >= 16 in M, N, K (tl.dot's minimum), shared memory within the
@@ -113,7 +113,7 @@ linear_kernel_tuned = triton.autotune(
 def pack_linear_weight(w: torch.Tensor) -> torch.Tensor:
     """torch's [N, K] (out_features, in_features) -> contiguous [K, N]."""
     if w.dim() != 2:
-        raise ValueError(f"linear weight must be [N, K], got {tuple(w.shape)}")
+        raise KernelError(f"linear weight must be [N, K], got {tuple(w.shape)}")
     return w.t().contiguous()
 
 
@@ -121,12 +121,12 @@ def _plan_linear(x, w_packed, epilogue, out, allow_tf32, interpret):
     check_io_dtype(x, "x")
     check_io_dtype(w_packed, "w_packed")
     if x.dim() < 1:
-        raise ValueError("x must have at least one dimension [..., K]")
+        raise KernelError("x must have at least one dimension [..., K]")
     K = x.shape[-1]
     if w_packed.dim() != 2 or w_packed.shape[0] != K:
-        raise ValueError(f"w_packed must be [K={K}, N], got {tuple(w_packed.shape)} (use pack_linear_weight)")
+        raise KernelError(f"w_packed must be [K={K}, N], got {tuple(w_packed.shape)} (use pack_linear_weight)")
     if w_packed.shape[1] > 1 and w_packed.stride(1) != 1:
-        raise ValueError("w_packed must have column stride 1")
+        raise KernelError("w_packed must have column stride 1")
     N = w_packed.shape[1]
     if x.dim() == 2:
         M, sxm, sxk = x.shape[0], x.stride(0), x.stride(1)
@@ -137,7 +137,7 @@ def _plan_linear(x, w_packed, epilogue, out, allow_tf32, interpret):
         out = torch.empty((*x.shape[:-1], N), dtype=x.dtype, device=x.device)
     check_io_dtype(out, "out")
     if tuple(out.shape) != (*x.shape[:-1], N):
-        raise ValueError(f"out shape {tuple(out.shape)} != {(*x.shape[:-1], N)}")
+        raise KernelError(f"out shape {tuple(out.shape)} != {(*x.shape[:-1], N)}")
     _, _, out_stride = check_writable_rows(out, "out")
     ep_args, ep_constexprs = epilogue.kernel_args(out, M, N)
     args = dict(x_ptr=x, sxm=sxm, sxk=sxk, w_ptr=w_packed, swk=w_packed.stride(0), out_ptr=out,
@@ -162,10 +162,13 @@ def linear(x, w_packed, *, epilogue=Epilogue(), out=None, allow_tf32=False):
     return out
 
 
-def specialization(x_shape, dtype, n_out, epilogue=EpilogueSpec(), *, allow_tf32=False, config=None) -> dict:
-    """AOT specialization of :func:`linear` for x of ``x_shape`` ([..., K]) and N = ``n_out``."""
+def specialization(x_shape, dtype, n_out, epilogue=Epilogue(), *, allow_tf32=False, config=None) -> dict:
+    """AOT specialization of :func:`linear` for x of ``x_shape`` ([..., K]) and N = ``n_out``.
+
+    ``epilogue``: as passed to :func:`linear`, typically
+    ``Epilogue.planned((*x_shape[:-1], n_out), dtype, ...)``.
+    """
     x = meta_tensor(x_shape, dtype)
     w = meta_tensor((x_shape[-1], n_out), dtype)
-    ep = Epilogue.from_spec(epilogue, (*x_shape[:-1], n_out), dtype)
-    _, launch = _plan_linear(x, w, ep, None, allow_tf32, False)
+    _, launch = _plan_linear(x, w, epilogue, None, allow_tf32, False)
     return spec_of(launch, config)

@@ -23,9 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._host import (Launch, check_io_dtype, check_writable_rows, interpreting, meta_tensor, needs_int64, rows_of,
-                    run, spec_of)
-from .epilogue import Epilogue, EpilogueSpec, apply_epilogue
+from ._host import (KernelError, Launch, check_io_dtype, check_writable_rows, interpreting, meta_tensor,
+                    needs_int64, rows_of, run, spec_of)
+from .epilogue import Epilogue, apply_epilogue
 from .pointwise import _plan_pointwise, channel_affine  # noqa: F401  (channel_affine is re-exported)
 
 # Layernorm blocking: rows up to MAX_SINGLE_BLOCK_C channels are read once; longer rows are
@@ -152,26 +152,26 @@ def _plan_layernorm(x, weight, bias, eps, residual_before, sum_out, epilogue, ou
     check_io_dtype(x, "x")
     M, C, x_stride = rows_of(x, "x")
     if epilogue.bias is not None:
-        raise ValueError("layernorm: pass the layernorm bias as `bias`, not epilogue.bias")
+        raise KernelError("layernorm: pass the layernorm bias as `bias`, not epilogue.bias")
     for t, name in ((weight, "weight"), (bias, "bias")):
         if t is not None and (tuple(t.shape) != (C,) or not t.is_contiguous()):
-            raise ValueError(f"layernorm {name} must be a contiguous [{C}] vector")
+            raise KernelError(f"layernorm {name} must be a contiguous [{C}] vector")
     r_stride = sum_stride = 0
     if residual_before is not None:
         if tuple(residual_before.shape) != tuple(x.shape):
-            raise ValueError("residual_before must have x's shape")
+            raise KernelError("residual_before must have x's shape")
         check_io_dtype(residual_before, "residual_before")
         _, _, r_stride = rows_of(residual_before, "residual_before")
     if sum_out is not None:
         if residual_before is None:
-            raise ValueError("sum_out needs residual_before")
+            raise KernelError("sum_out needs residual_before")
         if tuple(sum_out.shape) != tuple(x.shape):
-            raise ValueError("sum_out must have x's shape")
+            raise KernelError("sum_out must have x's shape")
         _, _, sum_stride = check_writable_rows(sum_out, "sum_out")
     if out is None:
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if tuple(out.shape) != tuple(x.shape):
-        raise ValueError(f"out shape {tuple(out.shape)} != x shape {tuple(x.shape)}")
+        raise KernelError(f"out shape {tuple(out.shape)} != x shape {tuple(x.shape)}")
     check_io_dtype(out, "out")
     _, _, out_stride = check_writable_rows(out, "out")
     ep_args, ep_constexprs = epilogue.kernel_args(out, M, C)
@@ -301,15 +301,15 @@ def groupnorm_config(HW: int, Cg: int, num_groups_total: int, interpret: bool) -
 def _plan_groupnorm(x, num_groups, weight, bias, eps, epilogue, out, interpret):
     check_io_dtype(x, "x")
     if x.dim() != 4:
-        raise ValueError(f"groupnorm expects NHWC [N, H, W, C], got {tuple(x.shape)}")
+        raise KernelError(f"groupnorm expects NHWC [N, H, W, C], got {tuple(x.shape)}")
     N, H, W, C = x.shape
     if C % num_groups:
-        raise ValueError(f"{C} channels not divisible into {num_groups} groups")
+        raise KernelError(f"{C} channels not divisible into {num_groups} groups")
     for t, name in ((weight, "weight"), (bias, "bias")):
         if t is not None and (tuple(t.shape) != (C,) or not t.is_contiguous()):
-            raise ValueError(f"groupnorm {name} must be a contiguous [{C}] vector")
+            raise KernelError(f"groupnorm {name} must be a contiguous [{C}] vector")
     if epilogue.bias is not None:
-        raise ValueError("groupnorm: pass the groupnorm bias as `bias`, not epilogue.bias")
+        raise KernelError("groupnorm: pass the groupnorm bias as `bias`, not epilogue.bias")
     M, _, sxp = rows_of(x, "x")
     HW, Cg = H * W, C // num_groups
     sxn = HW * sxp                                   # rows_of checked the pixels are uniformly strided
@@ -351,22 +351,24 @@ def groupnorm(x, num_groups, weight, bias, eps=1e-5, *, epilogue=Epilogue(), out
 # --------------------------------------------------------------------------- AOT
 
 def layernorm_specialization(x_shape, dtype, *, affine=True, residual_before=False, sum_out=False,
-                             epilogue=EpilogueSpec()) -> dict:
-    """AOT specialization of :func:`layernorm` for a contiguous x of ``x_shape``."""
+                             epilogue=Epilogue()) -> dict:
+    """AOT specialization of :func:`layernorm` for a contiguous x of ``x_shape``.
+
+    ``epilogue``: as passed to :func:`layernorm`, e.g. ``Epilogue.planned(x_shape, dtype, act1="gelu")``.
+    """
     C = x_shape[-1]
     x = meta_tensor(x_shape, dtype)
     w = meta_tensor((C,), dtype) if affine else None
     r = meta_tensor(x_shape, dtype) if residual_before else None
     s = meta_tensor(x_shape, dtype) if sum_out else None
-    _, launch = _plan_layernorm(x, w, w, 1e-5, r, s, Epilogue.from_spec(epilogue, x_shape, dtype), None, False)
+    _, launch = _plan_layernorm(x, w, w, 1e-5, r, s, epilogue, None, False)
     return spec_of(launch)
 
 
-def groupnorm_specialization(x_shape, dtype, num_groups, *, affine=True, epilogue=EpilogueSpec()) -> list:
+def groupnorm_specialization(x_shape, dtype, num_groups, *, affine=True, epilogue=Epilogue()) -> list:
     """AOT specializations (a list: stats, affine, apply) of :func:`groupnorm`."""
     C = x_shape[-1]
     x = meta_tensor(x_shape, dtype)
     w = meta_tensor((C,), dtype) if affine else None
-    _, launches = _plan_groupnorm(x, num_groups, w, w, 1e-5, Epilogue.from_spec(epilogue, x_shape, dtype), None,
-                                  False)
+    _, launches = _plan_groupnorm(x, num_groups, w, w, 1e-5, epilogue, None, False)
     return [spec_of(launch) for launch in launches]

@@ -18,9 +18,9 @@ one contiguous, coalesced run.
 import triton
 import triton.language as tl
 
-from ._host import (Launch, check_io_dtype, interpreting, meta_tensor, needs_int64, rows_in_out, rows_of, run,
-                    spec_of)
-from .epilogue import Epilogue, EpilogueSpec, apply_epilogue
+from ._host import (KernelError, Launch, check_io_dtype, interpreting, meta_tensor, needs_int64, rows_in_out,
+                    rows_of, run, spec_of)
+from .epilogue import Epilogue, apply_epilogue
 
 # Tile heuristics (GPU) and the small tile used under the interpreter, where fewer and
 # smaller programs are what matters and small blocks exercise the masking paths.
@@ -102,11 +102,11 @@ def _affine_mode(x, M, C, scale, shift):
         return AFFINE_NONE, 1
     shapes = {tuple(t.shape) for t in given}
     if len(shapes) != 1:
-        raise ValueError(f"scale and shift must have the same shape, got {shapes}")
+        raise KernelError(f"scale and shift must have the same shape, got {shapes}")
     for t in given:
         check_io_dtype(t, "scale/shift")
         if not t.is_contiguous():
-            raise ValueError("scale/shift must be contiguous")
+            raise KernelError("scale/shift must be contiguous")
     shape = shapes.pop()
     if shape == (C,):
         return AFFINE_CHANNEL, 1
@@ -114,11 +114,11 @@ def _affine_mode(x, M, C, scale, shift):
     if len(shape) >= 2 and shape[-1] == C and all(s == 1 for s in shape[1:-1]):
         N = shape[0]
         if x.dim() == 4 and x.shape[0] != N:
-            raise ValueError(f"per-sample scale/shift has {N} samples, x has {x.shape[0]}")
+            raise KernelError(f"per-sample scale/shift has {N} samples, x has {x.shape[0]}")
         if M % N:
-            raise ValueError(f"{M} rows do not split into {N} samples")
+            raise KernelError(f"{M} rows do not split into {N} samples")
         return AFFINE_SAMPLE, max(M // N, 1)
-    raise ValueError(f"scale/shift shape {shape} is neither [C] nor [N, C] with C={C}")
+    raise KernelError(f"scale/shift shape {shape} is neither [C] nor [N, C] with C={C}")
 
 
 def _plan_pointwise(x, scale, shift, other, epilogue, out, interpret):
@@ -128,7 +128,7 @@ def _plan_pointwise(x, scale, shift, other, epilogue, out, interpret):
     if other is not None:
         check_io_dtype(other, "other")
         if tuple(other.shape) != tuple(x.shape):
-            raise ValueError(f"other shape {tuple(other.shape)} != x shape {tuple(x.shape)}")
+            raise KernelError(f"other shape {tuple(other.shape)} != x shape {tuple(x.shape)}")
         _, _, other_stride = rows_of(other, "other")
     ep_args, ep_constexprs = epilogue.kernel_args(out, M, C)
     cfg = tile_config(C, interpret)
@@ -175,11 +175,14 @@ def mul(a, b, *, out=None):
 
 
 def specialization(x_shape, dtype, *, scale_shape=None, shift_shape=None, mul_other=False,
-                   epilogue=EpilogueSpec()) -> dict:
-    """AOT specialization of :func:`pointwise` for these shapes (contiguous tensors, GPU tiles)."""
+                   epilogue=Epilogue()) -> dict:
+    """AOT specialization of :func:`pointwise` for these shapes (contiguous tensors, GPU tiles).
+
+    ``epilogue``: as passed to :func:`pointwise`, e.g. ``Epilogue.planned(x_shape, dtype, act1="relu")``.
+    """
     x = meta_tensor(x_shape, dtype)
     scale = meta_tensor(scale_shape, dtype) if scale_shape is not None else None
     shift = meta_tensor(shift_shape, dtype) if shift_shape is not None else None
     other = meta_tensor(x_shape, dtype) if mul_other else None
-    _, launch = _plan_pointwise(x, scale, shift, other, Epilogue.from_spec(epilogue, x_shape, dtype), None, False)
+    _, launch = _plan_pointwise(x, scale, shift, other, epilogue, None, False)
     return spec_of(launch)

@@ -18,8 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._host import (Launch, check_io_dtype, check_writable_rows, interpreting, meta_tensor, needs_int64, rows_of,
-                    run, spec_of)
+from ._host import (KernelError, Launch, check_io_dtype, check_writable_rows, interpreting, meta_tensor,
+                    needs_int64, rows_of, run, spec_of)
+from .conv_common import pair
 from .tiling import window_origin
 
 # Tiles: BLOCK_C = min(next_pow2(C), MAX_BLOCK_C), BLOCK_M = TILE_ELEMS // BLOCK_C.
@@ -110,10 +111,6 @@ def global_avgpool_kernel(
     tl.store(out_ptr + n * out_stride + cols, mean.to(out_ptr.dtype.element_ty), mask=mask_c)
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
 def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode) -> int:
     """torch's pooling output size, including the ceil_mode rule."""
     span = size + 2 * padding - dilation * (kernel - 1) - 1
@@ -134,23 +131,26 @@ def _plan_pool(x, kernel, stride, padding, dilation, ceil_mode, is_max, count_in
                interpret):
     check_io_dtype(x, "x")
     if x.dim() != 4:
-        raise ValueError(f"pooling expects NHWC [N, H, W, C], got {tuple(x.shape)}")
+        raise KernelError(f"pooling expects NHWC [N, H, W, C], got {tuple(x.shape)}")
     N, H, W, C = x.shape
     if C > 1 and x.stride(3) != 1:
-        raise ValueError("x must be channels-last with channel stride 1")
+        raise KernelError("x must be channels-last with channel stride 1")
     stride = kernel if stride is None else stride
-    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel, stride, padding, dilation))
+    (KH, KW), (sh, sw) = pair(kernel, "kernel"), pair(stride, "stride")
+    (ph, pw), (dh, dw) = pair(padding, "padding"), pair(dilation, "dilation")
+    if min(KH, KW, sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
+        raise KernelError("kernel, stride and dilation must be >= 1 and padding >= 0")
     if ph > KH // 2 or pw > KW // 2:
-        raise ValueError("padding must be at most half the kernel size (torch's rule)")
+        raise KernelError("padding must be at most half the kernel size (torch's rule)")
     OH = pool_output_size(H, KH, sh, ph, dh, ceil_mode)
     OW = pool_output_size(W, KW, sw, pw, dw, ceil_mode)
     if OH < 1 or OW < 1:
-        raise ValueError(f"pooling output would be empty ({OH}x{OW})")
+        raise KernelError(f"pooling output would be empty ({OH}x{OW})")
     if out is None:
         out = torch.empty((N, OH, OW, C), dtype=x.dtype, device=x.device)
     check_io_dtype(out, "out")
     if tuple(out.shape) != (N, OH, OW, C):
-        raise ValueError(f"out shape {tuple(out.shape)} != {(N, OH, OW, C)}")
+        raise KernelError(f"out shape {tuple(out.shape)} != {(N, OH, OW, C)}")
     _, _, out_stride = check_writable_rows(out, "out")
     M = N * OH * OW
     args = dict(x_ptr=x, sxn=x.stride(0), sxh=x.stride(1), sxw=x.stride(2), out_ptr=out, out_stride=out_stride,
@@ -184,14 +184,14 @@ def avgpool2d(x, kernel, stride=None, padding=(0, 0), ceil_mode=False, count_inc
 def _plan_global_avgpool(x, out, interpret):
     check_io_dtype(x, "x")
     if x.dim() != 4:
-        raise ValueError(f"global_avgpool expects NHWC [N, H, W, C], got {tuple(x.shape)}")
+        raise KernelError(f"global_avgpool expects NHWC [N, H, W, C], got {tuple(x.shape)}")
     N, H, W, C = x.shape
     _, _, sxp = rows_of(x, "x")
     if out is None:
         out = torch.empty((N, C), dtype=x.dtype, device=x.device)
     check_io_dtype(out, "out")
     if tuple(out.shape) not in ((N, C), (N, 1, 1, C)):
-        raise ValueError(f"out shape {tuple(out.shape)} is neither {(N, C)} nor {(N, 1, 1, C)}")
+        raise KernelError(f"out shape {tuple(out.shape)} is neither {(N, C)} nor {(N, 1, 1, C)}")
     _, _, out_stride = check_writable_rows(out, "out")
     HW = H * W
     cfg = tile_config(C, interpret)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from .ir.graph import Graph
-from .ir.types import numel
 from .ops import REGISTRY
 from .params import parameter_count
 

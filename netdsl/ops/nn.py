@@ -7,7 +7,6 @@ channels) and compute in the dtype of their inputs (float32 or float64).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np

@@ -17,14 +17,19 @@ import time
 
 import torch
 
-from netdsl.kernels import aot, conv, conv_direct, matmul, norm, pointwise, pool, softmax
-from netdsl.kernels.epilogue import EpilogueSpec
+from netdsl.kernels import aot, conv, conv_direct, conv_transpose, matmul, norm, pointwise, pool, softmax, upsample
+from netdsl.kernels.epilogue import Epilogue
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-HEAVY = EpilogueSpec(has_bias=True, act1="gelu", has_residual=True, act2="mish")   # the "medium" tier
+# Epilogue pieces (Epilogue.planned keyword arguments).
+HEAVY = dict(bias=True, act1="gelu", residual=True, act2="mish")   # the "medium" tier
 # The heaviest epilogues that still get the fast tier (all configs): one transcendental act.
-LIGHT = (EpilogueSpec(has_bias=True, act1="mish", has_residual=True, act2="relu6"),
-         EpilogueSpec(has_bias=True, act1="relu", has_residual=True, act2="mish"))
+LIGHT = (dict(bias=True, act1="mish", residual=True, act2="relu6"),
+         dict(bias=True, act1="relu", residual=True, act2="mish"))
+
+
+def ep(out_shape, dtype, pieces):
+    return Epilogue.planned(out_shape, dtype, **pieces)
 
 
 def sweep_specs(dtypes):
@@ -42,36 +47,54 @@ def sweep_specs(dtypes):
             tag = f"{name}{'-tf32' if tf32 else ''}"
             # implicit-GEMM conv: aligned (64 -> 128 channels, 3x3) and unaligned (2 groups, 5 -> 7, 5x5 s2 d2)
             add(f"conv {tag} aligned", conv.specialization(
-                (2, 56, 56, 64), dt, (1, 9 * 64, 128), 128, 3, 1, 1, 1, 1, HEAVY, allow_tf32=tf32, config="all"), mma)
+                (2, 56, 56, 64), dt, (1, 9 * 64, 128), 128, 3, 1, 1, 1, 1, ep((2, 56, 56, 128), dt, HEAVY),
+                allow_tf32=tf32, config="all"), mma)
             add(f"conv {tag} unaligned", conv.specialization(
-                (2, 33, 31, 10), dt, (2, 25 * 5, 7), 14, 5, 2, 2, 2, 2, HEAVY, allow_tf32=tf32, config="all"), mma)
+                (2, 33, 31, 10), dt, (2, 25 * 5, 7), 14, 5, 2, 2, 2, 2, ep((2, 15, 14, 14), dt, HEAVY),
+                allow_tf32=tf32, config="all"), mma)
             add(f"linear {tag} aligned", matmul.specialization(
-                (4, 77, 256), dt, 512, HEAVY, allow_tf32=tf32, config="all"), mma)
+                (4, 77, 256), dt, 512, ep((4, 77, 512), dt, HEAVY), allow_tf32=tf32, config="all"), mma)
             add(f"linear {tag} unaligned", matmul.specialization(
-                (77, 45), dt, 29, HEAVY, allow_tf32=tf32, config="all"), mma)
-        for j, ep in enumerate(LIGHT):
+                (77, 45), dt, 29, ep((77, 29), dt, HEAVY), allow_tf32=tf32, config="all"), mma)
+            add(f"conv_transpose {tag} aligned", conv_transpose.specialization(
+                (2, 28, 28, 64), dt, 64, 4, 2, 1, 0, 1, 1, ep((2, 56, 56, 64), dt, HEAVY),
+                allow_tf32=tf32, config="all"), mma)
+            add(f"conv_transpose {tag} unaligned", conv_transpose.specialization(
+                (2, 15, 13, 10), dt, 14, 3, 3, 1, 2, 2, 2, ep((2, 47, 41, 14), dt, HEAVY),
+                allow_tf32=tf32, config="all"), mma)
+        for j, pieces in enumerate(LIGHT):
             if name != "fp32":
                 add(f"conv {name} aligned light{j}", conv.specialization(
-                    (2, 56, 56, 64), dt, (1, 9 * 64, 128), 128, 3, 1, 1, 1, 1, ep, config="all"), True)
+                    (2, 56, 56, 64), dt, (1, 9 * 64, 128), 128, 3, 1, 1, 1, 1, ep((2, 56, 56, 128), dt, pieces),
+                    config="all"), True)
                 add(f"linear {name} aligned light{j}", matmul.specialization(
-                    (4, 77, 256), dt, 512, ep, config="all"), True)
+                    (4, 77, 256), dt, 512, ep((4, 77, 512), dt, pieces), config="all"), True)
+                add(f"conv_transpose {name} aligned light{j}", conv_transpose.specialization(
+                    (2, 28, 28, 64), dt, 64, 4, 2, 1, 0, 1, 1, ep((2, 56, 56, 64), dt, pieces), config="all"), True)
             add(f"depthwise {name} light{j}", conv_direct.specialization(
-                (2, 56, 56, 64), dt, 64, 3, 1, 1, 1, ep, config="all"))
-        add(f"depthwise {name}", conv_direct.specialization((2, 56, 56, 64), dt, 64, 3, 1, 1, 1, HEAVY, config="all"))
+                (2, 56, 56, 64), dt, 64, 3, 1, 1, 1, ep((2, 56, 56, 64), dt, pieces), config="all"))
+        add(f"depthwise {name}", conv_direct.specialization((2, 56, 56, 64), dt, 64, 3, 1, 1, 1,
+                                                            ep((2, 56, 56, 64), dt, HEAVY), config="all"))
         add(f"depthwise {name} x2 unaligned", conv_direct.specialization(
-            (2, 33, 31, 7), dt, 14, 5, 2, 2, 2, HEAVY, config="all"))
+            (2, 33, 31, 7), dt, 14, 5, 2, 2, 2, ep((2, 15, 14, 14), dt, HEAVY), config="all"))
         add(f"pointwise {name}", pointwise.specialization(
-            (2, 28, 28, 96), dt, scale_shape=(96,), shift_shape=(96,), epilogue=HEAVY))
+            (2, 28, 28, 96), dt, scale_shape=(96,), shift_shape=(96,), epilogue=ep((2, 28, 28, 96), dt, HEAVY)))
         add(f"pointwise {name} odd", pointwise.specialization(
-            (2, 9, 7, 13), dt, scale_shape=(2, 13), shift_shape=(2, 13), mul_other=True, epilogue=HEAVY))
+            (2, 9, 7, 13), dt, scale_shape=(2, 13), shift_shape=(2, 13), mul_other=True,
+            epilogue=ep((2, 9, 7, 13), dt, HEAVY)))
         for C in (768, 8192, 20000):
             add(f"layernorm {name} C={C}", norm.layernorm_specialization(
-                (64, C), dt, residual_before=True, sum_out=True, epilogue=EpilogueSpec(act1="gelu_tanh")))
+                (64, C), dt, residual_before=True, sum_out=True, epilogue=ep((64, C), dt, dict(act1="gelu_tanh"))))
         add(f"groupnorm {name}", norm.groupnorm_specialization((2, 32, 32, 320), dt, 32,
-                                                               epilogue=EpilogueSpec(act1="silu")))
+                                                               epilogue=ep((2, 32, 32, 320), dt, dict(act1="silu"))))
         add(f"maxpool {name}", pool.specialization((2, 56, 56, 64), dt, "max", 3, 2, 1))
         add(f"avgpool {name}", pool.specialization((2, 56, 56, 64), dt, "avg", 3, 2, 1, count_include_pad=False))
         add(f"global_avgpool {name}", pool.specialization((2, 7, 7, 2048), dt, "global_avg"))
+        for mode, corners in (("nearest", False), ("bilinear", False), ("bilinear", True)):
+            add(f"upsample {mode}{'-ac' if corners else ''} {name}", upsample.specialization(
+                (2, 28, 28, 64), dt, (56, 56), mode, align_corners=corners))
+            add(f"upsample {mode}{'-ac' if corners else ''} {name} odd", upsample.specialization(
+                (2, 9, 7, 13), dt, (20, 15), mode, align_corners=corners, scale_factor=(2.3, 2.2)))
         for C in (1000, 8192, 50000):
             add(f"softmax {name} C={C}", softmax.specialization((64, C), dt))
             add(f"log_softmax {name} C={C}", softmax.specialization((64, C), dt, log=True))

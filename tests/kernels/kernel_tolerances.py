@@ -52,20 +52,24 @@ def assert_untouched(buf: torch.Tensor, c0: int, c1: int, fill=7.0):
     assert bool((buf[..., mask].float() == fill).all()), "kernel wrote outside its channel slice"
 
 
+# the torch meaning of each kernel activation: f(x, alpha, beta, slope), channels last
+TORCH_ACTS = {
+    "none": lambda t, a, b, s: t,
+    "prelu": lambda t, a, b, s: F.prelu(t.movedim(-1, 1), s.float()).movedim(1, -1),
+    "relu": lambda t, a, b, s: F.relu(t), "relu6": lambda t, a, b, s: F.relu6(t),
+    "leaky_relu": lambda t, a, b, s: F.leaky_relu(t, a), "elu": lambda t, a, b, s: F.elu(t, a),
+    "selu": lambda t, a, b, s: F.selu(t), "sigmoid": lambda t, a, b, s: torch.sigmoid(t),
+    "tanh": lambda t, a, b, s: torch.tanh(t), "softsign": lambda t, a, b, s: F.softsign(t),
+    "softplus": lambda t, a, b, s: F.softplus(t, beta=a, threshold=b), "gelu": lambda t, a, b, s: F.gelu(t),
+    "gelu_tanh": lambda t, a, b, s: F.gelu(t, approximate="tanh"), "silu": lambda t, a, b, s: F.silu(t),
+    "hardswish": lambda t, a, b, s: F.hardswish(t), "hardsigmoid": lambda t, a, b, s: F.hardsigmoid(t),
+    "mish": lambda t, a, b, s: F.mish(t),
+}
+
+
 def torch_act(name: str, x: torch.Tensor, alpha: float = 0.0, beta: float = 0.0, slope=None) -> torch.Tensor:
     """The oracle for activations.ACTIVATIONS, channels last (slope is per channel or shared)."""
-    if name == "none":
-        return x
-    if name == "prelu":
-        return F.prelu(x.movedim(-1, 1), slope.float()).movedim(1, -1)
-    table = {
-        "relu": F.relu, "relu6": F.relu6, "leaky_relu": lambda t: F.leaky_relu(t, alpha),
-        "elu": lambda t: F.elu(t, alpha), "selu": F.selu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
-        "softsign": F.softsign, "softplus": lambda t: F.softplus(t, beta=alpha, threshold=beta),
-        "gelu": F.gelu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"), "silu": F.silu,
-        "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid, "mish": F.mish,
-    }
-    return table[name](x)
+    return TORCH_ACTS[name](x, alpha, beta, slope)
 
 
 def act_params(name: str):

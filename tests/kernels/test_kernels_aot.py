@@ -9,11 +9,15 @@ tests/kernels/aot_sweep.py.
 import pytest
 import torch
 
-from netdsl.kernels import aot, conv, conv_direct, matmul, norm, pointwise, pool, softmax
-from netdsl.kernels.epilogue import EpilogueSpec
+from netdsl.kernels import aot, conv, conv_direct, conv_transpose, matmul, norm, pointwise, pool, softmax, upsample
+from netdsl.kernels.epilogue import Epilogue
 
-EP = EpilogueSpec(has_bias=True, act1="relu", has_residual=True, act2="silu")
 F16, F32 = torch.float16, torch.float32
+
+
+def EP(out_shape, dtype):
+    """The epilogue every GEMM-like build gets: bias, relu, residual, silu."""
+    return Epilogue.planned(out_shape, dtype, bias=True, act1="relu", residual=True, act2="silu")
 
 
 def int64(spec):
@@ -23,30 +27,46 @@ def int64(spec):
 
 def specs():
     """(label, spec, needs tensor cores) for at least one fp16 and one fp32 build per kernel."""
-    conv_args = ((2, 28, 28, 64), (1, 9 * 64, 128), 128, 3, 1, 1, 1, 1, EP)
+    x = (2, 28, 28, 64)
+    conv_args = ((1, 9 * 64, 128), 128, 3, 1, 1, 1, 1)
+    conv_out = conv.output_shape(x, 128, 3, 1, 1, 1)
     return [
-        ("conv fp16 default", conv.specialization(conv_args[0], F16, *conv_args[1:]), True),
-        ("conv fp16 largest", conv.specialization(conv_args[0], F16, *conv_args[1:], config=3), True),
+        ("conv fp16 default", conv.specialization(x, F16, *conv_args, EP(conv_out, F16)), True),
+        ("conv fp16 largest", conv.specialization(x, F16, *conv_args, EP(conv_out, F16), config=3), True),
         ("conv bf16 unaligned", conv.specialization((2, 9, 9, 6), torch.bfloat16, (3, 9 * 2, 4), 12, 3, 2, 1, 1, 3,
-                                                    EP), True),
-        ("conv fp32", conv.specialization(conv_args[0], F32, *conv_args[1:]), False),
-        ("conv fp16 int64", int64(conv.specialization(conv_args[0], F16, *conv_args[1:])), True),
-        ("depthwise fp16", conv_direct.specialization((2, 28, 28, 64), F16, 64, 3, 1, 1, 1, EP), False),
-        ("depthwise fp32", conv_direct.specialization((2, 28, 28, 64), F32, 64, 3, 2, 1, 1, EP), False),
-        ("linear fp16 default", matmul.specialization((256, 512), F16, 768, EP), True),
-        ("linear fp16 largest", matmul.specialization((256, 512), F16, 768, EP, config=3), True),
-        ("linear fp32", matmul.specialization((256, 512), F32, 768, EP), False),
-        ("pointwise fp16", pointwise.specialization((2, 28, 28, 64), F16, scale_shape=(64,), shift_shape=(64,),
-                                                    epilogue=EP), False),
-        ("pointwise fp32", pointwise.specialization((2, 28, 28, 64), F32, mul_other=True), False),
+                                                    EP((2, 5, 5, 12), torch.bfloat16)), True),
+        ("conv fp32", conv.specialization(x, F32, *conv_args, EP(conv_out, F32)), False),
+        ("conv fp16 int64", int64(conv.specialization(x, F16, *conv_args, EP(conv_out, F16))), True),
+        ("conv_transpose fp16 default", conv_transpose.specialization(
+            x, F16, 64, 4, 2, 1, 0, 1, 1, EP((2, 56, 56, 64), F16)), True),
+        ("conv_transpose bf16 unaligned", conv_transpose.specialization(
+            (2, 9, 7, 6), torch.bfloat16, 12, 3, 3, 1, 2, 2, 3, EP((2, 29, 23, 12), torch.bfloat16)), True),
+        ("conv_transpose fp32", conv_transpose.specialization(x, F32, 64, 4, 2, 1, 0, 1, 1, EP((2, 56, 56, 64), F32)),
+         False),
+        ("conv_transpose fp16 int64", int64(conv_transpose.specialization(
+            x, F16, 64, 4, 2, 1, 0, 1, 1, EP((2, 56, 56, 64), F16))), True),
+        ("depthwise fp16", conv_direct.specialization(x, F16, 64, 3, 1, 1, 1, EP(x, F16)), False),
+        ("depthwise fp32", conv_direct.specialization(x, F32, 64, 3, 2, 1, 1, EP((2, 14, 14, 64), F32)), False),
+        ("linear fp16 default", matmul.specialization((256, 512), F16, 768, EP((256, 768), F16)), True),
+        ("linear fp16 largest", matmul.specialization((256, 512), F16, 768, EP((256, 768), F16), config=3), True),
+        ("linear fp32", matmul.specialization((256, 512), F32, 768, EP((256, 768), F32)), False),
+        ("pointwise fp16", pointwise.specialization(x, F16, scale_shape=(64,), shift_shape=(64,), epilogue=EP(x, F16)),
+         False),
+        ("pointwise fp32", pointwise.specialization(x, F32, mul_other=True), False),
         ("layernorm fp16", norm.layernorm_specialization((64, 768), F16, residual_before=True, sum_out=True,
-                                                          epilogue=EpilogueSpec(act1="gelu")), False),
+                                                          epilogue=Epilogue.planned((64, 768), F16, act1="gelu")),
+         False),
         ("layernorm fp32 chunked", norm.layernorm_specialization((64, 20000), F32), False),
         *[(f"groupnorm fp16 {i}", s, False) for i, s in enumerate(norm.groupnorm_specialization(
-            (2, 16, 16, 64), F16, 8, epilogue=EpilogueSpec(act1="silu")))],
+            (2, 16, 16, 64), F16, 8, epilogue=Epilogue.planned((2, 16, 16, 64), F16, act1="silu")))],
         ("maxpool fp16", pool.specialization((2, 28, 28, 64), F16, "max", 3, 2, 1), False),
         ("avgpool fp32", pool.specialization((2, 28, 28, 64), F32, "avg", 3, 2, 1), False),
         ("global_avgpool fp16", pool.specialization((2, 7, 7, 512), F16, "global_avg"), False),
+        ("upsample nearest fp16", upsample.specialization(x, F16, (56, 56), "nearest"), False),
+        ("upsample bilinear bf16", upsample.specialization((2, 9, 7, 13), torch.bfloat16, (20, 15), "bilinear",
+                                                           scale_factor=(2.3, 2.2)), False),
+        ("upsample bilinear-align fp32 int64", int64(upsample.specialization(
+            x, F32, (56, 56), "bilinear", align_corners=True)), False),
         ("softmax fp16", softmax.specialization((64, 1000), F16), False),
         ("log_softmax fp32 chunked", softmax.specialization((64, 50000), F32, log=True), False),
     ]

@@ -3,8 +3,48 @@
 import pytest
 import torch
 
-from netdsl.kernels import _host, conv, conv_direct, matmul, norm, pointwise, pool, softmax
-from netdsl.kernels.epilogue import Epilogue, EpilogueSpec
+from netdsl.kernels import _host, conv, conv_direct, conv_transpose, matmul, norm, pointwise, pool, softmax, upsample
+from netdsl.kernels.epilogue import Epilogue
+
+
+def test_kernel_error_is_the_one_wrapper_error():
+    """Every wrapper's argument check raises KernelError (a ValueError, and a TypeError for dtypes)."""
+    x = torch.zeros(1, 4, 4, 8)
+    bad = [
+        lambda: conv.conv2d(x, conv.pack_conv_weight(torch.zeros(6, 8, 3, 3), 1), out_channels=7, kernel_size=3),
+        lambda: conv_direct.depthwise_conv2d(x, torch.zeros(8, 9, 2), out_channels=8, kernel_size=3),
+        lambda: conv_transpose.conv_transpose2d(x, torch.zeros(1, 72, 4), out_channels=4, kernel_size=2),
+        lambda: matmul.linear(x, torch.zeros(7, 3)),
+        lambda: matmul.pack_linear_weight(torch.zeros(3)),
+        lambda: pointwise.pointwise(x, scale=torch.zeros(3)),
+        lambda: norm.layernorm(x, torch.zeros(3), None),
+        lambda: norm.groupnorm(x, 3, None, None),
+        lambda: pool.maxpool2d(x, 2, 1, 2),
+        lambda: softmax.softmax(x, out=torch.zeros(2)),
+        lambda: upsample.upsample_nearest2d(x),
+        lambda: Epilogue(act1="rleu"),
+        lambda: Epilogue(act2="prelu"),
+        lambda: Epilogue(bias=torch.zeros(3)).kernel_args(x, 16, 8),
+        lambda: _host.rows_of(x.transpose(1, 3), "x"),
+    ]
+    for fn in bad:
+        with pytest.raises(_host.KernelError):
+            fn()
+    with pytest.raises(TypeError):
+        pointwise.pointwise(x.to(torch.int32))
+    assert issubclass(_host.KernelError, ValueError) and issubclass(_host.KernelError, TypeError)
+
+
+def test_planned_epilogue_is_an_epilogue_of_meta_tensors():
+    ep = Epilogue.planned((2, 5, 5, 12), torch.bfloat16, bias=True, act1="softplus", residual=True, act2="prelu")
+    assert isinstance(ep, Epilogue)
+    assert ep.bias.device.type == "meta" and tuple(ep.bias.shape) == (12,) and ep.bias.dtype == torch.bfloat16
+    assert tuple(ep.residual.shape) == (2, 5, 5, 12) and ep.slope1 is None and tuple(ep.slope2.shape) == (12,)
+    assert ep.alpha1 > 0                                   # softplus's beta: torch's default, valid
+    args, constexprs = ep.kernel_args(_host.meta_tensor((2, 5, 5, 12), torch.bfloat16), 50, 12)
+    assert constexprs == dict(HAS_BIAS=True, ACT1="softplus", HAS_RES=True, ACT2="prelu")
+    plain = Epilogue.planned((4, 8), torch.float16)
+    assert plain.bias is None and plain.residual is None and plain.act1 == plain.act2 == "none"
 
 
 def test_rows_of_accepts_channel_slices_and_rejects_non_uniform_views():
@@ -33,13 +73,18 @@ def test_int64_is_chosen_from_the_sizes():
 
 SPECS = {
     "conv": lambda: conv.specialization((2, 9, 9, 16), torch.float16, (1, 9 * 16, 32), 32, 3, 1, 1, 1, 1,
-                                        EpilogueSpec(True, "relu")),
+                                        Epilogue.planned((2, 9, 9, 32), torch.float16, bias=True, act1="relu")),
     "conv-depthwise": lambda: conv.specialization((2, 9, 9, 16), torch.float16, (16, 9, 1), 16, 3, 1, 1, 1, 16),
     "depthwise": lambda: conv_direct.specialization((2, 9, 9, 16), torch.float32, 32, 3, 1, 1, 1),
-    "linear": lambda: matmul.specialization((8, 32), torch.bfloat16, 48, EpilogueSpec(has_residual=True)),
+    "linear": lambda: matmul.specialization((8, 32), torch.bfloat16, 48,
+                                            Epilogue.planned((8, 48), torch.bfloat16, residual=True)),
     "pointwise": lambda: pointwise.specialization((2, 4, 4, 8), torch.float16, scale_shape=(2, 8)),
     "layernorm": lambda: norm.layernorm_specialization((8, 32), torch.float32),
     "maxpool": lambda: pool.specialization((2, 8, 8, 16), torch.float16, "max"),
+    "conv_transpose": lambda: conv_transpose.specialization(
+        (2, 9, 9, 16), torch.float16, 32, 4, 2, 1, 0, 1, 1,
+        Epilogue.planned((2, 18, 18, 32), torch.float16, bias=True, act1="prelu", residual=True, act2="softplus")),
+    "upsample": lambda: upsample.specialization((2, 8, 8, 16), torch.bfloat16, (16, 16), "bilinear"),
     "softmax": lambda: softmax.specialization((8, 100), torch.float16),
 }
 
