@@ -480,18 +480,19 @@ def test_memory_plans_are_valid(src):
 
 
 def test_layout_plan_is_what_runs():
-    """4-D values are NHWC inside (the kernels' layout); the input is NCHW and converted on entry;
-    a flatten of a [N, C, 1, 1] map is a free view; nothing here needs a fix-up."""
+    """4-D values around convs are NHWC (the kernels' layout); the input is NCHW and converted once
+    for the conv reading it; a flatten of a [N, C, 1, 1] map is a free view; nothing needs a fix-up."""
     f = run(load(GOLDEN_CASES["analyses"][2]), "O1")
     layout = f.annotations["layout"]
-    assert layout["x"] == "NCHW" and f.annotations["memory"].entry == ("x",)
+    assert layout["x"] == "NCHW" and layout.converted == {"x": "NHWC"}
+    assert f.annotations["memory"].converted == {"x@NHWC": "x"}
     gap = next(n for n in f.nodes if n.op == "global_avgpool")
     assert layout[gap.output.name] == "NHWC"
-    assert not layout.copies and not layout.fixups and not layout.hwc_flatten
+    assert not layout.fixups and not layout.hwc_flatten
     assert all(layout[n.output.name] == "NHWC" for n in f.nodes if n.op in ("fused_conv2d", "concat"))
 
 
-def test_layout_fixups_copies_and_hwc_flattens():
+def test_layout_fixups_conversions_and_hwc_flattens():
     g = load("""
 network t {
     input x: f32[N, 3, 6, 5]
@@ -499,12 +500,16 @@ network t {
     s = a -> softmax(dim=2)
     l = a -> layernorm
     f = a -> flatten -> fc: linear(7)
-    output s, l, f, a -> flatten(start_dim=2)
+    output s, l, f, a -> flatten(start_dim=2), x -> layernorm
 }""")
     plan = run(g, "O1").annotations["layout"]
-    assert plan.fixups == {"softmax_0": 2, "layernorm_0": 3}  # H and W are not stored last in NHWC
+    # the conv's output is NHWC; the layernorm over W and the [N, C, H*W] flatten read it in the IR's
+    # order (one converted copy, shared); the softmax over H is last in neither: a fix-up
+    assert plan["conv2d_0" if "conv2d_0" in plan.layout else "c"] == "NHWC"
+    assert plan.converted == {"x": "NHWC", "c": "NCHW"}
+    assert plan.fixups == {"softmax_0": 2}
+    assert plan.reads["layernorm_0"] == "NCHW" and plan.reads["layernorm_1"] == "NCHW"
     assert plan.hwc_flatten == {"flatten_0": (4, 6, 5)}  # read only by a linear: a view, columns permuted
-    assert plan.copies == {"flatten_1"}  # [N, C, H*W] needs the IR's order: a copy
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,7 @@
 """The cost model: FLOPs, global-memory bytes read and written, and kernel launches.
 
 One place decides what a node costs (``node_cost``), from the op's registry entry and the plans:
-- a view (``OpDef.view``: flatten, an inference dropout; unless the layout plan makes it a copy) is
-  free: 0 launches, 0 bytes;
+- a view (``OpDef.view``: flatten, reshape, an inference dropout) is free: 0 launches, 0 bytes;
 - a concat is free when every input was written straight into its slice (the memory plan says which);
   otherwise one launch per input it copies (along a dim that is not stored last: one copy, no launch);
 - any other node makes ``OpDef.launches`` launches that read each distinct input tensor once, read its
@@ -60,14 +59,14 @@ def node_cost(graph: Graph, node: Node, env: Mapping[str, int], plan: MemoryPlan
               layout: LayoutPlan | None = None) -> Cost:
     layout = layout or plan_layout(graph)
     op = REGISTRY[node.op]
-    if is_view(node, layout):
+    if is_view(node):
         return Cost()
     inputs = list({v.name: v for v in node.inputs}.values())
     if op.concat_axis is not None:
         copied = [v for v in node.inputs if plan is None or v.name not in plan.concat_slices]
         moved = sum(value_bytes(v, env) for v in copied)
         rank = node.output.type.rank
-        along_rows = stored_dim(op.concat_axis(node.attrs), rank) == rank - 1
+        along_rows = stored_dim(op.concat_axis(node.attrs), rank, layout.reads_in(node)) == rank - 1
         return Cost(0, moved, moved, len(copied) if along_rows else 0)
     ins = [v.type.concrete(env) for v in node.inputs]
     flops = int(op.flops(ins, node.output.type.concrete(env), node.attrs))
@@ -98,7 +97,6 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
     code, no duplicates, no dropout: the ideal computes nothing twice and nothing unused)."""
     for cleanup in (remove_dropout, eliminate_common_subexpressions, eliminate_dead_code):
         graph, _ = cleanup(graph)
-    layout = plan_layout(graph)
     storage: dict[str, str] = {}  # view -> the value it is a view of
 
     def store(name: str) -> str:
@@ -109,7 +107,7 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
     readers: dict[str, list[Node]] = {}
     producer: dict[str, Node] = {}
     for node in graph.nodes:
-        if is_view(node, layout):
+        if is_view(node):
             storage[node.output.name] = node.inputs[0].name
             continue
         producer[node.output.name] = node

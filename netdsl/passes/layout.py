@@ -1,18 +1,28 @@
-"""Layout planning (an analysis): how each tensor is stored, and where a kernel needs a layout copy.
+"""Layout planning (an analysis): how each 4-D tensor is stored, in which layout each node reads it,
+and where a copy is needed.
 
-Kernels work channels-last: the implicit-GEMM conv gathers one contiguous run of channels per pixel,
-and pointwise/norm/pool kernels view a tensor as [pixels, channels] with channel stride 1. So inside a
-compiled model every 4-D tensor is stored NHWC; other ranks keep the IR's order. At the boundary the
-user and PyTorch see NCHW: a 4-D graph input is converted once on entry (into storage the memory plan
-gives it), and a 4-D output is handed back as an NCHW view of its NHWC storage.
+A 4-D tensor is stored NHWC (channels contiguous) or NCHW (the IR's own order, contiguous); other
+ranks keep the IR's order. Which one follows from what reads and writes it, i.e. from each op's
+``OpDef.axis`` (the IR dim its kernel needs stored last):
 
-What each op needs comes from its registry entry (``OpDef.axis``): the IR dim its kernel needs
-stored last. When that dim is not last in storage (a layernorm or linear over W of a 4-D tensor, a
-softmax over H, a batchnorm over dim 1 of [N, C, L]), the node gets a *fix-up*: its operands are copied
-with that dim moved last, and its result moved back. A flatten (``ORDERED``: it needs the IR's dim
-order) of an NHWC map is a free view when the map is [N, C, 1, 1] or when every reader can take the
-features in (H, W, C) order (``reorders_features``: a linear permutes its weight columns at pack time);
-otherwise it is a layout copy with storage of its own.
+- an op working per channel on a 4-D tensor (``axis`` 1: convs, pooling, batchnorm, resampling)
+  reads and writes NHWC: the implicit-GEMM conv gathers a contiguous run of channels per pixel, and
+  the pointwise/norm/pool kernels view a tensor as [pixels, channels];
+- an op working along another dim (a linear, layernorm, softmax over the last dim, matmul, attention)
+  or needing the IR's order (``ORDERED``: reshape, transpose, a flatten that is not a view) reads and
+  writes NCHW, the order PyTorch and the user see;
+- an op that walks elements in any layout (``ANY_LAYOUT``: activations, add, mul, concat) reads its
+  4-D operands in the layout of the first one stored NHWC (NCHW when none is) and writes that layout.
+
+A 4-D graph input is stored NCHW (the caller's) and a 4-D output is handed back as an NCHW view. A
+value read in the layout it is not stored in gets one converted copy (``converted``), which every
+reader wanting that layout shares: e.g. an image read by a conv is converted to NHWC once, on entry.
+A node whose ``axis`` is still not stored last in the layout it reads (a softmax over H, a
+batchnorm over dim 1 of [N, C, L]) gets a *fix-up*: its operands are copied with that dim moved last,
+and its result moved back. A flatten of an NHWC map is a free view when the map is [N, C, 1, 1] or
+every reader can take the features in (H, W, C) order (``reorders_features``: a linear permutes its
+weight columns at pack time); otherwise it reads the map converted to NCHW, and every view op (a
+flatten, a reshape) is a view of what it reads.
 
 The result, ``annotations["layout"]``, is a ``LayoutPlan``; the memory plan and the Triton module
 read it, so what ``show`` prints is what runs.
@@ -28,21 +38,23 @@ from ..ir.graph import Graph, Node
 from ..ops import REGISTRY
 from ..ops.registry import ORDERED
 
+NHWC, NCHW = "NHWC", "NCHW"
 NHWC_DIM = (0, 3, 1, 2)  # IR dim (NCHW) -> its position in NHWC storage
 
 
-def stored_dim(dim: int, rank: int) -> int:
-    """The position of IR dim ``dim`` in storage (NHWC for rank 4, the IR's order otherwise)."""
+def stored_dim(dim: int, rank: int, layout: str | None) -> int:
+    """The position of IR dim ``dim`` in storage of ``layout`` (only 4-D tensors can be NHWC)."""
     dim %= rank
-    return NHWC_DIM[dim] if rank == 4 else dim
+    return NHWC_DIM[dim] if rank == 4 and layout == NHWC else dim
 
 
 @dataclass(frozen=True)
 class LayoutPlan:
-    layout: Mapping[str, str]  # every 4-D value -> "NHWC" (graph inputs: "NCHW", converted on entry)
+    layout: Mapping[str, str]  # every 4-D value -> how it is stored
+    reads: Mapping[str, str]  # node output -> the layout the node reads its 4-D inputs in
+    converted: Mapping[str, str]  # 4-D value -> the other layout, of the one copy some readers read
     fixups: Mapping[str, int]  # node output -> the IR dim its kernel needs last, which storage does not have
     hwc_flatten: Mapping[str, tuple[int, int, int]]  # flatten output -> (C, H, W): a view in (H, W, C) order
-    copies: frozenset[str]  # flatten outputs that are layout copies (not views)
 
     def get(self, name: str, default=None):
         return self.layout.get(name, default)
@@ -50,51 +62,80 @@ class LayoutPlan:
     def __getitem__(self, name: str) -> str:
         return self.layout[name]
 
+    def reads_in(self, node: Node) -> str | None:
+        return self.reads.get(node.output.name)
+
     def summary(self) -> str:
-        nhwc = sum(1 for x in self.layout.values() if x == "NHWC")
-        return (f"{nhwc} NHWC, {len(self.layout) - nhwc} NCHW; {len(self.fixups)} layout fix-ups, "
-                f"{len(self.copies)} layout copies, {len(self.hwc_flatten)} (H, W, C) flattens")
+        nhwc = sum(1 for x in self.layout.values() if x == NHWC)
+        return (f"{nhwc} NHWC, {len(self.layout) - nhwc} NCHW, {len(self.converted)} converted; "
+                f"{len(self.fixups)} layout fix-ups, {len(self.hwc_flatten)} (H, W, C) flattens")
 
 
-def _flatten_plan(graph: Graph, node: Node, users) -> str:
-    """"view", "hwc" (a view read in (H, W, C) order) or "copy" for a flatten."""
-    t = node.inputs[0].type
-    if t.rank != 4 or node.attrs["start_dim"] != 1:
-        return "view" if t.rank != 4 else "copy"
-    c, h, w = t.shape[1:]
+def _merges_to_rows(node: Node) -> bool:
+    """A view of a 4-D [N, C, H, W] as [N, C*H*W] (a flatten, a reshape(N, -1))."""
+    t, o = node.inputs[0].type, node.output.type
+    return REGISTRY[node.op].view and t.rank == 4 and o.rank == 2 and o.shape[0] == t.shape[0]
+
+
+def _nhwc_view(graph: Graph, node: Node, users) -> str | None:
+    """For a view merging an NHWC map into rows: "view" when the map is [N, C, 1, 1] (both orders
+    agree), "hwc" when every reader takes the features in (H, W, C) order; None otherwise."""
+    if not _merges_to_rows(node):
+        return None
+    c, h, w = node.inputs[0].type.shape[1:]
     if h == 1 and w == 1:
         return "view"
     readers = users.get(node.output.name, [])
     if (any(isinstance(d, SymDim) for d in (c, h, w)) or not readers
             or node.output.name in {v.name for v in graph.outputs}):
-        return "copy"
+        return None
     if all(REGISTRY[u.op].reorders_features and u.inputs[0].name == node.output.name for u in readers):
         return "hwc"
-    return "copy"
+    return None
+
+
+def _reads(graph: Graph, node: Node, layout: Mapping[str, str], users) -> str | None:
+    """The layout ``node`` reads its 4-D inputs in (None: it has none)."""
+    fours = [v for v in node.inputs if v.type.rank == 4]
+    if not fours:
+        return None
+    axis = REGISTRY[node.op].axis_of(node.attrs, 4)
+    if axis == 1:
+        return NHWC
+    if axis is None:
+        return NHWC if any(layout.get(v.name) == NHWC for v in fours) else NCHW
+    if axis == ORDERED and layout.get(node.inputs[0].name) == NHWC and _nhwc_view(graph, node, users):
+        return NHWC  # a flatten that is a view of the NHWC map as it is
+    return NCHW
 
 
 def plan_layout(graph: Graph) -> LayoutPlan:
     users = graph.users()
-    layout = {v.name: "NCHW" for v in graph.inputs if v.type.rank == 4}
+    layout = {v.name: NCHW for v in graph.inputs if v.type.rank == 4}
+    reads: dict[str, str] = {}
+    converted: dict[str, str] = {}
     fixups: dict[str, int] = {}
     hwc: dict[str, tuple[int, int, int]] = {}
-    copies: set[str] = set()
     for node in graph.nodes:
+        out = node.output.name
+        r = _reads(graph, node, layout, users)
+        if r is not None:
+            reads[out] = r
+            for v in node.inputs:
+                if v.type.rank == 4 and layout[v.name] != r:
+                    converted[v.name] = r
+        axis = REGISTRY[node.op].axis_of(node.attrs, node.inputs[0].type.rank if node.inputs else 0)
         if node.output.type.rank == 4:
-            layout[node.output.name] = "NHWC"
-        if not node.inputs:
-            continue
-        rank = node.inputs[0].type.rank
-        axis = REGISTRY[node.op].axis_of(node.attrs, rank)
+            axis4 = REGISTRY[node.op].axis_of(node.attrs, 4)
+            layout[out] = NHWC if axis4 == 1 or (axis4 is None and r == NHWC) else NCHW
         if axis == ORDERED:
-            how = _flatten_plan(graph, node, users)
-            if how == "hwc":
-                hwc[node.output.name] = tuple(node.inputs[0].type.shape[1:])
-            elif how == "copy":
-                copies.add(node.output.name)
-        elif axis is not None and stored_dim(axis, rank) != rank - 1:
-            fixups[node.output.name] = axis
-    return LayoutPlan(layout, fixups, hwc, frozenset(copies))
+            if r == NHWC and _nhwc_view(graph, node, users) == "hwc":
+                hwc[out] = tuple(node.inputs[0].type.shape[1:])
+        elif axis is not None and node.inputs:
+            rank = node.inputs[0].type.rank
+            if stored_dim(axis, rank, r) != rank - 1:
+                fixups[out] = axis
+    return LayoutPlan(layout, reads, converted, fixups, hwc)
 
 
 def mark_layout(graph: Graph) -> tuple[Graph, str]:

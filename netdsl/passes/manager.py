@@ -111,6 +111,8 @@ def format_annotated(graph: Graph) -> str:
     if not layout:
         return text
     lines = text.split("\n")
+    lines[0] += "".join(f"  # %{v.name} also as {layout.converted[v.name]}" for v in graph.inputs
+                        if v.name in layout.converted)
     for i, node in enumerate(graph.nodes, start=1):
         name = node.output.name
         tags = [layout.get(name)] if layout.get(name) else []
@@ -118,8 +120,8 @@ def format_annotated(graph: Graph) -> str:
             tags.append(f"fix-up: dim {layout.fixups[name]} moved last")
         if name in layout.hwc_flatten:
             tags.append("view in (H, W, C) order")
-        if name in layout.copies:
-            tags.append("layout copy")
+        if name in layout.converted:
+            tags.append(f"also as {layout.converted[name]}")
         if tags:
             lines[i] += f"  # {', '.join(tags)}"
     plan = graph.annotations.get("memory")

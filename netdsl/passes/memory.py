@@ -1,16 +1,17 @@
 """Buffer planning by liveness (an analysis): where every activation is stored.
 
 Storage first, then reuse:
-- views (a flatten the layout plan keeps a view, a dropout still there: ``OpDef.view``) are the same
-  storage as their input; a flatten the layout plan makes a copy has storage of its own;
+- views (a flatten, a reshape, a dropout still there: ``OpDef.view``) are the same storage as what
+  they read;
 - concat without a copy: an input of a concat along its stored-last dim (``OpDef.concat_axis``;
   channels of NHWC) that is computed by a kernel (not a graph input, a view or another concat), used
   once by that concat and not a graph output is written by its producer straight into its slice of
   the concat's storage; its other readers read it there (kernels take inputs with a row stride);
 - in place: a kernel may write its output over an input (``OpDef.in_place_inputs``: an activation's or
   a pointwise node's input; the residual of a fused conv/norm) whose storage nobody reads afterwards;
-- a 4-D graph input gets storage for its NHWC copy (the layout plan converts it on entry); other
-  graph inputs belong to the caller and are not planned;
+- a value some readers read in the other layout (``LayoutPlan.converted``) gets storage for that
+  copy (``image@NHWC``: an image read by a conv, converted once on entry); graph inputs belong to
+  the caller and are not planned;
 - a storage that holds a graph output is allocated per call (the caller keeps it); every other storage
   lives from its first write to its last read, and a linear scan gives it a free buffer of one arena
   (the smallest that fits, else the largest free one, grown) or a new one.
@@ -46,7 +47,7 @@ class MemoryPlan:
     views: Mapping[str, str]  # view value -> the value whose storage it is
     concat_slices: Mapping[str, tuple[str, int]]  # value -> (concat value, first channel)
     in_place: Mapping[str, str]  # value -> the input it overwrites
-    entry: tuple[str, ...]  # 4-D graph inputs converted to NHWC on entry (planned storage)
+    converted: Mapping[str, str]  # converted copy (``x@NHWC``) -> the value it is a copy of
     no_reuse: int  # bytes if every kernel output had its own buffer
     max_live: int  # the most bytes live at once (a lower bound for any plan)
 
@@ -96,9 +97,14 @@ def _aligned(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-def is_view(node, layout: LayoutPlan) -> bool:
-    """Whether ``node`` stores nothing: a view op the layout plan does not turn into a copy."""
-    return REGISTRY[node.op].view and node.output.name not in layout.copies
+def is_view(node) -> bool:
+    """Whether ``node`` stores nothing: its output is its input's storage (``OpDef.view``)."""
+    return REGISTRY[node.op].view
+
+
+def converted_key(value: str, layout: str) -> str:
+    """The storage name of ``value``'s copy converted to ``layout`` (e.g. ``image@NHWC``)."""
+    return f"{value}@{layout}"
 
 
 def _concat_slices(graph: Graph, producer, layout: LayoutPlan) -> dict[str, tuple[str, int]]:
@@ -109,15 +115,16 @@ def _concat_slices(graph: Graph, producer, layout: LayoutPlan) -> dict[str, tupl
         if concat_axis is None:
             continue
         rank = node.output.type.rank
+        reads = layout.reads_in(node)
         axis = concat_axis(node.attrs) % rank
-        if stored_dim(axis, rank) != rank - 1:
+        if stored_dim(axis, rank, reads) != rank - 1:
             continue  # a slice along any other stored dim is not a run of whole rows
         offset = 0
         names = [v.name for v in node.inputs]
         for v in node.inputs:
             src = producer.get(v.name)
-            if (src is not None and not is_view(src, layout) and src.output.name not in layout.copies
-                    and REGISTRY[src.op].concat_axis is None and v.name not in outputs
+            if (src is not None and not is_view(src) and REGISTRY[src.op].concat_axis is None
+                    and v.name not in outputs and layout.get(v.name) == reads and v.name not in layout.converted
                     and names.count(v.name) == 1 and v.name not in slices and isinstance(offset, int)):
                 slices[v.name] = (node.output.name, offset)
             offset = offset + v.type.shape[axis]
@@ -130,44 +137,69 @@ def plan_buffers(graph: Graph, env: Mapping[str, int], layout: LayoutPlan | None
     layout = layout or graph.annotations.get("layout") or plan_layout(graph)
     producer = {v.name: n for n in graph.nodes for v in n.outputs}
     value = {v.name: v for v in graph.values()}
-    last_use: dict[str, int] = {}
+    external = {v.name for v in graph.inputs}
     end = len(graph.nodes)
+
+    def read_from(v: Value, node) -> str:
+        """The storage a node reads input ``v`` from: ``v``'s, or its converted copy's."""
+        want = layout.reads_in(node)
+        if v.type.rank == 4 and layout.get(v.name) != want:
+            return converted_key(v.name, want)
+        return v.name
+
+    # last reads per (value or converted copy)
+    last_use: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):
         for v in node.inputs:
-            last_use[v.name] = i
+            last_use[read_from(v, node)] = i
     for v in graph.outputs:
         last_use[v.name] = end
-    entry = tuple(v.name for v in graph.inputs if v.type.rank == 4)
-    external = {v.name for v in graph.inputs if v.type.rank != 4}
+    conversions = {converted_key(v, lay): v for v, lay in layout.converted.items()}
 
     slices = _concat_slices(graph, producer, layout)
     root: dict[str, str] = {v.name: v.name for v in graph.inputs}
-    start: dict[str, int] = {name: 0 for name in entry}
-    stop: dict[str, int] = {name: last_use.get(name, 0) for name in entry}  # per storage: its last read
+    start: dict[str, int] = {}
+    stop: dict[str, int] = {}  # per storage: its last read
     views, in_place = {}, {}
+
+    def converted_now(name: str, i: int) -> None:
+        """The converted copy of ``name`` is written at step ``i`` (after its producer, or on entry)."""
+        lay = layout.converted.get(name)
+        if lay is not None:
+            key = converted_key(name, lay)
+            root[key] = key
+            start[key] = i
+            stop[key] = last_use.get(key, i)
+
+    for v in graph.inputs:
+        converted_now(v.name, 0)
     for i, node in enumerate(graph.nodes):
         out = node.output.name
-        if is_view(node, layout):
-            root[out] = root[node.inputs[0].name]
-            views[out] = node.inputs[0].name
+        if is_view(node):
+            src = read_from(node.inputs[0], node)
+            root[out] = root[src]
+            views[out] = src
         elif out in slices:
             root[out] = slices[out][0]
         else:
             root[out] = out
             op = REGISTRY[node.op]
             for k in op.in_place_inputs(node.attrs, len(node.inputs)):
-                r = root[node.inputs[k].name]
-                others = [root[v.name] for j, v in enumerate(node.inputs) if j != k]
+                src = read_from(node.inputs[k], node)
+                r = root[src]
+                others = [root[read_from(v, node)] for j, v in enumerate(node.inputs) if j != k]
+                same_layout = node.output.type.rank != 4 or layout.reads_in(node) == layout.get(out)
                 if (r not in external and node.inputs[k].type == node.output.type and r not in others
-                        and stop.get(r, -1) <= i):
+                        and same_layout and stop.get(r, -1) <= i):
                     root[out] = r
-                    in_place[out] = node.inputs[k].name
+                    in_place[out] = src
                     break
         r = root[out]
         start.setdefault(r, i)
         stop[r] = max(stop.get(r, i), last_use.get(out, i))
+        converted_now(out, i)
     outputs_of = {root[v.name] for v in graph.outputs} - external
-    sizes = {r: _aligned(value_bytes(value[r], env, itemsize)) for r in start}
+    sizes = {r: _aligned(value_bytes(value[conversions.get(r, r)], env, itemsize)) for r in start}
 
     # the linear scan over the arena's storages; output storages count as live, but own their memory
     intervals = sorted((start[r], stop[r], sizes[r], r) for r in start)
@@ -200,12 +232,12 @@ def plan_buffers(graph: Graph, env: Mapping[str, int], layout: LayoutPlan | None
             free.remove(b)
         busy.append((last, b, size))
         buffer_of_root[r] = b
-    no_reuse = sum(sizes[name] for name in entry) + sum(
-        _aligned(value_bytes(n.output, env, itemsize)) for n in graph.nodes if not is_view(n, layout))
+    no_reuse = sum(sizes[key] for key in conversions) + sum(
+        _aligned(value_bytes(n.output, env, itemsize)) for n in graph.nodes if not is_view(n))
     storage = {v: r for v, r in root.items() if r not in external}
     buffer_of = {v: buffer_of_root[r] for v, r in storage.items() if r in buffer_of_root}
     return MemoryPlan(dict(env), storage, buffer_of, tuple(buffers), {r: sizes[r] for r in sorted(outputs_of)},
-                      views, slices, in_place, entry, no_reuse, max_live)
+                      views, slices, in_place, conversions, no_reuse, max_live)
 
 
 def plan_memory(graph: Graph) -> tuple[Graph, str]:

@@ -9,8 +9,9 @@ weights pre-packed for the kernel's K-contiguous loads, cast to the compute dtyp
 memory plan gave the node's output (a buffer of the arena, or a channel slice of a concat's).
 
 Layout is the layout plan's (``netdsl.passes.layout``): 4-D tensors NHWC, other ranks the IR's order.
-A node the plan gives a fix-up (its ``OpDef.axis`` is not stored last) runs through ``along_last``,
-which copies its operands with that dim moved last. A flatten the plan reads in (H, W, C) order is a
+A node reads its 4-D inputs in the layout the plan says (the module hands it converted copies where
+needed); a node the plan gives a fix-up (its ``OpDef.axis`` is not stored last) runs through
+``along_last``, which copies its operands with that dim moved last. A flatten the plan reads in (H, W, C) order is a
 free view: the linears reading it get their weight columns permuted at pack time.
 """
 
@@ -65,9 +66,13 @@ class LowerCtx:
     def params(self, node: Node) -> dict[str, np.ndarray]:
         return {role: self.param(node, role) for role in node.params}
 
-    def axis(self, node: Node) -> int:
-        """The IR dim the node's kernel works along (its registry entry's ``axis``)."""
-        return REGISTRY[node.op].axis_of(node.attrs, node.inputs[0].type.rank)
+    def axis(self, node: Node) -> int | None:
+        """Where the dim the node's kernel works along (its registry entry's ``axis``) is stored in the
+        layout the node reads; None for a kernel that reads any layout."""
+        axis = REGISTRY[node.op].axis_of(node.attrs, node.inputs[0].type.rank)
+        if axis is None:
+            return None
+        return stored_dim(axis, node.inputs[0].type.rank, self.layout.reads_in(node))
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,15 +94,14 @@ def to_ir(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2) if x.dim() == 4 else x
 
 
-def along_last(ir_dim: int, x: torch.Tensor, kernel, out: torch.Tensor | None = None, *others):
-    """Run ``kernel(x, others, out)``, which works along the last axis, along IR axis ``ir_dim`` of ``x``.
+def along_last(d: int, x: torch.Tensor, kernel, out: torch.Tensor | None = None, *others):
+    """Run ``kernel(x, others, out)``, which works along the last stored axis, along stored axis ``d``.
 
-    When ``ir_dim`` is not the last internal axis (softmax over W of an NHWC map, batchnorm over dim 1
-    of a rank-3 tensor, ...) this is a layout fix-up: ``x`` and every tensor in ``others`` of the same
-    rank (residuals, addends) are copied with that axis moved last, the kernel runs, and the result is
+    When ``d`` is not the last (softmax over H of a 4-D tensor, batchnorm over dim 1 of a rank-3
+    tensor: the layout plan's fix-ups) ``x`` and every tensor in ``others`` of the same rank
+    (residuals, addends) are copied with that axis moved last, the kernel runs, and the result is
     moved back (into ``out`` when given). ``others`` may hold None.
     """
-    d = stored_dim(ir_dim, x.dim())
     if d == x.dim() - 1:
         return kernel(x, list(others), out)
 
@@ -337,17 +341,10 @@ def lower_dropout(node: Node, ctx: LowerCtx) -> Step:
 
 
 def lower_flatten(node: Node, ctx: LowerCtx) -> Step:
+    """A view of what the node reads: the IR's order (a 4-D map stored NHWC was converted to NCHW for
+    it), or an NHWC map as it is when that is the same order ([N, C, 1, 1]) or an (H, W, C) flatten."""
     start = node.attrs["start_dim"]
-    if node.output.name not in ctx.layout.copies:  # a view: [N, C, 1, 1], an (H, W, C) flatten, other ranks
-        return Step(node, lambda inputs, out: inputs[0].reshape(*inputs[0].shape[:start], -1), launches=0,
-                    kernel="view")
-
-    def run(inputs, out):  # a layout copy (by torch) into the IR's order
-        x = to_ir(inputs[0])
-        out.copy_(to_internal_view(x.reshape(*x.shape[:start], -1)))
-        return out
-
-    return Step(node, run, launches=0, kernel="layout copy")
+    return Step(node, lambda inputs, out: inputs[0].reshape(*inputs[0].shape[:start], -1), kernel="view")
 
 
 def _broadcast_operand(operand: str, a: torch.Tensor, b: torch.Tensor, out):
@@ -388,7 +385,7 @@ def lower_concat(node: Node, ctx: LowerCtx) -> Step:
     """Concat along channels: producers normally wrote their slices already (see TritonModule); the
     step copies only the inputs that did not, with the pointwise kernel into the buffer's slice."""
     rank = node.output.type.rank
-    d = stored_dim(REGISTRY[node.op].concat_axis(node.attrs), rank)
+    d = stored_dim(REGISTRY[node.op].concat_axis(node.attrs), rank, ctx.layout.reads_in(node))
 
     def run(inputs, out):
         if d != rank - 1:  # not along channels: a plain copy (by torch) in the stored layout

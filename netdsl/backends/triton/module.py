@@ -5,16 +5,17 @@ stored where is not decided here but read from the passes' analyses, so the cost
 the plan that runs:
 
 - the layout plan (``netdsl.passes.layout``, the graph's ``layout`` annotation, or computed the same
-  way for a graph that has none): 4-D tensors NHWC inside, 4-D inputs converted once on entry, the
-  nodes that need a layout fix-up, the flattens that are views;
+  way for a graph that has none): how each 4-D tensor is stored (NHWC around convs, NCHW around
+  sequence ops), the copies converted for readers that want the other layout (an image read by a
+  conv, once on entry), the nodes that need a layout fix-up, the flattens that are views;
 - the memory plan (``netdsl.passes.memory.plan_buffers``, for the sizes of each call, in the module's
   dtype): one arena of ``plan.arena_bytes``, allocated once per input shape and reused by every call,
   whose buffers hold every value that is not a graph output; views, in-place outputs and concat slices
   are views of their storage. A storage that holds a graph output is allocated per call, so outputs
   stay valid after the next call.
 
-``forward`` takes and returns NCHW tensors (a 4-D output is an NCHW view of its NHWC storage). Layout
-fix-ups and the entry conversion are copies made by torch; they are the only memory besides the plan.
+``forward`` takes and returns NCHW tensors (a 4-D output stored NHWC is an NCHW view of it). Layout
+conversions are copies made by torch into planned storage; fix-ups are the only memory besides the plan.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from ...errors import NetDSLError
 from ...ir.graph import Graph, Value
 from ...kernels._host import KernelError
 from ...ops import REGISTRY
-from ...passes.layout import LayoutPlan, plan_layout, stored_dim
-from ...passes.memory import MemoryPlan, is_view, plan_buffers, plan_dims
+from ...passes.layout import NHWC, LayoutPlan, plan_layout, stored_dim
+from ...passes.memory import MemoryPlan, converted_key, is_view, plan_buffers, plan_dims
 from ..reference import bind_dims
 from .lower import TORCH_DTYPES, LowerCtx, Step, lower, to_internal_view, to_ir
 from .runtime import warn_if_interpreting
@@ -40,9 +41,14 @@ def _shape_only(x) -> np.ndarray:
     return np.broadcast_to(np.zeros((), np.uint8), tuple(np.shape(x) if not isinstance(x, torch.Tensor) else x.shape))
 
 
-def stored_shape(v: Value, dims: Mapping[str, int]) -> tuple[int, ...]:
+def stored_shape(v: Value, dims: Mapping[str, int], layout: str | None) -> tuple[int, ...]:
     shape = tuple(v.type.concrete(dims))
-    return (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 else shape
+    return (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 and layout == NHWC else shape
+
+
+def convert(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """A 4-D tensor stored in the other layout, viewed as ``layout`` (NHWC <-> NCHW)."""
+    return to_internal_view(x) if layout == NHWC else to_ir(x)
 
 
 class _Storage:
@@ -67,15 +73,20 @@ class _Storage:
             self.flat[root] = raw.view(m.torch_dtype)
         return self.flat[root]
 
-    def tensor(self, v: Value) -> torch.Tensor:
-        """Where value ``v`` is stored: its storage's memory, shaped as ``v`` (or a concat's slice)."""
-        dims = self.plan.dims
-        if v.name in self.plan.concat_slices:
-            concat, c0 = self.plan.concat_slices[v.name]
+    def tensor(self, v: Value, layout: str | None = None) -> torch.Tensor:
+        """Where value ``v`` is stored: its storage's memory, shaped as ``v`` (or a concat's slice);
+        with ``layout``, where its copy converted to that layout is."""
+        dims, plan = self.plan.dims, self.plan
+        if layout is not None:
+            key = converted_key(v.name, layout)
+            shape = stored_shape(v, dims, layout)
+            return self.memory(plan.storage[key])[:int(np.prod(shape))].view(shape)
+        if v.name in plan.concat_slices:
+            concat, c0 = plan.concat_slices[v.name]
             target = self.tensor(self.module.values[concat])
             return target[..., c0:c0 + v.type.concrete(dims)[1]]
-        shape = stored_shape(v, dims)
-        return self.memory(self.plan.storage[v.name])[:int(np.prod(shape))].view(shape)
+        shape = stored_shape(v, dims, self.module.layout.get(v.name))
+        return self.memory(plan.storage[v.name])[:int(np.prod(shape))].view(shape)
 
 
 class TritonModule(torch.nn.Module):
@@ -139,7 +150,8 @@ class TritonModule(torch.nn.Module):
             op = REGISTRY[s.node.op]
             if op.concat_axis is not None:
                 rank = s.node.output.type.rank
-                if stored_dim(op.concat_axis(s.node.attrs), rank) == rank - 1:  # a copy per input not in place
+                d = stored_dim(op.concat_axis(s.node.attrs), rank, self.layout.reads_in(s.node))
+                if d == rank - 1:  # a copy per input not in place
                     total += sum(1 for v in s.node.inputs if v.name not in slices)
             else:
                 total += s.launches
@@ -160,31 +172,41 @@ class TritonModule(torch.nn.Module):
         plan, arena = self._arena(dims)
         storage = _Storage(self, plan, arena)
         values: dict[str, torch.Tensor] = {}
+        converted: dict[str, torch.Tensor] = {}  # values some readers read in the other layout
+
+        def produced(v: Value, t: torch.Tensor) -> None:
+            values[v.name] = t
+            other = self.layout.converted.get(v.name)
+            if other is not None:  # one converted copy (by torch) for every reader wanting it
+                converted[v.name] = storage.tensor(v, other).copy_(convert(t, other))
+
+        def read(v: Value, node) -> torch.Tensor:
+            if v.name in converted and self.layout.reads_in(node) != self.layout.get(v.name):
+                return converted[v.name]
+            return values[v.name]
+
         for v in self.graph.inputs:
             x = given[v.name]
             x = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
-            x = x.to(device=self.device, dtype=self.torch_dtype)
-            if v.name in plan.entry:  # NCHW -> its planned NHWC storage
-                values[v.name] = storage.tensor(v).copy_(to_internal_view(x))
-            else:
-                values[v.name] = x.contiguous()
+            produced(v, x.to(device=self.device, dtype=self.torch_dtype).contiguous())
         traced: dict[str, torch.Tensor] = {}
         for step in self.steps:
             node = step.node
-            out = None if is_view(node, self.layout) else storage.tensor(node.output)
+            out = None if is_view(node) else storage.tensor(node.output)
             try:
-                y = step.run([values[v.name] for v in node.inputs], out)
+                y = step.run([read(v, node) for v in node.inputs], out)
             except KernelError as e:
                 raise NetDSLError(f"`{node.op}` cannot run on these inputs: {e}", node.loc,
                                   hint="the shapes of this call: " + ", ".join(
                                       f"{k}={list(x.shape)}" for k, x in given.items())) from None
             if out is not None and y.data_ptr() != out.data_ptr():
                 raise AssertionError(f"node {node.output.name} ({node.op}) did not write its planned storage")
-            values[node.output.name] = y
+            produced(node.output, y)
             if trace:  # later nodes reuse this storage: keep a copy
                 traced[node.output.name] = y.clone()
         self.allocated_bytes = storage.allocated
-        result = {oname: to_ir(values[v.name]) for oname, v in zip(self.graph.output_names, self.graph.outputs)}
+        result = {oname: self._ir_view(v.name, values[v.name])
+                  for oname, v in zip(self.graph.output_names, self.graph.outputs)}
         if trace:
             result.update({k: self._ir_view(k, t) for k, t in traced.items()})
         return result
@@ -194,7 +216,7 @@ class TritonModule(torch.nn.Module):
         if name in self.layout.hwc_flatten:
             c, h, w = self.layout.hwc_flatten[name]
             return t.reshape(t.shape[0], h, w, c).permute(0, 3, 1, 2).reshape(t.shape[0], -1)
-        return to_ir(t)
+        return to_ir(t) if self.layout.get(name) == NHWC else t
 
     def forward(self, *inputs: torch.Tensor):
         outs = list(self.run(list(inputs)).values())
