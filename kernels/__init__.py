@@ -10,12 +10,17 @@ the ``@triton.jit`` kernel, the host wrapper, the AOT ``specialization``):
 * ``conv_common`` host checks and geometry shared by the convolutions (``check_conv_args``,
                   ``conv_output_size``, ``is_depthwise``, ``dot_tier``)
 * ``matmul``      linear layers (``pack_linear_weight``, ``linear``)
+* ``bmm``         batched matmul of two activations, any strides (``bmm``: a transpose is free)
+* ``attention``   FlashAttention-style scaled dot-product attention, forward (``attention``:
+                  causal, boolean/additive masks; the [L, S] scores never reach memory)
+* ``embedding``   row gather (``embedding``; ids outside [0, V) give zero rows and are counted)
 * ``norm``        ``layernorm``, ``groupnorm``, batchnorm as ``channel_affine``
 * ``pool``        ``maxpool2d``, ``avgpool2d``, ``global_avgpool``
 * ``upsample``    ``upsample_nearest2d``, ``upsample_bilinear2d`` (torch's interpolate)
 * ``softmax``     ``softmax``, ``log_softmax``
 * ``pointwise``   fused elementwise chains (``pointwise``, ``channel_affine``, ``add``, ``mul``)
-* ``activations`` the one activation table; ``epilogue`` the fused bias/act/residual tail
+* ``activations`` the one activation table (incl. ``affine``: alpha * x + beta); ``epilogue``
+                  the fused bias/act/residual tail
                   (``Epilogue``; ``Epilogue.planned`` for AOT plans from shapes)
 * ``_host``       launch plans, row views, and ``KernelError``: what every wrapper raises
                   for bad arguments (a ValueError, and a TypeError for dtypes)

@@ -38,6 +38,10 @@ class KernelError(ValueError, TypeError):
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
+# Integer element types of index and mask tensors (ids, boolean masks viewed as uint8, counters).
+INT_TYPE_NAMES = {torch.int32: "i32", torch.int64: "i64", torch.uint8: "u8", torch.int8: "i8"}
+
+
 # While recording (see :func:`recording`), launches are collected instead of run, and planned
 # as on a GPU, whatever this process's interpret mode: that is how a compiler lists the exact
 # kernel specializations a whole model needs (running it on "meta" tensors) for an AOT build.
@@ -130,7 +134,7 @@ def rows_in_out(x: torch.Tensor, out: Optional[torch.Tensor]):
 def type_name(value) -> str:
     """The Triton signature string the JIT gives this runtime argument."""
     if isinstance(value, torch.Tensor):
-        return "*" + DTYPE_NAMES.get(value.dtype, {torch.int32: "i32", torch.int64: "i64"}.get(value.dtype))
+        return "*" + DTYPE_NAMES.get(value.dtype, INT_TYPE_NAMES.get(value.dtype))
     if isinstance(value, bool):
         return "u1"
     if isinstance(value, int):

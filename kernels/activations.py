@@ -21,7 +21,15 @@ leaky_relu      negative slope (torch default 0.01)      unused
 elu             alpha (torch default 1.0)                unused
 softplus        beta (torch default 1.0)                 threshold (torch default 20.0)
 prelu           unused; ``slope`` is the weight tensor    unused
+affine          scale (default 1.0)                      offset (default 0.0)
 ==============  =======================================  ==================================
+
+``affine`` (not a torch function) is y = alpha * x + beta: the language's tensor-with-number
+arithmetic (``x * 0.125`` is alpha = 0.125, beta = 0; ``x + 1`` is alpha = 1, beta = 1;
+``x - 1`` and ``x / 8`` likewise; a division becomes a product with the reciprocal, within
+an ulp of torch's ``x / c``), fused into the producer's epilogue like any activation. Its
+parameters have no useful zero: an ``Epilogue``'s alpha defaults to 0.0 for every
+activation, so pass them (``ACT_DEFAULTS["affine"]`` is the identity).
 
 ``slope`` is only read by ``prelu``: an already-loaded fp32 tensor that broadcasts
 against ``x`` (one value per channel, or a single shared value). Other activations
@@ -39,14 +47,16 @@ from ._host import KernelError
 
 ACTIVATIONS = (
     "none", "relu", "relu6", "leaky_relu", "prelu", "elu", "selu", "sigmoid", "tanh",
-    "softsign", "softplus", "gelu", "gelu_tanh", "silu", "hardswish", "hardsigmoid", "mish",
+    "softsign", "softplus", "gelu", "gelu_tanh", "silu", "hardswish", "hardsigmoid", "mish", "affine",
 )
 
-# torch's defaults for the activations that take (alpha, beta); the others ignore both.
+# torch's defaults for the activations that take (alpha, beta) (affine's: the identity); the
+# others ignore both.
 ACT_DEFAULTS = {
     "leaky_relu": (0.01, 0.0),
     "elu": (1.0, 0.0),
     "softplus": (1.0, 20.0),
+    "affine": (1.0, 0.0),
 }
 
 # torch.nn.SELU's constants.
@@ -152,6 +162,8 @@ def apply_act(x, ACT: tl.constexpr, alpha, beta, slope):
         y = _hardsigmoid(x)
     elif ACT == "mish":
         y = x * _tanh(_softplus(x, 1.0, 20.0))
+    elif ACT == "affine":
+        y = x * alpha + beta
     else:
         tl.static_assert(False, "unknown activation")
     return y

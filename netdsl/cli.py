@@ -89,9 +89,9 @@ def cmd_init(args) -> int:
 
 
 def _random_inputs(graph, dims_text, seed):
-    env = concrete_dims(graph, parse_dims(dims_text))
-    rng = np.random.default_rng(seed)
-    return {v.name: rng.standard_normal(v.type.concrete(env)).astype(np.float32) for v in graph.inputs}
+    from .params import random_inputs
+
+    return random_inputs(graph, concrete_dims(graph, parse_dims(dims_text)), seed)
 
 
 def cmd_check(args) -> int:

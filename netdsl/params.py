@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import NetDSLError, did_you_mean
 from .ir.graph import Graph, ParamSpec
+from .ir.types import NUMPY_DTYPES, is_integer
 
 Weights = dict[str, np.ndarray]
 
@@ -35,6 +36,11 @@ def init_param(name: str, spec: ParamSpec, seed: int = 0) -> np.ndarray:
         return np.ones(spec.shape, np.float32)
     if spec.init == "const":
         return np.full(spec.shape, spec.value, np.float32)
+    if spec.init == "normal":  # N(0, 1), as nn.Embedding; the padding row (zero_row) zero
+        w = rng.standard_normal(spec.shape, dtype=np.float32)
+        if spec.zero_row is not None:
+            w[spec.zero_row] = 0
+        return w
     raise ValueError(f"unknown initialiser {spec.init!r}")
 
 
@@ -56,6 +62,23 @@ def random_weights(graph: Graph, seed: int = 0) -> Weights:
             out[name] = rng.uniform(0.05, 0.5, spec.shape).astype(np.float32)
         else:
             out[name] = (rng.standard_normal(spec.shape) * 0.2 + (1.0 if spec.init == "ones" else 0.0)).astype(np.float32)
+    return out
+
+
+def random_inputs(graph: Graph, dims: Mapping[str, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs at sizes ``dims``: standard normal float32 for float inputs; for integer inputs
+    (token ids) uniform ids that every reader can index: below the rows of the smallest table
+    (``weight``) of a node reading them."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for v in graph.inputs:
+        shape = v.type.concrete(dims)
+        if is_integer(v.type.dtype):
+            rows = [graph.params[n.params["weight"]].shape[0] for n in graph.nodes
+                    if "weight" in n.params and any(x.name == v.name for x in n.inputs)]
+            out[v.name] = rng.integers(0, min(rows, default=2), shape).astype(NUMPY_DTYPES[v.type.dtype])
+        else:
+            out[v.name] = rng.standard_normal(shape).astype(np.float32)
     return out
 
 

@@ -505,8 +505,9 @@ def test_a_tensor_where_a_number_is_needed():
           "tensor arguments come first")
     check(error_of(net("output x -> conv2d(4, kernel_size=x)")), "argument `kernel_size` must be a number", 3, 39)
     check(error_of(net("output x -> conv2d((x, 1), 3)")), "a tuple holds numbers, not tensors", 3, 24)
-    check(error_of(net("output x + 1")), "`+` between a tensor and a number is not supported", 3, 12)
-    check(error_of(net("output x -> conv2d(-x, 3)")), "unary `-` applies to numbers only", 3, 24)
+    # a tensor and a number make an `affine` node (tests/test_language_sequence.py); a string does not
+    check(error_of(net('output x + "a"')), '`+` between a tensor and "a" is not supported', 3, 12)
+    check(error_of(net("output x -> conv2d(-true, 3)")), "unary `-` applies to numbers and tensors, not true", 3, 24)
 
 
 def test_a_number_where_a_tensor_is_needed():

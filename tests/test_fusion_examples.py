@@ -32,7 +32,18 @@ KERNEL_COUNTS = {
     # 9 concats cost no launch: their inputs are written into slices of their buffers
     "googlenet": (82, 72, {"fused_conv2d": 57, "maxpool2d": 13, "concat": 9, "global_avgpool": 1, "flatten": 1,
                            "linear": 1}),  # 195
+    "unet": (24, 21, {"fused_conv2d": 14, "maxpool2d": 3, "conv_transpose2d": 3, "concat": 3, "conv2d": 1}),  # 55
+    # per layer: q/k/v/out projections, attention, add & norm twice, linear+relu, linear; the head splits
+    # and merges (reshape, transpose) are views and torch copies: 0 launches
+    "transformer_encoder": (38, 22, {"embedding": 1, "affine": 1, "positional_encoding": 1, "linear": 11,
+                                     "reshape": 8, "transpose": 8, "scaled_dot_product_attention": 2,
+                                     "fused_layernorm": 4, "fused_linear": 2}),  # 28
 }
+# the sequence examples' fused/ideal bytes (test_cost_ratios), and why they are above the CNN target:
+# the ideal keeps linear2's output on chip through the residual add into the layernorm (a GEMM with a
+# row-wise layernorm epilogue, which no kernel does yet), and the embedding's * sqrt(d) and positions in
+# its gather; the head split/merge copies (transpose) are in both
+SEQUENCE_RATIOS = {"transformer_encoder": 1.13}
 
 
 def _block_of(name: str, depth: int) -> str:
@@ -60,7 +71,7 @@ BLOCK_COUNTS = {
 def _dims(graph) -> dict[str, int]:
     """Small inputs: 64x64 where the size is symbolic; fixed-size inputs (AlexNet/VGG: 224) at batch 1."""
     big = any(isinstance(d, int) and d >= 128 for v in graph.inputs for d in v.type.shape)
-    return {"N": 1 if big else 2, "H": 64, "W": 64}
+    return {**graph.dim_defaults, "N": 1 if big else 2, "H": 64, "W": 64}
 
 
 @pytest.fixture(scope="module", params=EXAMPLES, ids=[p.stem for p in EXAMPLES])
@@ -78,8 +89,7 @@ def _close(a: np.ndarray, b: np.ndarray, tol: float) -> None:
 def test_fused_equals_unfused(example):
     name, graph, fused = example
     env = _dims(graph)
-    rng = np.random.default_rng(0)
-    inputs = {v.name: rng.standard_normal(v.type.concrete(env)) for v in graph.inputs}
+    inputs = netdsl.params.random_inputs(graph, env, seed=0)
     weights = netdsl.random_weights(graph, seed=1)  # random batchnorm statistics: folding is really tested
     for dtype, tol in (("f64", 1e-9), ("f32", 1e-4)):
         want = reference.run(graph, inputs, weights, dtype=dtype)
@@ -91,7 +101,8 @@ def test_fused_equals_unfused(example):
 def test_kernel_counts(example):
     name, graph, fused = example
     launches = sum(c.launches for c in node_costs(fused, {"N": 1, **graph.dim_defaults, "H": 224, "W": 224}).values())
-    assert launches <= sum(c.launches for c in node_costs(graph, {"N": 1, "H": 224, "W": 224}).values())
+    assert launches <= sum(c.launches for c in node_costs(graph, {"N": 1, **graph.dim_defaults, "H": 224,
+                                                                  "W": 224}).values())
     if name not in KERNEL_COUNTS:
         return  # a new example: the other tests still check it; write its numbers down above
     nodes, want_launches, per_op = KERNEL_COUNTS[name]
@@ -128,8 +139,8 @@ def test_cost_ratios(example):
     name, graph, fused = example
     for n in (1, 8):
         s = summarize(graph, fused, {**graph.dim_defaults, "N": n, "H": 224, "W": 224})
-        assert s.fused_over_ideal <= 1.10
-        assert s.fused.bytes < s.unfused.bytes
+        assert s.fused_over_ideal <= SEQUENCE_RATIOS.get(name, 1.10)
+        assert s.ideal.bytes <= s.fused.bytes < s.unfused.bytes
 
 
 def test_resnet50_targets():

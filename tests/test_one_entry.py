@@ -82,6 +82,9 @@ ALLOWED = {
     "add": "the residual add the epilogue absorbs",
     "fused_pointwise": "the fused op a pointwise chain becomes",
     "dropout": "remove_dropout's subject",
+    # the attention rule's pattern is spelled in ops: matmul -> (affine) -> softmax -> matmul, k transposed
+    "matmul": "the attention pattern", "affine": "the attention pattern", "softmax": "the attention pattern",
+    "transpose": "the attention pattern",
 }
 
 

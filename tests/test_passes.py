@@ -47,10 +47,16 @@ def outputs(graph: Graph, x: np.ndarray, weights, dtype="f64"):
     return reference.run(graph, {graph.inputs[0].name: x}, weights, dtype=dtype)
 
 
-def assert_same(unfused: Graph, fused: Graph, shape, seed=0, dtype="f64"):
-    x = np.random.default_rng(seed).standard_normal(shape)
+def assert_same(unfused: Graph, fused: Graph, shape=None, seed=0, dtype="f64"):
+    """fused == unfused on random inputs: one input of ``shape``, or every input at N=2 (shape None)."""
     w = netdsl.random_weights(unfused, seed)
-    a, b = outputs(unfused, x, w, dtype), outputs(fused, x, w, dtype)
+    if shape is None:
+        xs = netdsl.params.random_inputs(unfused, {**unfused.dim_defaults, "N": 2}, seed)
+        a = reference.run(unfused, xs, w, dtype=dtype)
+        b = reference.run(fused, xs, w, dtype=dtype)
+    else:
+        x = np.random.default_rng(seed).standard_normal(shape)
+        a, b = outputs(unfused, x, w, dtype), outputs(fused, x, w, dtype)
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == "f64" else dict(rtol=1e-4, atol=1e-4)
     for k in a:
         np.testing.assert_allclose(b[k], a[k], **tol)
@@ -106,6 +112,11 @@ network t {
     a = x -> maxpool(2) -> relu -> sigmoid -> tanh
     b = a -> avgpool(1)
     output relu(a + b) -> hardswish
+}"""),
+    "fuse_attention": ((), "fuse_attention", """
+network t {
+    input q: f32[N, 2, 5, 8], k: f32[N, 2, 7, 8], v: f32[N, 2, 7, 4]
+    output matmul((matmul(q, k -> transpose(-2, -1)) * 0.35) -> softmax, v)
 }"""),
     "remove_dropout": ((), "remove_dropout", """
 network t {
@@ -168,8 +179,7 @@ def test_golden_cases_compute_the_same(case):
     first, under_test, src = GOLDEN_CASES[case]
     graph = load(src)
     fused = run(graph, first + ((under_test,) if isinstance(under_test, str) else under_test))
-    env = {"N": 2}
-    assert_same(graph, fused, graph.inputs[0].type.concrete(env))
+    assert_same(graph, fused)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -574,3 +584,25 @@ def test_ideal_never_exceeds_unfused():
 
 def test_verify_accepts_every_fused_graph():
     verify(run(load(RESNET_BLOCK), "O1"))
+
+
+def test_attention_spelled_out_is_one_node():
+    """matmul -> scale -> softmax -> matmul becomes one scaled_dot_product_attention; without the scale
+    too (scale 1); not when the scores are read elsewhere, or the softmax is over another dim."""
+    src = GOLDEN_CASES["fuse_attention"][2]
+    g = load(src)
+    f = run(g, "O1")
+    assert ops(f) == ["scaled_dot_product_attention"] and f.nodes[0].attrs["scale"] == 0.35
+    rng = np.random.default_rng(0)
+    x = {v.name: rng.standard_normal(v.type.concrete({"N": 2})) for v in g.inputs}
+    w = {}
+    np.testing.assert_allclose(reference.run(f, x, w, dtype="f64")["output0"],
+                               reference.run(g, x, w, dtype="f64")["output0"], rtol=1e-12, atol=1e-12)
+    unscaled = load(src.replace("(matmul(q, k -> transpose(-2, -1)) * 0.35)", "matmul(q, k -> transpose(-2, -1))"))
+    (node,) = run(unscaled, "O1").nodes
+    assert node.op == "scaled_dot_product_attention" and node.attrs["scale"] == 1.0
+    shared = load(src.replace("output matmul(", "s = matmul(q, k -> transpose(-2, -1))\n    output s, matmul(")
+                  .replace("(matmul(q, k -> transpose(-2, -1)) * 0.35)", "(s * 0.35)"))
+    assert "scaled_dot_product_attention" not in ops(run(shared, "O1"))
+    other_dim = load(src.replace("-> softmax", "-> softmax(dim=2)"))
+    assert "scaled_dot_product_attention" not in ops(run(other_dim, "O1"))

@@ -61,8 +61,7 @@ def build(case: Case):
 
 
 def random_inputs(graph, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {v.name: rng.standard_normal(v.type.concrete({"N": n})).astype(np.float32) for v in graph.inputs}
+    return netdsl.params.random_inputs(graph, {**graph.dim_defaults, "N": n}, seed)
 
 
 def assert_all_ok(fused, weights, inputs, dtype):
@@ -142,6 +141,30 @@ OP_CASES: dict[str, Case] = {
     "upsample_bilinear": Case(net('output x -> upsample(scale_factor=1.5, mode="bilinear")', X4), "O0"),
     "upsample_bilinear_corners": Case(
         net('output x -> upsample(size=(13, 5), mode="bilinear", align_corners=true)', X4), "O0"),
+    # sequence ops: matmul with batch broadcasting and rank-1 operands, head split/merge, ids, attention
+    "matmul": Case(net("output matmul(x, y)", "x: f32[N, 3, 5, 7], y: f32[3, 7, 6]"), "O0", ("matmul",)),
+    "matmul_vector": Case(net("output matmul(x, y)", "x: f32[N, 5, 7], y: f32[7]"), "O0"),
+    "matmul_transposed": Case(net("output matmul(x, y -> transpose(1, 2))", "x: f32[N, 5, 7], y: f32[N, 9, 7]"),
+                              "O0"),
+    "reshape_transpose": Case(net("output x -> reshape(N, 5, 3, 6) -> transpose(1, 2) -> reshape(N, 3, 30)",
+                                  "x: f32[N, 5, 18]"), "O0", ("reshape", "transpose")),
+    "permute_squeeze": Case(net("output x -> unsqueeze(1) -> permute(0, 3, 1, 2) -> squeeze(2)",
+                                "x: f32[N, 6, 7]"), "O0", ("unsqueeze", "permute", "squeeze")),
+    "reshape_of_conv": Case(net("output x -> conv2d(4, 3, padding=1) -> reshape(N, 4, 63) -> transpose(1, 2)",
+                                X4), "O0"),
+    "embedding": Case(net("output ids -> embedding(50, 12, padding_idx=0)", "ids: i64[N, 9]"), "O0",
+                      ("embedding",)),
+    "positional_encoding": Case(net("output x -> positional_encoding", "x: f32[N, 11, 6]"), "O0",
+                                ("positional_encoding",)),
+    "sdpa": Case(net("output sdpa(q, k, v)", "q: f32[N, 2, 7, 16], k: f32[N, 2, 9, 16], v: f32[N, 2, 9, 8]"),
+                 "O0", ("scaled_dot_product_attention",)),
+    "sdpa_causal_scale": Case(net("output sdpa(q, k, v, causal=true, scale=0.5)",
+                                  "q: f32[N, 5, 32], k: f32[N, 5, 32], v: f32[N, 5, 32]"), "O0"),
+    "sdpa_mask": Case(net("output sdpa(q, k, v, m)",
+                          "q: f32[N, 3, 6, 16], k: f32[N, 3, 6, 16], v: f32[N, 3, 6, 16], m: f32[N, 1, 1, 6]"), "O0"),
+    "affine": Case(net("output 1 - x / 8", X4), "O0", ("affine",)),
+    "broadcast_ranks": Case(net("output (x -> conv2d(4, 3, padding=1)) * y + z",
+                                "x: f32[N, 3, 5, 6], y: f32[4, 1, 1], z: f32[6]"), "O0"),
     # linear: rank 2, rank 3 (leading dims), rank 4 (over W: the layout fix-up), no bias
     "linear": Case(net("output x -> linear(19)", "x: f32[N, 37]"), "O0", ("linear",)),
     "linear_rank3": Case(net("output x -> linear(11, bias=false)", "x: f32[N, 3, 21]"), "O0"),

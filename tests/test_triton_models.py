@@ -55,6 +55,7 @@ SIZES = {
     "resnet50": 32,
     "mobilenet_v2": 32,
     "unet": 64,  # its input size is fixed: the decoder's sizes must equal the skips'
+    "transformer_encoder": None,  # token ids [N, T=16]
 }
 BATCH = 2
 
@@ -70,6 +71,9 @@ LAUNCHES = {
     "resnet50": 56,  # 53 conv+bn(+residual)+relu, maxpool, global pool, fc
     "mobilenet_v2": 54,  # 52 conv+bn(+relu6 / +residual), global pool, fc
     "unet": 21,  # 14 conv+bn+relu, 3 maxpool, 3 conv_transpose, the 1x1 head; the 3 concats copy nothing
+    # embedding, * sqrt(d), positions; per layer 4 projections, attention, 2 add & norm, 2 FFN linears; the
+    # head; the head split/merge transposes are torch copies
+    "transformer_encoder": 22,
 }
 
 
@@ -127,11 +131,12 @@ def example(name: str):
     """(graph, fused graph, random weights, inputs) of an example at its test size."""
     graph, fused, _ = prepare(EXAMPLES / f"{name}.net")
     weights = netdsl.random_weights(graph, seed=0)
+    return graph, fused, weights, netdsl.params.random_inputs(graph, example_dims(graph, name), seed=0)
+
+
+def example_dims(graph, name: str) -> dict[str, int]:
     side = SIZES[name]
-    dims = {"N": BATCH, "H": side, "W": side}
-    rng = np.random.default_rng(0)
-    inputs = {v.name: rng.standard_normal(v.type.concrete(dims)).astype(np.float32) for v in graph.inputs}
-    return graph, fused, weights, inputs
+    return {**graph.dim_defaults, "N": BATCH, **({"H": side, "W": side} if side else {})}
 
 
 @pytest.mark.parametrize("name,dtype", [(n, d) for n in SIZES for d in DTYPES if not (n in LARGE and d == "bf16")])
@@ -160,8 +165,7 @@ def test_example_runs_the_plan(name):
     the output storages) are the memory plan's peak, in fp32 exactly the peak ``show`` reports, and
     the kernels it launches are the cost report's."""
     graph, fused, weights, inputs = example(name)
-    dims = {"N": BATCH, "H": SIZES[name], "W": SIZES[name]}
-    dims = {k: v for k, v in dims.items() if any(k in x.type.symbols() for x in graph.inputs)}
+    dims = {k: v for k, v in example_dims(graph, name).items() if any(k in x.type.symbols() for x in graph.inputs)}
     planned = run_pipeline(graph, "O1", dims=dims).annotations["memory"]
     meta_weights = {k: np.zeros(w.shape, np.float32) for k, w in weights.items()}
     for dtype in ("fp32", "fp16"):

@@ -234,9 +234,45 @@ def unet(w: Weights, x):  # Ronneberger et al. 2015 with padded convs and batchn
     return conv(w, d, "outc")
 
 
+def _sinusoids(t: int, d: int, dtype) -> torch.Tensor:  # "Attention Is All You Need", section 3.5
+    pos = torch.arange(t, dtype=torch.float64)[:, None]
+    i = torch.arange(0, d, 2, dtype=torch.float64)
+    angle = pos / torch.pow(torch.tensor(10000.0, dtype=torch.float64), i / d)
+    return torch.stack([angle.sin(), angle.cos()], dim=-1).reshape(t, d).to(dtype)
+
+
+def _self_attention(w, x, name, heads):
+    n, t, d = x.shape
+
+    def split(proj):  # [N, T, d] -> [N, heads, T, d / heads]
+        return F.linear(x, w[f"{name}.{proj}.weight"], w[f"{name}.{proj}.bias"]).view(n, t, heads, -1).transpose(1, 2)
+
+    a = F.scaled_dot_product_attention(split("q_proj"), split("k_proj"), split("v_proj"))
+    a = a.transpose(1, 2).reshape(n, t, d)
+    return F.linear(a, w[f"{name}.out_proj.weight"], w[f"{name}.out_proj.bias"])
+
+
+def _encoder_layer(w, x, name, heads):  # nn.TransformerEncoderLayer, post-norm, ReLU
+    d = x.shape[-1]
+    y = F.layer_norm(x + _self_attention(w, x, f"{name}.self_attn", heads), (d,), w[f"{name}.norm1.weight"],
+                     w[f"{name}.norm1.bias"])
+    f = F.linear(F.relu(F.linear(y, w[f"{name}.linear1.weight"], w[f"{name}.linear1.bias"])),
+                 w[f"{name}.linear2.weight"], w[f"{name}.linear2.bias"])
+    return F.layer_norm(y + f, (d,), w[f"{name}.norm2.weight"], w[f"{name}.norm2.bias"])
+
+
+def transformer_encoder(w: Weights, tokens):
+    x = F.embedding(tokens.long(), w["embed.weight"]) * 8.0  # * sqrt(d_model)
+    x = x + _sinusoids(x.shape[1], x.shape[2], x.dtype)
+    for i in range(2):
+        x = _encoder_layer(w, x, f"layers.{i}", heads=4)
+    return F.linear(x, w["lm_head.weight"], w["lm_head.bias"])
+
+
 TWINS: dict[str, Callable] = {
     "lenet5": lenet5, "mlp": mlp, "alexnet": alexnet, "vgg11": vgg11, "googlenet": googlenet,
     "resnet18": resnet18, "resnet50": resnet50, "mobilenet_v2": mobilenet_v2, "unet": unet,
+    "transformer_encoder": transformer_encoder,
 }
 
 
@@ -245,7 +281,8 @@ def run_twin(model: str, weights: Mapping[str, np.ndarray], x: np.ndarray, dtype
     """Run the twin of ``model`` in ``dtype`` (no grad); return its output as a NumPy array."""
     w = Weights(weights, dtype)
     with torch.no_grad():
-        out = TWINS[model](w, torch.from_numpy(np.asarray(x)).to(dtype))
+        x = torch.from_numpy(np.asarray(x))
+        out = TWINS[model](w, x if not x.is_floating_point() else x.to(dtype))
     if check_all_used and w.unused():
         raise AssertionError(f"twin of {model} ignored parameters: {sorted(w.unused())[:5]}")
     return out.numpy()

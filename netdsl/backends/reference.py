@@ -1,19 +1,21 @@
 """The reference backend: the plain NumPy meaning of any IR graph (before or after the passes).
 
 Runs nodes in order with each op's registry reference, in float32 or float64, dropping every value
-after its last use. ``trace=True`` keeps every intermediate value (for `netdsl check`).
+after its last use. ``trace=True`` keeps every intermediate value (for `netdsl check`). Inputs of an
+integer type (token ids, ``i64[N, T]``) are taken as integer arrays, never cast to float. Symbolic
+dims in attributes (``reshape(N, T, 8, -1)``) are bound to the input sizes before each reference runs.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import NetDSLError
-from ..ir.dims import SymDim
+from ..ir.dims import SymDim, evaluate
 from ..ir.graph import Graph
-from ..ir.types import NUMPY_DTYPES, TensorType
+from ..ir.types import NUMPY_DTYPES, TensorType, is_integer
 from ..ops import REGISTRY
 
 
@@ -47,13 +49,68 @@ def as_input_dict(graph: Graph, inputs) -> dict[str, np.ndarray]:
     return {v.name: x for v, x in zip(graph.inputs, inputs)}
 
 
+def input_array(v, x, np_dtype) -> np.ndarray:
+    """Input ``v``'s array: an integer input takes integer arrays (as its own integer type), a float input
+    takes float arrays (in the dtype the network runs in); anything else is a NetDSLError."""
+    x = np.asarray(x)
+    t: TensorType = v.type
+    if is_integer(t.dtype):
+        if not (np.issubdtype(x.dtype, np.integer) and x.dtype != np.bool_):
+            raise NetDSLError(f"input `{v.name}` expects {t} (integers), got an array of {x.dtype}",
+                              hint=f"pass integer ids, e.g. `ids.astype(np.{np.dtype(NUMPY_DTYPES[t.dtype]).name})`")
+        info = np.iinfo(NUMPY_DTYPES[t.dtype])
+        if x.size and (x.min() < info.min or x.max() > info.max):
+            raise NetDSLError(f"input `{v.name}` expects {t}, but its values do not fit a {t.dtype}",
+                              hint=f"{t.dtype} holds {info.min}..{info.max}; declare the input i64")
+        return x.astype(NUMPY_DTYPES[t.dtype], copy=False)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise NetDSLError(f"input `{v.name}` expects {t} (floating point), got an array of {x.dtype}",
+                          hint=f"pass a float array, e.g. `x.astype(np.float32)`; integer ids need an integer "
+                               f"input type (`input {v.name}: i64[...]`)")
+    return np.asarray(x, dtype=np_dtype)
+
+
+def _has_dim(value: Any) -> bool:
+    if isinstance(value, SymDim):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(_has_dim(v) for v in value)
+    if isinstance(value, Mapping):
+        return any(_has_dim(v) for v in value.values())
+    return False
+
+
+def _bind_attr(value: Any, dims: Mapping[str, int]) -> Any:
+    """``value`` with every symbolic dim replaced by its size."""
+    if isinstance(value, SymDim):
+        return evaluate(value, dims)
+    if isinstance(value, tuple):
+        return tuple(_bind_attr(v, dims) for v in value)
+    if isinstance(value, list):
+        return [_bind_attr(v, dims) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _bind_attr(v, dims) for k, v in value.items()}
+    return value
+
+
+def bind_attrs_to_sizes(attrs: Mapping[str, Any], dims: Mapping[str, int]) -> Mapping[str, Any]:
+    """A node's attributes with their symbolic dims (``reshape(N, T, 8, -1)``) bound to sizes; the
+    attributes themselves when they hold none."""
+    if not any(_has_dim(v) for v in attrs.values()):
+        return attrs
+    return {k: _bind_attr(v, dims) for k, v in attrs.items()}
+
+
 def run(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | np.ndarray,
         weights: Mapping[str, np.ndarray], dtype: str = "f32", trace: bool = False) -> dict[str, np.ndarray]:
     """Run ``graph``; return ``{output name: array}`` (and every value's array when ``trace``)."""
+    if dtype not in NUMPY_DTYPES or is_integer(dtype):
+        floats = [d for d in NUMPY_DTYPES if not is_integer(d)]
+        raise NetDSLError(f"the reference backend runs in {' or '.join(floats)}, not {dtype}")
     np_dtype = NUMPY_DTYPES[dtype]
     arrays = as_input_dict(graph, inputs)
-    bind_dims(graph, arrays)
-    env: dict[str, np.ndarray] = {v.name: np.asarray(arrays[v.name], dtype=np_dtype) for v in graph.inputs}
+    dims = bind_dims(graph, arrays)
+    env: dict[str, np.ndarray] = {v.name: input_array(v, arrays[v.name], np_dtype) for v in graph.inputs}
     last_use: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):
         for v in node.inputs:
@@ -64,8 +121,9 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | 
     for i, node in enumerate(graph.nodes):
         op = REGISTRY[node.op]
         params = {role: cast[name] for role, name in node.params.items()}
-        out = op.reference([env[v.name] for v in node.inputs], params, node.attrs)
-        env[node.output.name] = np.asarray(out, dtype=np_dtype)
+        out = op.reference([env[v.name] for v in node.inputs], params, bind_attrs_to_sizes(node.attrs, dims))
+        out_dtype = node.output.type.dtype
+        env[node.output.name] = np.asarray(out, dtype=NUMPY_DTYPES[out_dtype] if is_integer(out_dtype) else np_dtype)
         if trace:
             traced[node.output.name] = env[node.output.name]
         for v in node.inputs:

@@ -50,7 +50,7 @@ class Call:
 
 @dataclass
 class BinOp:
-    op: str  # "+", "-", "*", "/"
+    op: str  # "+", "-", "*", "/", "//"
     left: "Expr"
     right: "Expr"
     loc: SourceLoc

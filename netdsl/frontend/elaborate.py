@@ -9,6 +9,7 @@ also names each call site that led there. Nothing in a model file is ever evalua
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,12 +17,12 @@ from ..errors import NetDSLError, SourceLoc, did_you_mean
 from ..ir.dims import SymDim
 from ..ir.graph import Graph, Node, ParamSpec, Value
 from ..ir.printer import format_attr
-from ..ir.types import DTYPES, TensorType
+from ..ir.types import DTYPES, TensorType, is_integer
 from ..ops import ALIASES, REGISTRY, OpKind, ShapeError, lookup
 from ..ops.registry import OpDef, bind_attrs
 from . import ast
 
-Scalar = Any  # int, float, str, bool or a tuple of those
+Scalar = Any  # int, float, str, bool, a SymDim (a network input's dim, in an attribute) or a tuple of those
 
 MAX_REPEAT = 1000  # a repetition count above this is surely a typo (and would elaborate for minutes)
 MAX_NODES = 100_000  # no model of the seeds comes near; a runaway nesting of repetitions does
@@ -81,6 +82,8 @@ class _Elaborator:
         self.block_stack: list[str] = []
         self.dim_defaults: dict[str, int] = {}
         self.dim_default_locs: dict[str, SourceLoc] = {}
+        # the symbolic dims of the network's inputs (N, T, ...): names an attribute expression may use
+        self.dims: dict[str, SymDim] = {}
 
     # --- values and nodes ------------------------------------------------------------------------
     def _fresh_value_name(self, name: str) -> str:
@@ -93,6 +96,10 @@ class _Elaborator:
     def apply_op(self, op: OpDef, inputs: list[Tensor], attrs: dict, scope: Scope, label: str | None,
                  loc: SourceLoc) -> Tensor:
         types = [t.value.type for t in inputs]
+        for i, t in enumerate(types):
+            if is_integer(t.dtype) and not _takes_integer_input(op, i):
+                raise NetDSLError(f"`{op.name}` takes a floating-point tensor, got {t}", loc,
+                                  hint="an integer tensor holds token ids: look them up with `embedding(...)` first")
         dtypes = {t.dtype for t in types}
         if len(dtypes) > 1:
             raise NetDSLError(f"`{op.name}` mixes element types {', '.join(sorted(dtypes))}", loc)
@@ -121,6 +128,9 @@ class _Elaborator:
         if binding is not None:
             binding.used = True
             return binding.value
+        dim = self.dims.get(node.id)  # after values and block parameters: a symbolic dim of the inputs
+        if dim is not None:
+            return dim
         if node.id in pending:
             later = pending[node.id]
             cycle = _find_cycle(node.id, pending)
@@ -132,7 +142,7 @@ class _Elaborator:
         if lookup(node.id) or node.id in self.module.blocks:
             raise NetDSLError(f"`{node.id}` is a layer, not a value", node.loc,
                               hint=f"apply it to a value: `x -> {node.id}` or `{node.id}(x)`")
-        raise NetDSLError(f"undefined name `{node.id}`", node.loc, hint=did_you_mean(node.id, env))
+        raise NetDSLError(f"undefined name `{node.id}`", node.loc, hint=did_you_mean(node.id, [*env, *self.dims]))
 
     def eval(self, e: ast.Expr, env, scope: Scope, pending) -> Tensor | Scalar:
         if isinstance(e, (ast.Num, ast.Str, ast.Bool)):
@@ -147,8 +157,10 @@ class _Elaborator:
             return tuple(items)
         if isinstance(e, ast.Neg):
             v = self.eval(e.operand, env, scope, pending)
-            if isinstance(v, Tensor) or isinstance(v, (str, bool, tuple)):
-                raise NetDSLError("unary `-` applies to numbers only", e.loc)
+            if isinstance(v, Tensor):
+                return self.affine(v, -1.0, 0.0, "-", scope, e.loc)
+            if isinstance(v, (str, bool, tuple)):
+                raise NetDSLError(f"unary `-` applies to numbers and tensors, not {_show(v)}", e.loc)
             return -v
         if isinstance(e, ast.BinOp):
             return self.binop(e, env, scope, pending)
@@ -175,16 +187,68 @@ class _Elaborator:
             raise NetDSLError(f"`{e.op}` between tensors is not supported", e.loc,
                               hint="tensors combine with `+` (residual add), `*` or concat(...)")
         if lt or rt:
-            raise NetDSLError(f"`{e.op}` between a tensor and a number is not supported", e.loc,
-                              hint="arithmetic on numbers is for attributes, e.g. conv2d(c * 4, 1)")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right)):
+            return self.tensor_and_number(e, left, right, scope)
+        if not all(_is_number(v) or isinstance(v, SymDim) for v in (left, right)):
             raise NetDSLError(f"`{e.op}` needs numbers, got {_show(left)} and {_show(right)}", e.loc)
-        if e.op == "/" and right == 0:
+        if e.op in ("/", "//") and not isinstance(right, SymDim) and right == 0:
             raise NetDSLError("division by zero", e.loc)
+        if isinstance(left, SymDim) or isinstance(right, SymDim):
+            return _dim_arith(e, left, right)
         try:
             return _arith(e.op, left, right)
         except OverflowError:  # a huge integer mixed with a float
             raise NetDSLError(f"the result of `{e.op}` is too large", e.loc) from None
+
+    def tensor_and_number(self, e: ast.BinOp, left, right, scope: Scope) -> Tensor:
+        """``x * c``, ``c * x``, ``x / c``, ``x + c``, ``c + x``, ``x - c``, ``c - x``: one ``affine`` node
+        (y = scale * x + shift), which fuses into a conv's or linear's epilogue like any activation."""
+        x, c = (left, right) if isinstance(left, Tensor) else (right, left)
+        side = "right" if isinstance(left, Tensor) else "left"
+        if isinstance(c, SymDim):
+            raise NetDSLError(f"`{e.op}` between a tensor and the dimension `{c}` is not supported", e.loc,
+                              hint="a tensor is scaled or shifted by a number (`x * 0.125`, `x + 1`); dimensions "
+                                   "are for attributes, e.g. reshape(N, T, -1)")
+        if not _is_number(c):
+            raise NetDSLError(f"`{e.op}` between a tensor and {_show(c)} is not supported", e.loc,
+                              hint="a tensor is scaled or shifted by a number: `x * 0.125`, `x / 8`, `x + 1`, `1 - x`")
+        if e.op == "//":
+            raise NetDSLError("`//` between a tensor and a number is not supported", e.loc,
+                              hint="`//` is floor division of numbers and dims (`D // 8`); scale a tensor with "
+                                   "`x / 8` or `x * 0.125`")
+        if e.op == "/" and side == "left":
+            raise NetDSLError("`/` of a number by a tensor is not supported", e.loc,
+                              hint=f"a tensor can be divided by a number (`x / {format_attr(c)}`), but "
+                                   f"`{format_attr(c)} / x` is not an affine map of x")
+        if e.op == "/" and c == 0:
+            raise NetDSLError("division of a tensor by zero", e.loc, hint="divide by a non-zero number")
+        if e.op == "*":
+            scale, shift = c, 0.0
+        elif e.op == "/":
+            scale, shift = 1 / c, 0.0
+        elif e.op == "+":
+            scale, shift = 1.0, c
+        elif side == "right":  # x - c
+            scale, shift = 1.0, -c
+        else:  # c - x
+            scale, shift = -1.0, c
+        return self.affine(x, scale, shift, e.op, scope, e.loc)
+
+    def affine(self, x: Tensor, scale, shift, written: str, scope: Scope, loc: SourceLoc) -> Tensor:
+        """An ``affine(scale, shift)`` node for arithmetic written ``written`` between a tensor and a number."""
+        t = x.value.type
+        if is_integer(t.dtype):
+            raise NetDSLError(f"`{written}` on an integer tensor ({t}) is not supported", loc,
+                              hint="an integer tensor holds token ids: look them up with `embedding(...)` first")
+        op = REGISTRY["affine"]
+        try:
+            attrs = bind_attrs(op, [], {"scale": scale, "shift": shift})
+        except ShapeError as err:  # a number too large for a float
+            raise NetDSLError(err.message, loc, err.hint) from None
+        if not all(math.isfinite(v) for v in attrs.values()):  # `x * 1e400`: the literal is inf
+            raise NetDSLError(f"`{written}` with a number that is not finite ({format_attr(attrs['scale'])}, "
+                              f"{format_attr(attrs['shift'])} as scale, shift)", loc,
+                              hint="the number is too large for a float")
+        return self.apply_op(op, [x], attrs, scope, None, loc)
 
     def split_args(self, call: ast.Call, env, scope, pending) -> tuple[list[Tensor], list, dict, dict]:
         """Evaluate a call's arguments: (tensors, positional scalars, keyword scalars, locations), where
@@ -240,6 +304,7 @@ class _Elaborator:
             how = " (including the one from `->`)" if chained is not None else ""
             raise NetDSLError(f"`{op.name}` takes {op.arity} tensor input(s), got {len(inputs)}{how}", call.loc,
                               hint=_arity_hint(op, call.func, chained is not None))
+        scalars, arg_locs = _gather_shape_args(op, scalars, arg_locs)
         try:
             attrs = bind_attrs(op, scalars, kwargs)
         except ShapeError as e:
@@ -488,9 +553,60 @@ def _arith(op: str, left, right):
         return left - right
     if op == "*":
         return left * right
+    if op == "//":
+        return left // right
     if isinstance(left, int) and isinstance(right, int) and left % right == 0:
         return left // right
     return left / right
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _dim_arith(e: ast.BinOp, left, right):
+    """Arithmetic on symbolic dims in an attribute (``T * 2``, ``D // 8``, ``H - 1``), by dims.py's rules:
+    sums and differences of dims and integers, products with an integer, floor division by a positive one."""
+    for v in (left, right):
+        if not isinstance(v, (int, SymDim)):
+            raise NetDSLError(f"`{e.op}` of a dimension and {_show(v)}: dimensions combine with integers only",
+                              e.loc, hint="e.g. `T * 2`, `D // 8`, `H - 1`")
+    if e.op == "/":
+        raise NetDSLError("`/` on a dimension is not supported", e.loc,
+                          hint="a dimension divides with `//` (floor division), e.g. `D // 8`")
+    if e.op == "*" and isinstance(left, SymDim) and isinstance(right, SymDim):
+        raise NetDSLError(f"the product of two dimensions (`{left}` and `{right}`) is not supported", e.loc,
+                          hint="a dimension is multiplied by an integer (`T * 2`); use -1 in a shape to infer a size")
+    if e.op == "//" and (isinstance(right, SymDim) or right < 0):
+        raise NetDSLError(f"a dimension divides only by a positive integer, not {_show(right)}", e.loc,
+                          hint="e.g. `D // 8`")
+    return _arith(e.op, left, right)
+
+
+def _takes_integer_input(op: OpDef, index: int) -> bool:
+    """Whether ``op`` accepts an integer tensor (token ids, ``i64[N, T]``) as its input ``index``
+    (``OpDef.int_inputs``); every other op input must be floating point."""
+    return index in op.int_inputs
+
+
+def _gather_shape_args(op: OpDef, scalars: list, locs: dict) -> tuple[list, dict]:
+    """The rule for ops with a variable number of attribute arguments: when an op's FIRST attribute has type
+    "shape" (a tuple of dims), every positional attribute argument of a call goes into it, so
+    ``reshape(N, T, 8, -1)`` is ``reshape(shape=(N, T, 8, -1))`` and ``permute(0, 2, 1, 3)`` is
+    ``permute(dims=(0, 2, 1, 3))``. A single tuple is passed as it is (``reshape((N, -1))``). That attribute
+    is then the op's only positional one: the op's other attributes are given by name."""
+    if not scalars or not op.attrs or op.attrs[0].type != "shape":
+        return scalars, locs
+    if len(scalars) == 1 and isinstance(scalars[0], tuple):
+        return scalars, locs
+    first, last = locs.get(0), locs.get(len(scalars) - 1)
+    span = first
+    if first is not None and last is not None and first.line == last.line:
+        span = SourceLoc(first.file, first.line, first.col, last.col + last.width - first.col, first.source)
+    gathered = {k: v for k, v in locs.items() if not isinstance(k, int)}
+    if span is not None:
+        gathered[0] = span
+    return [tuple(scalars)], gathered
 
 
 def _arg_loc(op: OpDef, arg: str | int | None, arg_locs: dict) -> SourceLoc | None:
@@ -573,6 +689,12 @@ def elaborate(module: ast.Module, network: str | None = None) -> Graph:
             if p.name in seen:
                 raise NetDSLError(f"block `{block.name}` has two parameters named `{p.name}`", p.loc)
             seen.add(p.name)
+    for st in net.body:  # the dims of every network input can be named in attribute expressions
+        if isinstance(st, ast.InputStmt):
+            for d in st.decls:
+                for dim in (d.type.dims if d.type is not None else ()):
+                    if isinstance(dim.value, str):
+                        e.dims.setdefault(dim.value, SymDim.symbol(dim.value))
     env: dict[str, Binding] = {}
     outputs = e.run_body(net.body, env, Scope(""), where=net.loc)
     inputs = tuple(b.value.value for b in env.values() if b.is_input)

@@ -26,7 +26,7 @@ _TOKEN_NAMES = {
     "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string", "LPAR": "`(`",
     "RPAR": "`)`", "LBRACE": "`{`", "RBRACE": "`}`", "LSQB": "`[`", "RSQB": "`]`", "COMMA": "`,`",
     "COLON": "`:`", "EQUAL": "`=`", "PLUS": "`+`", "MINUS": "`-`", "STAR": "`*`", "SLASH": "`/`",
-    "__ANON_0": "`->`", "BLOCK": "`block`", "NETWORK": "`network`", "INPUT": "`input`", "OUTPUT": "`output`",
+    "__ANON_0": "`->`", "__ANON_1": "`//`", "BLOCK": "`block`", "NETWORK": "`network`", "INPUT": "`input`", "OUTPUT": "`output`",
     "TRUE": "`true`", "FALSE": "`false`", "$END": "end of file",
 }
 
@@ -120,6 +120,10 @@ class _Builder(Transformer):
     @v_args(meta=True)
     def div(self, meta, children):
         return self._binop("/", meta, children)
+
+    @v_args(meta=True)
+    def floordiv(self, meta, children):
+        return self._binop("//", meta, children)
 
     # --- chains --------------------------------------------------------------------------------
     @v_args(meta=True)

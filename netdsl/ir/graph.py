@@ -31,7 +31,8 @@ class ParamSpec:
     """A learned tensor: its shape and how it is initialised by default.
 
     ``init`` is one of ``kaiming`` (He normal, for the ReLU family), ``xavier`` (Glorot uniform, for
-    sigmoid/tanh/softsign), ``zeros``, ``ones``, ``const`` (``value``).
+    sigmoid/tanh/softsign), ``normal`` (N(0, 1), row ``zero_row`` zero: an embedding table and its
+    padding row), ``zeros``, ``ones``, ``const`` (``value``).
     """
 
     shape: tuple[int, ...]
@@ -39,6 +40,7 @@ class ParamSpec:
     fan_in: int = 1
     fan_out: int = 1
     value: float = 0.0
+    zero_row: int | None = None
 
 
 @dataclass(frozen=True, eq=False)

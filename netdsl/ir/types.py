@@ -10,8 +10,15 @@ import numpy as np
 from .dims import Dim, SymDim, evaluate, format_dim
 
 # dtype names used in .net files -> element size in bytes
-DTYPES = {"f32": 4, "f16": 2, "bf16": 2, "f64": 8}
-NUMPY_DTYPES = {"f32": np.float32, "f64": np.float64}
+DTYPES = {"f32": 4, "f16": 2, "bf16": 2, "f64": 8, "i32": 4, "i64": 8}
+# the integer element types: inputs of token ids (`input ids: i64[N, T]`), read only by ops that take them
+INTEGER_DTYPES = frozenset({"i32", "i64"})
+NUMPY_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
+
+
+def is_integer(dtype: str) -> bool:
+    """Whether ``dtype`` (a .net element type name) is an integer type."""
+    return dtype in INTEGER_DTYPES
 
 
 @dataclass(frozen=True)

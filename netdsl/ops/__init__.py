@@ -2,6 +2,7 @@
 
 from . import activations, nn  # noqa: F401  (registration side effects)
 from . import resample  # noqa: F401  (conv_transpose2d, upsample)
+from . import tensor  # noqa: F401  (matmul, reshape, transpose, permute, (un)squeeze, embedding, attention)
 from . import fused  # noqa: F401  (fused ops, produced by netdsl.passes; after nn and activations)
 from .registry import ALIASES, REGISTRY, Attr, OpDef, OpKind, ShapeError, lookup
 

@@ -137,6 +137,15 @@ ACTIVATIONS: tuple[Activation, ...] = (
         lambda a: ("mish", 0.0, 0.0),
         flops=8,
     ),
+    Activation(  # y = scale * x + shift: what the language makes of `x * 0.125`, `x / 8`, `1 - x`, `-x`, ...
+        "affine",
+        lambda x, a, _: a["scale"] * x + a["shift"],
+        lambda a: ("affine", a["scale"], a["shift"]),
+        attrs=(Attr("scale", "float", 1.0, doc="y = scale * x + shift"),
+               Attr("shift", "float", 0.0, doc="y = scale * x + shift")),
+        flops=2,
+        init="kaiming",
+    ),
 )
 
 

@@ -517,25 +517,29 @@ register(OpDef("log_softmax", OpKind.REDUCE, _axis_infer, lambda xs, p, a: _log_
 # ---------------------------------------------------------------------------------------------
 
 def _broadcast_infer(types, attrs, op="add"):
+    """NumPy/torch broadcasting: shapes aligned at their last dims, a missing leading dim counts as 1, and
+    a size-1 dim stretches to the other's size (``[N, T, D] + [D]``, ``[N, C, H, W] * [N, C, 1, 1]``)."""
     a, b = types
-    if a.rank != b.rank:
-        raise ShapeError(f"`{op}` of tensors of different ranks: {a} and {b}")
+    rank = max(a.rank, b.rank)
+    pa, pb = (1,) * (rank - a.rank) + tuple(a.shape), (1,) * (rank - b.rank) + tuple(b.shape)
     out = []
-    for i, (x, y) in enumerate(zip(a.shape, b.shape)):
+    for i, (x, y) in enumerate(zip(pa, pb)):
         if x == y or y == 1:
             out.append(x)
         elif x == 1:
             out.append(y)
         else:
-            raise ShapeError(f"`{op}` of tensors whose shapes differ in dim {i}: {a} and {b}",
-                             hint="a residual needs both branches to have the same shape")
+            where = f"dim {i}" if a.rank == b.rank else f"dim {i - rank} (counting from the last)"
+            raise ShapeError(f"`{op}` of tensors whose shapes differ in {where}: {a} and {b}",
+                             hint="shapes broadcast when, aligned at their last dims, each pair of sizes is equal "
+                                  "or one of them is 1; a residual needs both branches to have the same shape")
     return a.with_shape(out)
 
 
 register(OpDef("add", OpKind.BINARY, _broadcast_infer, lambda xs, p, a: xs[0] + xs[1],
-               lambda ins, out, a: numel(out), arity=2, doc="x + y (residual add; broadcasting size-1 dims)"))
+               lambda ins, out, a: numel(out), arity=2, doc="x + y (residual add; NumPy broadcasting)"))
 register(OpDef("mul", OpKind.BINARY, lambda t, a: _broadcast_infer(t, a, "mul"), lambda xs, p, a: xs[0] * xs[1],
-               lambda ins, out, a: numel(out), arity=2, doc="x * y (broadcasting size-1 dims)"))
+               lambda ins, out, a: numel(out), arity=2, doc="x * y (NumPy broadcasting)"))
 
 
 def _concat_infer(types, attrs):

@@ -93,6 +93,7 @@ class OpDef:
     flops: Flops
     attrs: tuple[Attr, ...] = ()
     arity: int | None = 1  # number of tensor inputs; None = one or more
+    int_inputs: tuple[int, ...] = ()  # inputs that take integer tensors (token ids); all others float
     params: Params = no_params
     doc: str = ""
     # activations only: how the Triton epilogue computes it, as (kernel name, alpha, beta)

@@ -210,15 +210,16 @@ def cost_report(unfused: Graph, fused: Graph, env: Mapping[str, int]) -> str:
     before = node_costs(unfused, env)
     after = node_costs(fused, env)
     width = max([len(n.output.name) for n in fused.nodes] + [8])
+    opw = max([len(n.op) for n in fused.nodes] + [16])
     dims = ", ".join(f"{k}={v}" for k, v in sorted(env.items()))
     lines = [f"Cost at {dims} (bytes: global memory read + written; weights read once per launch)",
-             f"{'node':<{width}}  {'op':<16} {'parts':>5} {'launches':>8} {'FLOPs':>9}  {'bytes unfused':>13} "
+             f"{'node':<{width}}  {'op':<{opw}} {'parts':>5} {'launches':>8} {'FLOPs':>9}  {'bytes unfused':>13} "
              f"{'bytes fused':>12} {'read':>9} {'written':>9}"]
     for n in fused.nodes:
         parts = [p for p in origin_of(fused, n.output.name) if p in before]
         was = total({p: before[p] for p in parts})
         c = after[n.output.name]
-        lines.append(f"{n.output.name:<{width}}  {n.op:<16} {len(parts):>5} {f'{was.launches}->{c.launches}':>8} "
+        lines.append(f"{n.output.name:<{width}}  {n.op:<{opw}} {len(parts):>5} {f'{was.launches}->{c.launches}':>8} "
                      f"{_h(c.flops):>9}  {_h(was.bytes, 'B'):>13} {_h(c.bytes, 'B'):>12} {_h(c.read, 'B'):>9} "
                      f"{_h(c.written, 'B'):>9}")
     s = summarize(unfused, fused, env)

@@ -63,7 +63,8 @@ class Fused:
     def node(self) -> Node:
         anchor = self.anchor or self.parts[0]
         extra = (self.residual,) if self.residual is not None else ()
-        return Node(self.op, self.inputs + extra, self.parts[-1].outputs, {**self.attrs, **self.epilogue.attrs()},
+        epilogue = self.epilogue.attrs() if REGISTRY[self.op].attr("act1") is not None else {}
+        return Node(self.op, self.inputs + extra, self.parts[-1].outputs, {**self.attrs, **epilogue},
                     {**self.params, **self.slopes}, anchor.name, anchor.loc)
 
 
@@ -114,7 +115,8 @@ Match = Callable[[Node, OpDef], bool]
 @dataclass(frozen=True)
 class Rule:
     """``anchor`` matches a node (with its registry entry); ``after``, when given, matches the node
-    producing its first input, which must be read by the anchor alone (the pattern ``after -> anchor``).
+    producing its first input, which must be read by the anchor alone (the pattern ``after -> anchor``);
+    ``walk``, for longer patterns, finds the nodes that end in the anchor (or None).
     ``rewrite(nodes)`` returns the fused node they start as (None: leave them), and ``grow`` says
     whether the epilogue rule then extends it."""
 
@@ -122,6 +124,7 @@ class Rule:
     anchor: Match
     rewrite: Callable[[list[Node]], Fused | None]
     after: Match | None = None
+    walk: Callable[[GraphIndex, Node], list[Node] | None] | None = None
     grow: bool = True
     doc: str = ""
 
@@ -202,6 +205,48 @@ def _pointwise(nodes: list[Node]) -> Fused | None:
     return fused
 
 
+def _attention_walk(index: GraphIndex, node: Node) -> list[Node] | None:
+    """matmul(q, k -> transpose(-2, -1)) (-> affine(scale)) -> softmax(dim=-1) -> matmul(., v): the
+    nodes of attention spelled out, in graph order, each read only by the next."""
+    def sole_producer(value: Value, op: str) -> Node | None:
+        node = index.producer.get(value.name)
+        return node if node is not None and node.op == op and index.sole_user(value) is not None else None
+
+    chain = [node]
+    soft = sole_producer(node.inputs[0], "softmax")
+    if soft is None or soft.attrs["dim"] % soft.output.type.rank != soft.output.type.rank - 1:
+        return None
+    chain.append(soft)
+    scores = soft.inputs[0]
+    scaled = sole_producer(scores, "affine")
+    if scaled is not None:
+        if scaled.attrs["shift"] != 0:
+            return None
+        chain.append(scaled)
+        scores = scaled.inputs[0]
+    qk = sole_producer(scores, "matmul")
+    kt = sole_producer(qk.inputs[1], "transpose") if qk is not None else None
+    if kt is None:
+        return None
+    rank = kt.output.type.rank
+    if {kt.attrs["dim0"] % rank, kt.attrs["dim1"] % rank} != {rank - 2, rank - 1}:
+        return None
+    chain += [qk, kt]
+    return sorted(chain, key=lambda n: index.position[id(n)])
+
+
+def _attention(nodes: list[Node]) -> Fused | None:
+    """=> scaled_dot_product_attention(q, k, v, scale): the L x S scores never reach memory."""
+    kt, qk, *middle, soft, pv = nodes
+    q, k, v = qk.inputs[0], kt.inputs[0], pv.inputs[1]
+    if not (q.type.rank == k.type.rank == v.type.rank >= 3 and q.type.shape[:-2] == k.type.shape[:-2]
+            == v.type.shape[:-2] == pv.output.type.shape[:-2]):
+        return None  # batch dims that broadcast: left as they are
+    scale = middle[0].attrs["scale"] if middle else 1.0
+    return Fused("scaled_dot_product_attention", nodes, (q, k, v), {"causal": False, "scale": float(scale)}, {},
+                 anchor=pv)
+
+
 def _anchors_epilogue(*kinds: OpKind) -> Match:
     """Ops of these kinds that have a fused form, and the fused ops derived from them."""
     def match(node: Node, op: OpDef) -> bool:
@@ -213,6 +258,10 @@ RULES: dict[str, tuple[Rule, ...]] = {
     "fold_batchnorm": (
         Rule("fold", _is("batchnorm"), _fold, after=lambda node, op: op.folds_batchnorm, grow=False,
              doc="conv/linear -> batchnorm: fold into the weight and bias"),
+    ),
+    "fuse_attention": (
+        Rule("attention", _is("matmul"), _attention, walk=_attention_walk, grow=False,
+             doc="matmul -> (scale) -> softmax -> matmul: one attention kernel"),
     ),
     "fuse_norm_activation": (
         Rule("add_norm", lambda node, op: op.absorbs_add, _add_norm, after=_is("add"),
@@ -269,7 +318,11 @@ def _match(index: GraphIndex, rule: Rule, node: Node, taken: set[int]) -> Fused 
     if not rule.anchor(node, REGISTRY[node.op]):
         return None
     nodes = [node]
-    if rule.after is not None:
+    if rule.walk is not None:
+        nodes = rule.walk(index, node)
+        if nodes is None or any(id(n) in taken for n in nodes):
+            return None
+    elif rule.after is not None:
         src = index.producer.get(node.inputs[0].name)
         if (src is None or id(src) in taken or not rule.after(src, REGISTRY[src.op])
                 or index.sole_user(src.output) is not node):
@@ -287,6 +340,7 @@ def _pass(name: str, verb: str = "fused"):
 
 
 fold_batchnorm = _pass("fold_batchnorm", "folded")
+fuse_attention = _pass("fuse_attention")
 fuse_norm_activation = _pass("fuse_norm_activation")
 fuse_conv_epilogue = _pass("fuse_conv_epilogue")
 fuse_pointwise = _pass("fuse_pointwise")

@@ -5,9 +5,10 @@ Not a pytest module (it takes minutes): run it after changing a kernel or a conf
     python tests/kernels/aot_sweep.py [--dtypes fp16,bf16,fp32] [--workers 2]
 
 Every build must have 0 spills, <= 255 registers, shared memory within the target's
-limit, and conv/linear must use tensor cores (HMMA on sm_80, HGMMA on sm_90) for fp16,
-bf16 and TF32. Shapes: a channel-aligned one (the JIT's 16-divisibility hints hold, loads
-vectorize) and an unaligned one (odd channel counts), with a heavy epilogue.
+limit, and conv/linear/bmm/attention must use tensor cores (HMMA on sm_80, HGMMA on sm_90;
+attention tiles under 64 query rows get HMMA on sm_90 too) for fp16, bf16 and TF32.
+Shapes: a channel-aligned one (the JIT's 16-divisibility hints hold, loads vectorize) and
+an unaligned one (odd channel counts), with a heavy epilogue.
 """
 
 import argparse
@@ -17,7 +18,8 @@ import time
 
 import torch
 
-from netdsl.kernels import aot, conv, conv_direct, conv_transpose, matmul, norm, pointwise, pool, softmax, upsample
+from netdsl.kernels import (aot, attention, bmm, conv, conv_direct, conv_transpose, embedding, matmul, norm, pointwise,
+                            pool, softmax, upsample)
 from netdsl.kernels.epilogue import Epilogue
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -26,6 +28,17 @@ HEAVY = dict(bias=True, act1="gelu", residual=True, act2="mish")   # the "medium
 # The heaviest epilogues that still get the fast tier (all configs): one transcendental act.
 LIGHT = (dict(bias=True, act1="mish", residual=True, act2="relu6"),
          dict(bias=True, act1="relu", residual=True, act2="mish"))
+
+
+# attention variants (specialization keywords, from the dtype): the register-hungriest mask
+# and causal combinations of each kind.
+ATTENTION_VARIANTS = (
+    ("plain", lambda dt: {}),
+    ("causal", lambda dt: dict(causal=True)),
+    ("key-padding bool causal", lambda dt: dict(mask_shape=(2, 1, 1, 1024), causal=True)),
+    ("mask [L,S] additive causal", lambda dt: dict(mask_shape=(1024, 1024), mask_dtype=dt, causal=True)),
+    ("mask [B,1,L,S] bool", lambda dt: dict(mask_shape=(2, 1, 1024, 1024))),
+)
 
 
 def ep(out_shape, dtype, pieces):
@@ -62,6 +75,32 @@ def sweep_specs(dtypes):
             add(f"conv_transpose {tag} unaligned", conv_transpose.specialization(
                 (2, 15, 13, 10), dt, 14, 3, 3, 1, 2, 2, 2, ep((2, 47, 41, 14), dt, HEAVY),
                 allow_tf32=tf32, config="all"), mma)
+            # batched matmul: contiguous, both operands transposed views, broadcast b, unaligned
+            add(f"bmm {tag} aligned", bmm.specialization(
+                (8, 77, 256), dt, 512, ep((8, 77, 512), dt, HEAVY), allow_tf32=tf32, config="all"), mma)
+            add(f"bmm {tag} transposed", bmm.specialization(
+                (8, 128, 64), dt, 128, ep((8, 128, 128), dt, HEAVY), transpose_a=True, transpose_b=True,
+                allow_tf32=tf32, config="all"), mma)
+            add(f"bmm {tag} broadcast-b", bmm.specialization(
+                (8, 128, 64), dt, 96, ep((8, 128, 96), dt, HEAVY), transpose_b=True, b_batch=1,
+                allow_tf32=tf32, config="all"), mma)
+            add(f"bmm {tag} unaligned", bmm.specialization(
+                (3, 77, 45), dt, 29, ep((3, 77, 29), dt, HEAVY), transpose_b=True, allow_tf32=tf32, config="all"),
+                mma)
+            # attention: every head dim tier, with causal, key-padding and per-row masks; unaligned heads
+            for E in (32, 64, 80, 128):
+                for label, kw in ATTENTION_VARIANTS:
+                    add(f"attention {tag} E={E} {label}", attention.specialization(
+                        (2, 8, 1024, E), dt, **kw(dt), allow_tf32=tf32, config="all"), mma)
+            # rows aligned to 8 elements only (E = 40, 72), and "narrow" rows (not 16-byte aligned)
+            for E in ((40, 72) + ((36, 100) if name != "fp32" else (42, 90))):
+                for label, kw in ATTENTION_VARIANTS:
+                    kw = {k: v for k, v in kw(dt).items() if k != "mask_shape"}
+                    mask = {"key-padding": (2, 1, 1, 93), "mask [L,S]": (77, 93), "mask [B,1,L,S]": (2, 1, 77, 93)}
+                    shape = [m for prefix, m in mask.items() if label.startswith(prefix)]
+                    add(f"attention {tag} E={E}/Ev={E - 16} L=77 S=93 {label}", attention.specialization(
+                        (2, 3, 77, E), dt, 93, ev=E - 16, mask_shape=shape[0] if shape else None, **kw,
+                        allow_tf32=tf32, config="all"), mma)
         for j, pieces in enumerate(LIGHT):
             if name != "fp32":
                 add(f"conv {name} aligned light{j}", conv.specialization(
@@ -95,6 +134,10 @@ def sweep_specs(dtypes):
                 (2, 28, 28, 64), dt, (56, 56), mode, align_corners=corners))
             add(f"upsample {mode}{'-ac' if corners else ''} {name} odd", upsample.specialization(
                 (2, 9, 7, 13), dt, (20, 15), mode, align_corners=corners, scale_factor=(2.3, 2.2)))
+        for D, V in ((4096, 32000), (77, 1000)):
+            for ids_dtype in (torch.int32, torch.int64):
+                add(f"embedding {name} D={D} {str(ids_dtype)[6:]}", embedding.specialization(
+                    (4, 77), ids_dtype, V, D, dt))
         for C in (1000, 8192, 50000):
             add(f"softmax {name} C={C}", softmax.specialization((64, C), dt))
             add(f"log_softmax {name} C={C}", softmax.specialization((64, C), dt, log=True))

@@ -63,7 +63,7 @@ TORCH_ACTS = {
     "softplus": lambda t, a, b, s: F.softplus(t, beta=a, threshold=b), "gelu": lambda t, a, b, s: F.gelu(t),
     "gelu_tanh": lambda t, a, b, s: F.gelu(t, approximate="tanh"), "silu": lambda t, a, b, s: F.silu(t),
     "hardswish": lambda t, a, b, s: F.hardswish(t), "hardsigmoid": lambda t, a, b, s: F.hardsigmoid(t),
-    "mish": lambda t, a, b, s: F.mish(t),
+    "mish": lambda t, a, b, s: F.mish(t), "affine": lambda t, a, b, s: t * a + b,
 }
 
 
@@ -74,4 +74,5 @@ def torch_act(name: str, x: torch.Tensor, alpha: float = 0.0, beta: float = 0.0,
 
 def act_params(name: str):
     """(alpha, beta) to test an activation with: torch's defaults, or non-trivial values."""
-    return {"leaky_relu": (0.1, 0.0), "elu": (0.7, 0.0), "softplus": (1.5, 4.0)}.get(name, (0.0, 0.0))
+    return {"leaky_relu": (0.1, 0.0), "elu": (0.7, 0.0), "softplus": (1.5, 4.0), "affine": (-0.375, 1.25)}.get(
+        name, (0.0, 0.0))

@@ -9,10 +9,11 @@ tests/kernels/aot_sweep.py.
 import pytest
 import torch
 
-from netdsl.kernels import aot, conv, conv_direct, conv_transpose, matmul, norm, pointwise, pool, softmax, upsample
+from netdsl.kernels import (aot, attention, bmm, conv, conv_direct, conv_transpose, embedding, matmul, norm, pointwise,
+                            pool, softmax, upsample)
 from netdsl.kernels.epilogue import Epilogue
 
-F16, F32 = torch.float16, torch.float32
+F16, BF16, F32 = torch.float16, torch.bfloat16, torch.float32
 
 
 def EP(out_shape, dtype):
@@ -67,6 +68,21 @@ def specs():
                                                            scale_factor=(2.3, 2.2)), False),
         ("upsample bilinear-align fp32 int64", int64(upsample.specialization(
             x, F32, (56, 56), "bilinear", align_corners=True)), False),
+        ("bmm fp16 default", bmm.specialization((8, 128, 64), F16, 128, EP((8, 128, 128), F16), transpose_b=True),
+         True),
+        ("bmm bf16 transposed broadcast", bmm.specialization((8, 128, 64), BF16, 96, EP((8, 128, 96), BF16),
+                                                             transpose_a=True, b_batch=1), True),
+        ("bmm fp32", bmm.specialization((8, 77, 64), F32, 96, EP((8, 77, 96), F32)), False),
+        # attention's default config per head-dim tier: every E, fp16 / bf16 / fp32, masks and causal
+        ("attention fp16 E=64", attention.specialization((2, 8, 1024, 64), F16), True),
+        ("attention bf16 E=32 causal key-padding", attention.specialization(
+            (2, 8, 1024, 32), BF16, causal=True, mask_shape=(2, 1, 1, 1024)), True),
+        ("attention fp16 E=80 [L,S] mask", attention.specialization(
+            (2, 8, 1000, 80), F16, mask_shape=(1000, 1000), mask_dtype=F16), True),
+        ("attention bf16 E=128 causal", attention.specialization((2, 8, 1024, 128), BF16, causal=True), True),
+        ("attention fp32 E=64 causal", attention.specialization((2, 8, 1024, 64), F32, causal=True), False),
+        ("attention fp32-tf32 E=128", attention.specialization((2, 8, 1024, 128), F32, allow_tf32=True), True),
+        ("embedding fp16", embedding.specialization((4, 128), torch.int64, 32000, 4096, F16), False),
         ("softmax fp16", softmax.specialization((64, 1000), F16), False),
         ("log_softmax fp32 chunked", softmax.specialization((64, 50000), F32, log=True), False),
     ]
@@ -88,7 +104,11 @@ def test_every_kernel_builds_without_spills(built):
             if needs_mma and not r.uses_mma:
                 problems.append(f"{label} sm_{r.cc}: no tensor-core instructions")
             if needs_mma:
-                assert r.mma == ("HMMA" if r.cc == 80 else "HGMMA"), (label, r.cc, r.mma)
+                # sm_90's wgmma (HGMMA) needs 64-row tiles: attention's narrow fp32 tiles use HMMA there
+                expected = ("HMMA",) if r.cc == 80 else ("HGMMA",)
+                if r.cc == 90 and label.startswith("attention"):
+                    expected = ("HGMMA", "HMMA")
+                assert r.mma in expected, (label, r.cc, r.mma)
     assert not problems, "\n".join(problems)
     print("\n" + aot.format_reports([r for _, _, *rs in built for r in rs]))
 

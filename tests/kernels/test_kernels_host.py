@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from netdsl.kernels import _host, conv, conv_direct, conv_transpose, matmul, norm, pointwise, pool, softmax, upsample
+from netdsl.kernels import (_host, attention, bmm, conv, conv_direct, conv_transpose, embedding, matmul, norm,
+                            pointwise, pool, softmax, upsample)
 from netdsl.kernels.epilogue import Epilogue
 
 
@@ -21,6 +22,9 @@ def test_kernel_error_is_the_one_wrapper_error():
         lambda: norm.groupnorm(x, 3, None, None),
         lambda: pool.maxpool2d(x, 2, 1, 2),
         lambda: softmax.softmax(x, out=torch.zeros(2)),
+        lambda: bmm.bmm(x[0], x[0]),
+        lambda: attention.attention(x, x[..., :3], x),
+        lambda: embedding.embedding(torch.zeros(2, dtype=torch.int64), x),
         lambda: upsample.upsample_nearest2d(x),
         lambda: Epilogue(act1="rleu"),
         lambda: Epilogue(act2="prelu"),
@@ -86,6 +90,12 @@ SPECS = {
         Epilogue.planned((2, 18, 18, 32), torch.float16, bias=True, act1="prelu", residual=True, act2="softplus")),
     "upsample": lambda: upsample.specialization((2, 8, 8, 16), torch.bfloat16, (16, 16), "bilinear"),
     "softmax": lambda: softmax.specialization((8, 100), torch.float16),
+    "bmm": lambda: bmm.specialization((3, 8, 32), torch.bfloat16, 48,
+                                      Epilogue.planned((3, 8, 48), torch.bfloat16, bias=True, residual=True),
+                                      transpose_b=True),
+    "attention": lambda: attention.specialization((2, 4, 33, 80), torch.float16, 40, mask_shape=(33, 40),
+                                                  causal=True),
+    "embedding": lambda: embedding.specialization((3, 5), torch.int32, 100, 64, torch.float32),
 }
 
 

@@ -22,6 +22,7 @@ from ...ir.graph import Graph
 from ...ops import REGISTRY
 from ...tolerances import TOLERANCES
 from .. import reference
+from ..reference import bind_attrs_to_sizes, bind_dims
 from .lower import TORCH_DTYPES
 from .module import TritonModule
 
@@ -38,6 +39,9 @@ class NodeCheck:
 
 
 def _round(array: np.ndarray, dtype: str) -> np.ndarray:
+    """``array`` as the kernels see it in ``dtype`` (integer token ids are left as they are)."""
+    if np.issubdtype(np.asarray(array).dtype, np.integer):
+        return np.asarray(array)
     t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(TORCH_DTYPES[dtype])
     return t.to(torch.float32).numpy()
 
@@ -52,11 +56,13 @@ def check(fused: Graph, weights: dict[str, np.ndarray], inputs: dict[str, np.nda
     seen.update({node.output.name: got[node.output.name].to(torch.float32).cpu().numpy() for node in fused.nodes})
     chained = reference.run(fused, inputs, weights, dtype="f32", trace=True)
     tol = TOLERANCES[dtype]
+    dims = bind_dims(fused, inputs)
     out = []
     for node in fused.nodes:
         name = node.output.name
         params = {role: weights[w] for role, w in node.params.items()}
-        r = np.asarray(REGISTRY[node.op].reference([seen[v.name] for v in node.inputs], params, node.attrs),
+        attrs = bind_attrs_to_sizes(node.attrs, dims)
+        r = np.asarray(REGISTRY[node.op].reference([seen[v.name] for v in node.inputs], params, attrs),
                        dtype=np.float32)
         abs_err, rel_err, ok = tol.error(seen[name], r)
         _, drift, _ = tol.error(seen[name], chained[name])
@@ -67,14 +73,15 @@ def check(fused: Graph, weights: dict[str, np.ndarray], inputs: dict[str, np.nda
 def format_checks(checks: list[NodeCheck], dtype: str) -> str:
     tol = TOLERANCES[dtype]
     width = max([len(c.name) for c in checks] + [4])
+    opw = max([len(c.op) for c in checks] + [16])
     lines = [f"tolerance {dtype}: max abs err <= {tol.atol:g} + {tol.rtol:g} * max|ref|, each node fed the values "
              "its kernel read (\"from input\": the relative error accumulated from the network's inputs, "
              "for information)",
-             f"{'node':<{width}}  {'op':<16} {'shape':<18} {'max abs err':>12} {'rel err':>10}  {'':<8}  "
+             f"{'node':<{width}}  {'op':<{opw}} {'shape':<18} {'max abs err':>12} {'rel err':>10}  {'':<8}  "
              f"{'from input':>10}"]
     for c in checks:
         shape = "x".join(map(str, c.shape))
-        lines.append(f"{c.name:<{width}}  {c.op:<16} {shape:<18} {c.abs_err:>12.3e} {c.rel_err:>10.2e}  "
+        lines.append(f"{c.name:<{width}}  {c.op:<{opw}} {shape:<18} {c.abs_err:>12.3e} {c.rel_err:>10.2e}  "
                      f"{'ok' if c.ok else 'DIVERGES':<8}  {c.drift:>10.2e}")
     bad = [c for c in checks if not c.ok]
     if bad:

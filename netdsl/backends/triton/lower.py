@@ -26,16 +26,18 @@ import torch
 
 from ...errors import NetDSLError
 from ...ir.graph import Graph, Node
-from ...kernels import conv, conv_transpose, matmul, norm, pointwise, pool, softmax, upsample
+from ...kernels import attention, bmm, conv, conv_transpose, embedding, matmul, norm, pointwise, pool, softmax, upsample
 from ...kernels.epilogue import Epilogue as KernelEpilogue
 from ...ops import REGISTRY, OpDef, OpKind
 from ...ops.epilogue import Epilogue
 from ...ops.fused import folded_weight_and_bias
 from ...ops.nn import batchnorm_affine, conv_padding
 from ...ops.resample import upsample_scales
+from ...ops.tensor import sinusoidal_table
 from ...passes.layout import LayoutPlan, stored_dim
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TORCH_INT_DTYPES = {"i32": torch.int32, "i64": torch.int64}  # token ids keep their type
 
 
 @dataclass
@@ -190,6 +192,83 @@ def lower_upsample(node: Node, ctx: LowerCtx) -> Step:
     return Step(node, run, kernel=f"upsample_{a['mode']}2d")
 
 
+def lower_matmul(node: Node, ctx: LowerCtx) -> Step:
+    """torch.matmul of two activations: batch dims broadcast and merged into one, rank-1 operands
+    made matrices, then one batched GEMM (strided operands: a transposed view costs nothing)."""
+    ra, rb = (v.type.rank for v in node.inputs)
+
+    def run(inputs, out):
+        a, b = inputs
+        a = a.unsqueeze(0) if ra == 1 else a
+        b = b.unsqueeze(-1) if rb == 1 else b
+        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        (m, k), n = a.shape[-2:], b.shape[-1]
+        a3 = a.expand(*batch, m, k).reshape(-1, m, k)
+        b3 = b.expand(*batch, k, n).reshape(-1, k, n)
+        y = bmm.bmm(a3, b3, out=out.view(-1, m, n), allow_tf32=ctx.allow_tf32)
+        return y.view(out.shape)
+
+    return Step(node, run, kernel="bmm")
+
+
+def lower_permute(node: Node, ctx: LowerCtx) -> Step:
+    """transpose / permute: a copy (by torch) into the output's storage, in the IR's order."""
+    rank = node.inputs[0].type.rank
+    if "dims" in node.attrs:
+        perm = tuple(d % rank for d in node.attrs["dims"])
+    else:
+        perm = list(range(rank))
+        d0, d1 = node.attrs["dim0"] % rank, node.attrs["dim1"] % rank
+        perm[d0], perm[d1] = perm[d1], perm[d0]
+
+    def run(inputs, out):
+        return out.copy_(inputs[0].permute(*perm))
+
+    return Step(node, run, kernel="layout copy")
+
+
+def lower_embedding(node: Node, ctx: LowerCtx) -> Step:
+    table = ctx.tensor(ctx.param(node, "weight"))
+
+    def run(inputs, out):
+        return embedding.embedding(inputs[0], table, out=out)
+
+    return Step(node, run, kernel="embedding")
+
+
+def lower_positional_encoding(node: Node, ctx: LowerCtx) -> Step:
+    """x + the sinusoidal table: one pointwise add of the table for this T (built once per shape)."""
+    tables: dict[tuple, torch.Tensor] = {}
+
+    def run(inputs, out):
+        x = inputs[0]
+        if tuple(x.shape) not in tables:
+            t, d = x.shape[-2:]
+            tables[tuple(x.shape)] = ctx.tensor(sinusoidal_table(t, d)).expand(x.shape).contiguous()
+        return pointwise.add(x, tables[tuple(x.shape)], out=out)
+
+    return Step(node, run, kernel="pointwise")
+
+
+def lower_sdpa(node: Node, ctx: LowerCtx) -> Step:
+    """The fused attention kernel: the L x S scores stay on chip. [N, L, E] operands get a head dim."""
+    causal, scale = node.attrs["causal"], node.attrs["scale"]
+
+    def four(t):
+        return t.unsqueeze(1) if t.dim() == 3 else t
+
+    def run(inputs, out):
+        q, k, v = (four(t) for t in inputs[:3])
+        mask = inputs[3] if len(inputs) > 3 else None
+        if mask is not None:
+            mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
+        y = attention.attention(q, k, v, mask=mask, causal=causal, scale=scale, out=four(out),
+                                allow_tf32=ctx.allow_tf32)
+        return y.view(out.shape)
+
+    return Step(node, run, kernel="attention")
+
+
 def lower_linear(node: Node, ctx: LowerCtx) -> Step:
     w, b = folded_weight_and_bias(ctx.params(node), node.attrs)
     src = node.inputs[0].name
@@ -336,15 +415,12 @@ def _lower_softmax(fn):
     return lowering
 
 
-def lower_dropout(node: Node, ctx: LowerCtx) -> Step:
-    return Step(node, lambda inputs, out: inputs[0], launches=0, kernel="view")
-
-
-def lower_flatten(node: Node, ctx: LowerCtx) -> Step:
-    """A view of what the node reads: the IR's order (a 4-D map stored NHWC was converted to NCHW for
-    it), or an NHWC map as it is when that is the same order ([N, C, 1, 1]) or an (H, W, C) flatten."""
-    start = node.attrs["start_dim"]
-    return Step(node, lambda inputs, out: inputs[0].reshape(*inputs[0].shape[:start], -1), kernel="view")
+def lower_view(node: Node, ctx: LowerCtx) -> Step:
+    """A view op (``OpDef.view``: flatten, reshape, squeeze, dropout) runs nothing: the module reshapes
+    what the node reads to the output's stored shape -- the IR's order (a 4-D map stored NHWC was
+    converted for it), or an NHWC map as it is when that is the same order ([N, C, 1, 1]) or an
+    (H, W, C) flatten."""
+    return Step(node, lambda inputs, out: inputs[0], kernel="view")
 
 
 def _broadcast_operand(operand: str, a: torch.Tensor, b: torch.Tensor, out):
@@ -363,9 +439,20 @@ def _broadcast_operand(operand: str, a: torch.Tensor, b: torch.Tensor, out):
 
 def _binary(node: Node, ctx: LowerCtx, kernel, operand: str) -> Step:
     """add / mul: ``kernel(a, b, out)`` on same-shape operands; a per-channel or per-(sample, channel)
-    operand goes to the pointwise kernel's affine as its ``operand`` ("shift" or "scale")."""
+    operand goes to the pointwise kernel's affine as its ``operand`` ("shift" or "scale"). Operands of
+    a lower rank broadcast as torch's (leading size-1 dims); when the node reads NHWC they are viewed
+    so too."""
+    rank = node.output.type.rank
+    nhwc = rank == 4 and ctx.layout.reads_in(node) == "NHWC"
+
+    def as_output_rank(t):
+        if t.dim() == rank:
+            return t
+        t = t.reshape((1,) * (rank - t.dim()) + tuple(t.shape))
+        return to_internal_view(t) if nhwc else t
+
     def run(inputs, out):
-        a, b = inputs
+        a, b = (as_output_rank(t) for t in inputs)
         shape = torch.broadcast_shapes(a.shape, b.shape)
         if tuple(a.shape) != tuple(shape):
             a, b = b, a  # the broadcast operand goes second (both ops commute)
@@ -411,6 +498,12 @@ LOWERINGS: dict[str, Callable[[Node, LowerCtx], Step]] = {
     "conv_transpose2d": lower_conv_transpose,
     "upsample": lower_upsample,
     "linear": lower_linear,
+    "matmul": lower_matmul,
+    "transpose": lower_permute,
+    "permute": lower_permute,
+    "embedding": lower_embedding,
+    "positional_encoding": lower_positional_encoding,
+    "scaled_dot_product_attention": lower_sdpa,
     "batchnorm": lower_batchnorm,
     "fused_pointwise": lower_fused_pointwise,
     "layernorm": lower_layernorm,
@@ -420,8 +513,6 @@ LOWERINGS: dict[str, Callable[[Node, LowerCtx], Step]] = {
     "global_avgpool": lower_global_avgpool,
     "softmax": _lower_softmax(softmax.softmax),
     "log_softmax": _lower_softmax(softmax.log_softmax),
-    "dropout": lower_dropout,
-    "flatten": lower_flatten,
     "add": lambda n, c: _binary(n, c, pointwise.add, "shift"),
     "mul": lambda n, c: _binary(n, c, pointwise.mul, "scale"),
     "concat": lower_concat,
@@ -432,6 +523,8 @@ def lowering_of(op: OpDef) -> Callable[[Node, LowerCtx], Step] | None:
     """The op's own entry, else its base's (a derived fused op), else by kind (an activation)."""
     if op.name in LOWERINGS:
         return LOWERINGS[op.name]
+    if op.view:
+        return lower_view
     if op.base is not None:
         return LOWERINGS.get(op.base)
     if op.kind is OpKind.ELEMENTWISE:

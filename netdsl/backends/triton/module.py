@@ -32,7 +32,7 @@ from ...ops import REGISTRY
 from ...passes.layout import NHWC, LayoutPlan, plan_layout, stored_dim
 from ...passes.memory import MemoryPlan, converted_key, is_view, plan_buffers, plan_dims
 from ..reference import bind_dims
-from .lower import TORCH_DTYPES, LowerCtx, Step, lower, to_internal_view, to_ir
+from .lower import TORCH_DTYPES, TORCH_INT_DTYPES, LowerCtx, Step, lower, to_internal_view, to_ir
 from .runtime import warn_if_interpreting
 
 
@@ -188,11 +188,18 @@ class TritonModule(torch.nn.Module):
         for v in self.graph.inputs:
             x = given[v.name]
             x = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
-            produced(v, x.to(device=self.device, dtype=self.torch_dtype).contiguous())
+            dtype = TORCH_INT_DTYPES.get(v.type.dtype, self.torch_dtype)  # token ids stay integers
+            produced(v, x.to(device=self.device, dtype=dtype).contiguous())
         traced: dict[str, torch.Tensor] = {}
         for step in self.steps:
             node = step.node
-            out = None if is_view(node) else storage.tensor(node.output)
+            if is_view(node):  # nothing runs: the output is what the node reads, reshaped
+                shape = stored_shape(node.output, dims, self.layout.get(node.output.name))
+                produced(node.output, read(node.inputs[0], node).reshape(shape))
+                if trace:
+                    traced[node.output.name] = values[node.output.name].clone()
+                continue
+            out = storage.tensor(node.output)
             try:
                 y = step.run([read(v, node) for v in node.inputs], out)
             except KernelError as e:

@@ -1,0 +1,505 @@
+"""Tensor ops for sequence models, as in PyTorch: ``matmul``, ``reshape``, ``transpose``, ``permute``,
+``unsqueeze``, ``squeeze``, ``embedding``, ``positional_encoding`` and ``scaled_dot_product_attention``
+(alias ``sdpa``).
+
+Each op is one registry entry with torch's semantics (``torch.matmul``, ``Tensor.reshape``, ...,
+``F.embedding``, ``F.scaled_dot_product_attention``). Shapes may hold symbolic dims (``N``, ``T``):
+``reshape``'s target may name them (``reshape(N, T, 8, -1)``) and its element counts are compared as
+products of dims.py expressions. References are vectorised NumPy and compute in the dtype of their
+(float) inputs; ``embedding`` reads integer ids.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from functools import lru_cache, reduce
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import NetDSLError
+from ..ir.dims import SymDim
+from ..ir.graph import ParamSpec
+from ..ir.printer import format_attr as _show
+from ..ir.types import TensorType, numel
+from .registry import ORDERED, Attr, OpDef, OpKind, ShapeError, register
+
+INTEGER_DTYPES = ("i64", "i32")  # the element types of token ids
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_dim(v) -> bool:
+    return _is_int(v) or isinstance(v, SymDim)
+
+
+def _dim_index(dim, rank: int, op: str, t: TensorType, name: str = "dim", extra: int = 0) -> int:
+    """``dim`` (negative counts from the end) as an index in 0..rank-1+extra; ``extra`` is 1 for an
+    unsqueeze, which may also name the position after the last dim."""
+    n = rank + extra
+    if not _is_int(dim) or not -n <= dim < n:
+        span = f"{-n}..{n - 1}" if n else "none"
+        raise ShapeError(f"`{op}` {name}={_show(dim)} is out of range for {t} (dims {span})",
+                         hint="dims count from 0; a negative dim counts from the end (-1 is the last)", arg=name)
+    return dim % n
+
+
+def _broadcast(shapes: Sequence[tuple], what: str, hint: str) -> tuple:
+    """NumPy/torch broadcasting of batch shapes (aligned at their last dims, a missing dim counts as 1);
+    a symbolic dim broadcasts only with itself or 1. ``what`` names the call, for the message."""
+    rank = max((len(s) for s in shapes), default=0)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
+    out = []
+    for i in range(rank):
+        sizes = [s[i] for s in padded]
+        big = [d for d in sizes if d != 1]
+        if any(d != big[0] for d in big):
+            raise ShapeError(f"{what}: the batch dims do not broadcast: dim {i - rank} (counting from the last) is "
+                             f"{' vs '.join(_show(d) for d in sizes)}", hint=hint)
+        out.append(big[0] if big else 1)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# matmul
+# ---------------------------------------------------------------------------------------------
+
+MATMUL_HINT = ("matmul contracts the last dim of the first tensor with the second-to-last of the second (the only "
+               "dim of a 1-D one): [..., n, k] @ [..., k, m] -> [..., n, m]; transpose(-2, -1) one of them?")
+
+
+def _matmul_infer(types, attrs):
+    a, b = types
+    for t, which in ((a, "first"), (b, "second")):
+        if not 1 <= t.rank <= 4:
+            raise ShapeError(f"`matmul` takes tensors of rank 1 to 4, its {which} input is {t}",
+                             hint="reshape a scalar to [1], or merge leading batch dims with reshape" if t.rank
+                             else "a rank-0 tensor has no dim to contract: reshape it to [1], or scale with `x * c`")
+    ka, kb = a.shape[-1], (b.shape[0] if b.rank == 1 else b.shape[-2])
+    if ka != kb:
+        raise ShapeError(f"`matmul` of {a} and {b}: inner dims {_show(ka)} and {_show(kb)} differ", hint=MATMUL_HINT)
+    batch = _broadcast([a.shape[:-2], b.shape[:-2]], f"`matmul` of {a} and {b}",
+                       "batch dims (all but the last two) must be equal or 1, as in torch.matmul")
+    rows = (a.shape[-2],) if a.rank >= 2 else ()
+    cols = (b.shape[-1],) if b.rank >= 2 else ()
+    return a.with_shape(batch + rows + cols)
+
+
+def matmul_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """torch.matmul (NumPy's matmul has the same rules: 1-D operands, batch broadcasting)."""
+    return np.asarray(np.matmul(a, b))
+
+
+register(OpDef("matmul", OpKind.OUT_FUSABLE, _matmul_infer, lambda xs, p, a: matmul_reference(xs[0], xs[1]),
+               lambda ins, out, a: 2 * numel(out) * ins[0][-1], arity=2,
+               doc="torch.matmul: [..., n, k] @ [..., k, m] -> [..., n, m], batch dims broadcast; a 1-D operand "
+                   "is a vector (ranks 1 to 4)",
+               axis=-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# reshape: element counts as products of (symbolic) dims
+# ---------------------------------------------------------------------------------------------
+
+def _split_dim(d) -> tuple[int, SymDim | None]:
+    """A dim as (integer coefficient, symbolic unit): 2*N + 2 -> (2, N + 1); an int -> (d, None). Units are
+    canonical (coefficients with gcd 1, the first one positive), so equal products have equal factors."""
+    if _is_int(d):
+        return d, None
+    coeffs = [c for _, c in d.terms] + ([d.const] if d.const else [])
+    g = reduce(math.gcd, (abs(c) for c in coeffs))
+    if d.terms[0][1] < 0:
+        g = -g
+    unit = (d if g > 0 else -d) // abs(g)
+    return g, unit
+
+
+def _product(dims) -> tuple[int, Counter]:
+    """The product of ``dims`` as (integer coefficient, Counter of symbolic units)."""
+    coeff, units = 1, Counter()
+    for d in dims:
+        c, u = _split_dim(d)
+        coeff *= c
+        if u is not None:
+            units[u] += 1
+    return coeff, units
+
+
+def _show_product(coeff: int, units: Counter) -> str:
+    parts = [] if coeff == 1 and units else [str(coeff)]
+    for u, k in sorted(units.items(), key=lambda x: str(x[0])):
+        simple = len(u.terms) == 1 and not u.const and isinstance(u.terms[0][0], str)
+        parts += [str(u) if simple else f"({u})"] * k
+    return " * ".join(parts)
+
+
+def shape_items(value: Any, op: str = "reshape", attr: str = "shape") -> tuple:
+    """An attribute holding dims: a tuple, or one int / dim for a rank-1 shape (``reshape(6)``)."""
+    if _is_dim(value):
+        return (value,)
+    if isinstance(value, tuple):
+        return value
+    raise ShapeError(f"attribute `{attr}` of `{op}` must be a tuple of dims, got {_show(value)}",
+                     hint=f"e.g. `{op}(N, T, 8, -1)`" if op == "reshape" else f"e.g. `{op}(0, 2, 1, 3)`", arg=attr)
+
+
+RESHAPE_HINT = ("the new shape must hold exactly the input's elements; one dim may be -1, inferred as the element "
+                "count divided by the other dims")
+
+
+def reshape_shape(t: TensorType, target: Sequence) -> tuple:
+    """The output shape of reshaping ``t`` to ``target`` (ints >= 1, symbolic dims, at most one -1), with
+    element counts compared as products of symbolic dims; raises ShapeError when they cannot agree."""
+    for v in target:
+        if not _is_dim(v):
+            raise ShapeError(f"`reshape` dims are integers or dims of the input, got {_show(v)} in "
+                             f"{_show(tuple(target))}", hint="e.g. `reshape(N, T, 8, -1)`", arg="shape")
+        if _is_int(v) and v < 1 and v != -1:
+            raise ShapeError(f"`reshape` dims must be at least 1 (or -1 for the one inferred dim), got {v} in "
+                             f"{_show(tuple(target))}", hint=RESHAPE_HINT, arg="shape")
+    holes = [i for i, v in enumerate(target) if _is_int(v) and v == -1]
+    if len(holes) > 1:
+        raise ShapeError(f"`reshape` can infer only one dim, but {_show(tuple(target))} has {len(holes)} -1s",
+                         hint="give every dim but one explicitly (symbolic dims such as N may be named)", arg="shape")
+    c_in, u_in = _product(t.shape)
+    known = [v for v in target if not (_is_int(v) and v == -1)]
+    c_out, u_out = _product(known)
+    n_in, n_out = _show_product(c_in, u_in), _show_product(c_out, u_out)
+    what = f"`reshape` of {t} to {_show(tuple(target))}"
+    if not holes:
+        if (c_in, u_in) != (c_out, u_out):
+            symbolic = " (symbolic element counts must agree for every size of the dims)" if u_in or u_out else ""
+            raise ShapeError(f"{what}: {n_in} elements cannot take a shape of {n_out}", hint=RESHAPE_HINT + symbolic)
+        return tuple(target)
+    if c_in % c_out or u_out - u_in:
+        symbolic = " (with symbolic dims the quotient must be exact for every size: give those dims fixed sizes " \
+                   "in the input's type)" if u_in or u_out else ""
+        raise ShapeError(f"{what}: the {n_in} elements do not divide by the other dims ({n_out})",
+                         hint=RESHAPE_HINT + symbolic)
+    rest = u_in - u_out
+    size: Any = c_in // c_out
+    if sum(rest.values()) > 1:
+        raise ShapeError(f"{what}: the inferred dim would be {_show_product(size, rest)}, a product of symbolic dims",
+                         hint="keep those dims apart (e.g. `reshape(N, T, 8, -1)`), or give the input a fixed size")
+    for unit in rest:
+        size = unit * size
+    return tuple(size if i == holes[0] else v for i, v in enumerate(target))
+
+
+def _reshape_infer(types, attrs):
+    (t,) = types
+    return t.with_shape(reshape_shape(t, shape_items(attrs["shape"])))
+
+
+def reshape_reference(x: np.ndarray, shape: Sequence, dims: Mapping[str, int] | None = None) -> np.ndarray:
+    """``x.reshape(shape)``; symbolic dims in ``shape`` are evaluated with ``dims`` (the reference backend
+    binds them before calling an op's reference, so registry calls see ints)."""
+    items = []
+    for v in shape_items(shape):
+        if isinstance(v, SymDim):
+            if dims is None:
+                raise ValueError(f"reshape_reference: the symbolic dim {v} needs its size (pass dims=...)")
+            v = v.evaluate(dims)
+        items.append(v)
+    return x.reshape(items)
+
+
+register(OpDef("reshape", OpKind.INJECTIVE, _reshape_infer, lambda xs, p, a: reshape_reference(xs[0], a["shape"]),
+               lambda ins, out, a: 0,
+               (Attr("shape", "shape", doc="the new shape: ints >= 1, dims of the input (N, T), at most one -1"),),
+               doc="Tensor.reshape: the same elements in a new shape (one dim may be -1)",
+               axis=ORDERED, view=True, launches=0))
+
+
+# ---------------------------------------------------------------------------------------------
+# transpose, permute, unsqueeze, squeeze
+# ---------------------------------------------------------------------------------------------
+
+def _transpose_infer(types, attrs):
+    (t,) = types
+    d0 = _dim_index(attrs["dim0"], t.rank, "transpose", t, "dim0")
+    d1 = _dim_index(attrs["dim1"], t.rank, "transpose", t, "dim1")
+    shape = list(t.shape)
+    shape[d0], shape[d1] = shape[d1], shape[d0]
+    return t.with_shape(shape)
+
+
+register(OpDef("transpose", OpKind.INJECTIVE, _transpose_infer,
+               lambda xs, p, a: np.ascontiguousarray(np.swapaxes(xs[0], a["dim0"], a["dim1"])),
+               lambda ins, out, a: 0, (Attr("dim0", "int"), Attr("dim1", "int")),
+               doc="torch.transpose: swap two dims (the data moves)", axis=ORDERED, launches=0))
+
+
+PERMUTE_HINT = ("`permute` lists every dim of the input exactly once, in its new order (negative dims count from "
+                "the end)")
+
+
+def permutation(t: TensorType, dims) -> tuple[int, ...]:
+    """``dims`` checked as a permutation of ``t``'s dims, normalised to 0..rank-1."""
+    items = shape_items(dims, "permute", "dims")
+    if len(items) != t.rank:
+        raise ShapeError(f"`permute` dims {_show(items)} name {len(items)} dim(s), but {t} has {t.rank}",
+                         hint=PERMUTE_HINT, arg="dims")
+    out = tuple(_dim_index(d, t.rank, "permute", t, "dims") for d in items)
+    repeated = sorted({d for d in out if out.count(d) > 1})
+    if repeated:
+        raise ShapeError(f"`permute` dims {_show(items)} are not a permutation of the {t.rank} dims of {t}: dim "
+                         f"{repeated[0]} appears twice", hint=PERMUTE_HINT, arg="dims")
+    return out
+
+
+def _permute_infer(types, attrs):
+    (t,) = types
+    return t.with_shape(tuple(t.shape[d] for d in permutation(t, attrs["dims"])))
+
+
+register(OpDef("permute", OpKind.INJECTIVE, _permute_infer,
+               lambda xs, p, a: np.ascontiguousarray(np.transpose(xs[0], shape_items(a["dims"], "permute", "dims"))),
+               lambda ins, out, a: 0,
+               (Attr("dims", "shape", doc="the input's dims in their new order, e.g. (0, 2, 1, 3)"),),
+               doc="Tensor.permute: reorder the dims (the data moves)", axis=ORDERED, launches=0))
+
+
+def _unsqueeze_infer(types, attrs):
+    (t,) = types
+    d = _dim_index(attrs["dim"], t.rank, "unsqueeze", t, extra=1)
+    return t.with_shape(t.shape[:d] + (1,) + t.shape[d:])
+
+
+register(OpDef("unsqueeze", OpKind.INJECTIVE, _unsqueeze_infer,
+               lambda xs, p, a: np.expand_dims(xs[0], a["dim"] % (xs[0].ndim + 1)), lambda ins, out, a: 0,
+               (Attr("dim", "int", doc="where the new size-1 dim goes (-1: last)"),),
+               doc="torch.unsqueeze: insert a size-1 dim", axis=ORDERED, view=True, launches=0))
+
+
+SQUEEZE_HINT = ("torch.squeeze would silently return the tensor unchanged here, which usually hides a shape bug; "
+                "squeeze only a dim of size 1 (use reshape to change the shape otherwise)")
+
+
+def _squeeze_infer(types, attrs):
+    (t,) = types
+    d = _dim_index(attrs["dim"], t.rank, "squeeze", t)
+    size = t.shape[d]
+    if size != 1:
+        why = f"its size {size} is not known to be 1" if isinstance(size, SymDim) else f"its size is {size}, not 1"
+        raise ShapeError(f"`squeeze` of dim {d} of {t}: {why}", hint=SQUEEZE_HINT)
+    return t.with_shape(t.shape[:d] + t.shape[d + 1:])
+
+
+register(OpDef("squeeze", OpKind.INJECTIVE, _squeeze_infer,
+               lambda xs, p, a: np.squeeze(xs[0], axis=a["dim"]), lambda ins, out, a: 0,
+               (Attr("dim", "int", doc="the size-1 dim to remove"),),
+               doc="torch.squeeze(x, dim): remove a size-1 dim (an error for any other size)",
+               axis=ORDERED, view=True, launches=0))
+
+
+# ---------------------------------------------------------------------------------------------
+# embedding
+# ---------------------------------------------------------------------------------------------
+
+def _padding_row(attrs) -> int | None:
+    """``padding_idx`` checked (as nn.Embedding: -num <= padding_idx < num) and made non-negative."""
+    p, num = attrs["padding_idx"], attrs["num_embeddings"]
+    if p is None:
+        return None
+    if not -num <= p < num:
+        raise ShapeError(f"`embedding` padding_idx={p} is out of range for num_embeddings={num}",
+                         hint=f"padding_idx names a row of the table: {-num} <= padding_idx < {num}",
+                         arg="padding_idx")
+    return p % num
+
+
+def _embedding_infer(types, attrs):
+    (t,) = types
+    _padding_row(attrs)
+    if t.dtype not in INTEGER_DTYPES:
+        raise ShapeError(f"`embedding` looks up integer ids, got {t}",
+                         hint="declare the token ids as integers, e.g. `input ids: i64[N, T]`")
+    return TensorType(tuple(t.shape) + (attrs["embedding_dim"],), "f32")
+
+
+def _embedding_params(types, attrs):
+    num, dim = attrs["num_embeddings"], attrs["embedding_dim"]
+    # nn.Embedding: weight [num, dim] ~ N(0, 1), the padding_idx row zero (torch's fans: in = dim, out = num)
+    pad = attrs["padding_idx"]
+    return {"weight": ParamSpec((num, dim), "normal", fan_in=dim, fan_out=num,
+                                zero_row=None if pad is None else pad % num)}
+
+
+def embedding_reference(ids: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """F.embedding: row ``ids[...]`` of ``weight`` [num, dim] for every id; an id outside [0, num) is a
+    NetDSLError. (``padding_idx`` changes only the initial table and training, not the lookup.)"""
+    ids = np.asarray(ids)
+    num = weight.shape[0]
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise NetDSLError(f"`embedding` looks up integer ids, got an array of {ids.dtype}",
+                          hint="pass the token ids as an integer array (e.g. `ids.astype(np.int64)`)")
+    if ids.size:
+        lo, hi = ids.min(), ids.max()
+        if lo < 0 or hi >= num:
+            bad = lo if lo < 0 else hi
+            raise NetDSLError(f"`embedding` of id {bad}, outside the table's rows [0, {num})",
+                              hint=f"ids index rows of the embedding table: 0 <= id < num_embeddings = {num}")
+    return weight.take(ids, axis=0)
+
+
+register(OpDef("embedding", OpKind.INJECTIVE, _embedding_infer,
+               lambda xs, p, a: embedding_reference(xs[0], p["weight"]), lambda ins, out, a: 0,
+               (Attr("num_embeddings", "int", positive=True, doc="rows of the table (the vocabulary size)"),
+                Attr("embedding_dim", "int", positive=True, doc="the size of each embedding vector"),
+                Attr("padding_idx", "int", None, doc="a row initialised to zero (as nn.Embedding)")),
+               int_inputs=(0,), params=_embedding_params,
+               doc="nn.Embedding: integer ids [...] -> rows of the table weight [num, dim], output [..., dim]"))
+
+
+# ---------------------------------------------------------------------------------------------
+# positional_encoding
+# ---------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=32)
+def _table(length: int, d: int, dtype: str) -> np.ndarray:
+    table = sinusoidal_table(length, d).astype(dtype)
+    table.flags.writeable = False
+    return table
+
+
+def sinusoidal_table(length: int, d: int) -> np.ndarray:
+    """The [length, d] table of "Attention Is All You Need" in float64 (``d`` even):
+    PE[t, 2i] = sin(t / 10000^(2i/d)), PE[t, 2i+1] = cos(t / 10000^(2i/d))."""
+    position = np.arange(length, dtype=np.float64)[:, None]
+    angle = position * np.exp(np.arange(0, d, 2, dtype=np.float64) * (-math.log(10000.0) / d))
+    table = np.empty((length, d), dtype=np.float64)
+    table[:, 0::2] = np.sin(angle)
+    table[:, 1::2] = np.cos(angle)
+    return table
+
+
+def _pe_infer(types, attrs):
+    (t,) = types
+    if t.rank not in (2, 3):
+        raise ShapeError(f"`positional_encoding` expects an input [N, T, D] (or [T, D]), got {t}")
+    length, d = t.shape[-2], t.shape[-1]
+    if isinstance(d, SymDim):
+        raise ShapeError(f"`positional_encoding` needs a static model dim D, but it is `{d}`",
+                         hint="give the last dimension a fixed size")
+    if d % 2:
+        raise ShapeError(f"`positional_encoding` of {t}: the model dim D={d} is odd",
+                         hint="the sinusoidal table pairs a sin and a cos per frequency, so D must be even")
+    if _is_int(length) and length > attrs["max_len"]:
+        raise ShapeError(f"`positional_encoding` of {t}: {length} positions exceed max_len={attrs['max_len']}",
+                         hint="raise max_len to the longest sequence", arg="max_len")
+    if not 0.0 <= attrs["dropout"] <= 1.0:
+        raise ShapeError(f"`positional_encoding` dropout={attrs['dropout']} is not a probability",
+                         hint="0 <= dropout <= 1 (it is the identity at inference)", arg="dropout")
+    return t
+
+
+def positional_encoding_reference(x: np.ndarray, max_len: int = 5000) -> np.ndarray:
+    """x [..., T, D] + the sinusoidal table's first T rows, in x's dtype (dropout: identity at inference)."""
+    length, d = x.shape[-2:]
+    if length > max_len:
+        raise NetDSLError(f"`positional_encoding` of {length} positions, more than max_len={max_len}",
+                          hint="raise max_len to the longest sequence")
+    return x + _table(length, d, x.dtype.str)
+
+
+register(OpDef("positional_encoding", OpKind.INJECTIVE, _pe_infer,
+               lambda xs, p, a: positional_encoding_reference(xs[0], a["max_len"]),
+               lambda ins, out, a: numel(out),
+               (Attr("max_len", "int", 5000, positive=True, doc="the longest sequence (the table's length)"),
+                Attr("dropout", "float", 0.0, doc="dropout after the sum (identity at inference)")),
+               doc='x [N, T, D] + the sinusoidal positional encoding of "Attention Is All You Need" (no parameters)',
+               pointwise=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# scaled_dot_product_attention
+# ---------------------------------------------------------------------------------------------
+
+SDPA = "scaled_dot_product_attention"
+SDPA_HINT = "q [..., L, E], k [..., S, E], v [..., S, Ev]: q and k share the head dim E, k and v the length S"
+
+
+def _sdpa_infer(types, attrs):
+    if len(types) not in (3, 4):
+        raise ShapeError(f"`{SDPA}` takes 3 or 4 tensors (q, k, v and an optional mask), got {len(types)}",
+                         hint="write `sdpa(q, k, v)` or `sdpa(q, k, v, mask)`")
+    q, k, v = types[:3]
+    for t, name in ((q, "q"), (k, "k"), (v, "v")):
+        if t.rank < 2:
+            raise ShapeError(f"`{SDPA}` expects {name} of rank >= 2 ([..., length, dim]), got {t}", hint=SDPA_HINT)
+    if q.shape[-1] != k.shape[-1]:
+        raise ShapeError(f"`{SDPA}`: q {q} and k {k} differ in the head dim E ({_show(q.shape[-1])} vs "
+                         f"{_show(k.shape[-1])})", hint=SDPA_HINT)
+    if k.shape[-2] != v.shape[-2]:
+        raise ShapeError(f"`{SDPA}`: k {k} and v {v} differ in the length S ({_show(k.shape[-2])} vs "
+                         f"{_show(v.shape[-2])})", hint=SDPA_HINT)
+    batch = _broadcast([q.shape[:-2], k.shape[:-2], v.shape[:-2]], f"`{SDPA}` of q {q}, k {k} and v {v}",
+                       "batch dims (all but the last two) must be equal or 1, e.g. q, k, v all [N, heads, ., .]")
+    if len(types) == 4:
+        mask = types[3]
+        if attrs["causal"]:
+            raise ShapeError(f"`{SDPA}` takes a mask or causal=true, not both",
+                             hint="causal=true is the lower-triangular mask; fold it into your mask instead "
+                                  "(as torch: an explicit attn_mask must not be set with is_causal)", arg="causal")
+        if mask.dtype not in ("bool", q.dtype):
+            raise ShapeError(f"`{SDPA}` mask must be boolean or of q's element type {q.dtype}, got {mask}")
+        # q k^T: the batch dims of q and k only (as torch, which adds the mask to it in place)
+        weights = _broadcast([q.shape[:-2], k.shape[:-2]], "", "") + (q.shape[-2], k.shape[-2])
+        ok = 2 <= mask.rank <= len(weights) and all(m == 1 or m == w for m, w in zip(mask.shape[::-1], weights[::-1]))
+        if not ok:
+            raise ShapeError(f"`{SDPA}` mask {mask} does not broadcast to the attention weights "
+                             f"[{', '.join(_show(d) for d in weights)}] ([..., L, S])",
+                             hint="a mask has rank >= 2, e.g. [L, S] or [N, heads, L, S], each dim equal to the "
+                                  "weights' or 1: boolean (true = may attend) or added to the scores (0 or -inf)")
+    return q.with_shape(batch + (q.shape[-2], v.shape[-1]))
+
+
+def sdpa_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None,
+                   causal: bool = False, scale: float | None = None) -> np.ndarray:
+    """F.scaled_dot_product_attention (no dropout): softmax(q k^T * scale + bias) v, with scale 1/sqrt(E)
+    by default; a boolean mask keeps the scores where it is true (the others become -inf), a float mask is
+    added; causal keeps key j <= query i (top-left aligned). The softmax subtracts each row's max, and a
+    row with every score -inf gives zeros (torch's safe softmax). Computes in q's dtype."""
+    dt = q.dtype
+    s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = np.matmul(q, np.swapaxes(k, -1, -2))
+    scores *= dt.type(s)
+    neg_inf = dt.type(-np.inf)
+    if causal:
+        scores = np.where(np.tri(q.shape[-2], k.shape[-2], dtype=bool), scores, neg_inf)
+    elif mask is not None:
+        if mask.dtype == np.bool_:
+            scores = np.where(mask, scores, neg_inf)
+        else:
+            scores = scores + mask.astype(dt, copy=False)
+    top = scores.max(axis=-1, keepdims=True)
+    top[top == neg_inf] = 0  # a fully masked row: exp(-inf - 0) = 0 everywhere, then zeros below
+    p = np.exp(scores - top)
+    total = p.sum(axis=-1, keepdims=True)
+    total[total == 0] = 1
+    p /= total
+    return np.matmul(p, v)
+
+
+def _sdpa_ref(xs, params, attrs):
+    return sdpa_reference(xs[0], xs[1], xs[2], xs[3] if len(xs) == 4 else None, attrs["causal"], attrs["scale"])
+
+
+def _sdpa_flops(ins, out, attrs):
+    # per batch entry: q k^T (2 L S E), the softmax over [L, S] (scale, mask, max-subtract + exp, sum,
+    # divide: 5 L S) and p v (2 L S Ev)
+    q, k = ins[0], ins[1]
+    length, s, e, ev = q[-2], k[-2], q[-1], out[-1]
+    return numel(out[:-2]) * (2 * length * s * e + 5 * length * s + 2 * length * s * ev)
+
+
+register(OpDef(SDPA, OpKind.REDUCE, _sdpa_infer, _sdpa_ref, _sdpa_flops,
+               (Attr("causal", "bool", False, doc="attend only to keys j <= query i (top-left aligned)"),
+                Attr("scale", "float", None, doc="multiplies q k^T; default 1/sqrt(E)")),
+               arity=None,
+               doc="F.scaled_dot_product_attention(q, k, v[, mask]): softmax(q k^T * scale + mask) v",
+               axis=-1), aliases=("sdpa",))
