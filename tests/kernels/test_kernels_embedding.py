@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernel_tolerances import DTYPE_IDS, DTYPES, assert_close, assert_untouched, channel_slice_buffer, rand
+from kernel_tolerances import DTYPE_IDS, DTYPES, assert_untouched, channel_slice_buffer, rand
 from netdsl.kernels import _host
 from netdsl.kernels import embedding as embedding_module
 from netdsl.kernels.embedding import embedding
