@@ -256,3 +256,10 @@ def test_registry_errors():
     assert "do not divide by the other dims (T)" in err.message
     err = shape_error("scaled_dot_product_attention", [(5, 8), (7, 8), (7, 8), (5, 7)], {}, ["f32"] * 3 + ["f64"])
     assert "mask must be boolean or of q's element type f32, got f64[5, 7]" in err.message
+
+
+def test_layernorm_over_more_dims_than_the_input_has():
+    check_at(program("x: f32[N, 7]", "output x -> layernorm(dims=3)"), "layernorm(",
+             "`layernorm` over the last 3 dims of a rank-2 input f32[N, 7]", "normalized_shape")
+    check_at(program("x: f32[N, T, 7]", "output x -> layernorm(dims=2)"), "layernorm(",
+             "a normalised dimension of a layernorm input must be a static size", "fixed size")

@@ -129,7 +129,7 @@ def _fused_pointwise(xs, p, a):
 
 def _fused_layernorm(xs, p, a):
     x = xs[0] + xs[1] if a["add_before"] else xs[0]
-    y = F.layer_norm(x, x.shape[-1:], p.get("weight"), p.get("bias"), a["eps"])
+    y = F.layer_norm(x, x.shape[-a["dims"]:], p.get("weight"), p.get("bias"), a["eps"])
     return _epilogue(y, xs, p, a, channel_axis=-1)
 
 
@@ -183,7 +183,8 @@ ORACLES = {
                                                a["count_include_pad"]),
     "global_avgpool": lambda xs, p, a: F.adaptive_avg_pool2d(xs[0], 1),
     "batchnorm": lambda xs, p, a: _bn(xs[0], p["running_mean"], p["running_var"], p["weight"], p["bias"], a["eps"]),
-    "layernorm": lambda xs, p, a: F.layer_norm(xs[0], xs[0].shape[-1:], p.get("weight"), p.get("bias"), a["eps"]),
+    "layernorm": lambda xs, p, a: F.layer_norm(xs[0], xs[0].shape[-a["dims"]:], p.get("weight"), p.get("bias"),
+                                               a["eps"]),
     "groupnorm": lambda xs, p, a: F.group_norm(xs[0], a["groups"], p["weight"], p["bias"], a["eps"]),
     "dropout": lambda xs, p, a: F.dropout(xs[0], a["p"], training=False),
     "flatten": lambda xs, p, a: torch.flatten(xs[0], a["start_dim"]),
@@ -314,7 +315,8 @@ CASES.update({
     ],
     "global_avgpool": [([(2, 3, 5, 7)], {}), ([(1, 1, 1, 1)], {}), ([(1, 4, 1, 9)], {})],
     "batchnorm": [([(2, 3, 4, 5)], {}), ([(4, 3)], {"eps": 1e-3}), ([(1, 1, 1, 1)], {}), ([(2, 5, 7)], {"eps": 0.1})],
-    "layernorm": [([(2, 3, 6)], {}), ([(4, 5)], {"eps": 1e-3}), ([(3, 7)], {"affine": False}), ([(1, 2)], {})],
+    "layernorm": [([(2, 3, 6)], {}), ([(4, 5)], {"eps": 1e-3}), ([(3, 7)], {"affine": False}), ([(1, 2)], {}),
+                  ([(2, 3, 4, 5)], {"dims": 2}), ([(2, 3, 4, 5)], {"dims": 3, "affine": False}), ([(3, 4)], {"dims": 2})],
     "groupnorm": [
         ([(2, 6, 3, 5)], {"groups": 3}),
         ([(2, 6, 3, 5)], {"groups": 1}),
@@ -448,6 +450,7 @@ CASES.update({
         ([(2, 3, 6), (2, 3, 6)], {"add_before": True}),
         ([(2, 5), (2, 5), (2, 5)], {"add_before": True, "affine": False, "residual": True, "act2": "relu"}),
         ([(3, 4), (3, 4)], {"eps": 0.1, "residual": True, "act2": "gelu", "act2_attrs": {"approximate": "tanh"}}),
+        ([(2, 3, 4, 5), (2, 3, 4, 5)], {"dims": 2, "add_before": True, "act1": "relu"}),
     ],
     "fused_groupnorm": [
         ([(2, 6, 3, 5)], {"groups": 3, "act1": "silu"}),

@@ -409,28 +409,37 @@ register(OpDef("batchnorm", OpKind.NORM, _bn_infer, _bn_ref, lambda ins, out, a:
 
 
 def _ln_infer(types, attrs):
-    _static(types[0].shape[-1], "the normalised (last) dimension of a layernorm input")
-    return types[0]
+    (t,) = types
+    k = attrs["dims"]
+    if k > t.rank:
+        raise ShapeError(f"`layernorm` over the last {k} dims of a rank-{t.rank} input {t}", arg="dims",
+                         hint="dims counts the trailing dims normalised together (torch's normalized_shape)")
+    for d in t.shape[-k:]:
+        _static(d, "a normalised dimension of a layernorm input")
+    return t
 
 
 def _ln_params(types, attrs):
-    f = types[0].shape[-1]
-    return {"weight": ParamSpec((f,), "ones"), "bias": ParamSpec((f,), "zeros")} if attrs["affine"] else {}
+    shape = tuple(types[0].shape[-attrs["dims"]:])
+    return {"weight": ParamSpec(shape, "ones"), "bias": ParamSpec(shape, "zeros")} if attrs["affine"] else {}
 
 
-def layernorm_reference(x, weight, bias, eps):
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+def layernorm_reference(x, weight, bias, eps, dims: int = 1):
+    """F.layer_norm over the last ``dims`` dims; ``weight``/``bias`` have their shape (or are None)."""
+    axes = tuple(range(x.ndim - dims, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
     y = (x - mean) / np.sqrt(var + eps)
     return y * weight + bias if weight is not None else y
 
 
 register(OpDef("layernorm", OpKind.NORM, _ln_infer,
-               lambda xs, p, a: layernorm_reference(xs[0], p.get("weight"), p.get("bias"), a["eps"]),
+               lambda xs, p, a: layernorm_reference(xs[0], p.get("weight"), p.get("bias"), a["eps"], a["dims"]),
                lambda ins, out, a: 7 * numel(out),
-               (Attr("eps", "float", 1e-5, positive=True), Attr("affine", "bool", True)), params=_ln_params,
-               doc="layer normalisation over the last dimension", axis=-1, fused_form="fused_layernorm",
-               absorbs_add=True))
+               (Attr("eps", "float", 1e-5, positive=True), Attr("affine", "bool", True),
+                Attr("dims", "int", 1, positive=True, doc="trailing dims normalised together (torch's normalized_shape)")),
+               params=_ln_params, doc="layer normalisation over the last `dims` dimensions", axis=-1,
+               fused_form="fused_layernorm", absorbs_add=True))
 
 
 def _gn_infer(types, attrs):

@@ -343,13 +343,25 @@ def _ln_params(ctx, node):
 
 
 def lower_layernorm(node: Node, ctx: LowerCtx) -> Step:
+    """The row kernel over the last dim; over the last k dims (contiguous: the node reads the IR's
+    order) it sees rows of their product, and the weight and bias flattened the same way."""
     w, b = _ln_params(ctx, node)
+    k = node.attrs["dims"]
+    w, b = (t.reshape(-1) if t is not None else None for t in (w, b))
     eps = node.attrs["eps"]
     ep = epilogue_of(ctx, node)
     add_before = node.attrs.get("add_before", False)
 
+    def rows(t):
+        return None if t is None or k == 1 else t.reshape(*t.shape[:t.dim() - k], -1)
+
     def kernel(x, others, out):
         addend, residual = others
+        if k > 1:
+            x, addend, residual, out_rows = rows(x), rows(addend), rows(residual), rows(out)
+            y = norm.layernorm(x, w, b, eps, residual_before=addend,
+                               epilogue=dataclasses.replace(ep, residual=residual), out=out_rows)
+            return out if out is not None else y
         return norm.layernorm(x, w, b, eps, residual_before=addend, epilogue=dataclasses.replace(ep, residual=residual),
                               out=out)
 
