@@ -606,3 +606,23 @@ def test_attention_spelled_out_is_one_node():
     assert "scaled_dot_product_attention" not in ops(run(shared, "O1"))
     other_dim = load(src.replace("-> softmax", "-> softmax(dim=2)"))
     assert "scaled_dot_product_attention" not in ops(run(other_dim, "O1"))
+
+
+def test_head_split_transposes_are_strided_views():
+    """A transpose read only by kernels taking strided operands (attention, matmul) is a view: no copy,
+    no storage; one read by anything else (the merge before a reshape), or moving the last dim, copies."""
+    g = load("""
+network t {
+    input x: f32[N, 6, 16]
+    q = x -> reshape(N, 6, 2, 8) -> transpose(1, 2)
+    kt = x -> transpose(1, 2)
+    s = matmul(x, kt)
+    a = sdpa(q, q, q) -> transpose(1, 2) -> reshape(N, 6, 16)
+    output a, s
+}""")
+    f = run(g, "O1")
+    layout, plan = f.annotations["layout"], f.annotations["memory"]
+    assert layout.strided_views == {"transpose_0": (0, 2, 1, 3)}  # kt moves the last dim: copied
+    assert plan.views["transpose_0"] == "reshape_0" and "transpose_2" not in plan.views
+    costs = node_costs(f, {"N": 2})
+    assert costs["transpose_0"].bytes == 0 and costs["transpose_2"].bytes > 0

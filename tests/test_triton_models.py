@@ -72,7 +72,7 @@ LAUNCHES = {
     "mobilenet_v2": 54,  # 52 conv+bn(+relu6 / +residual), global pool, fc
     "unet": 21,  # 14 conv+bn+relu, 3 maxpool, 3 conv_transpose, the 1x1 head; the 3 concats copy nothing
     # embedding, * sqrt(d), positions; per layer 4 projections, attention, 2 add & norm, 2 FFN linears; the
-    # head; the head split/merge transposes are torch copies
+    # head; the head-split transposes are strided views, the merge transposes torch copies
     "transformer_encoder": 22,
 }
 

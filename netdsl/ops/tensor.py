@@ -97,7 +97,7 @@ register(OpDef("matmul", OpKind.OUT_FUSABLE, _matmul_infer, lambda xs, p, a: mat
                lambda ins, out, a: 2 * numel(out) * ins[0][-1], arity=2,
                doc="torch.matmul: [..., n, k] @ [..., k, m] -> [..., n, m], batch dims broadcast; a 1-D operand "
                    "is a vector (ranks 1 to 4)",
-               axis=-1))
+               axis=-1, strided_inputs=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,10 +227,18 @@ def _transpose_infer(types, attrs):
     return t.with_shape(shape)
 
 
+def _transposition(attrs, rank: int) -> tuple[int, ...]:
+    perm = list(range(rank))
+    d0, d1 = attrs["dim0"] % rank, attrs["dim1"] % rank
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return tuple(perm)
+
+
 register(OpDef("transpose", OpKind.INJECTIVE, _transpose_infer,
                lambda xs, p, a: np.ascontiguousarray(np.swapaxes(xs[0], a["dim0"], a["dim1"])),
                lambda ins, out, a: 0, (Attr("dim0", "int"), Attr("dim1", "int")),
-               doc="torch.transpose: swap two dims (the data moves)", axis=ORDERED, launches=0))
+               doc="torch.transpose: swap two dims (the data moves)", axis=ORDERED, launches=0,
+               permutation=_transposition))
 
 
 PERMUTE_HINT = ("`permute` lists every dim of the input exactly once, in its new order (negative dims count from "
@@ -260,7 +268,8 @@ register(OpDef("permute", OpKind.INJECTIVE, _permute_infer,
                lambda xs, p, a: np.ascontiguousarray(np.transpose(xs[0], shape_items(a["dims"], "permute", "dims"))),
                lambda ins, out, a: 0,
                (Attr("dims", "shape", doc="the input's dims in their new order, e.g. (0, 2, 1, 3)"),),
-               doc="Tensor.permute: reorder the dims (the data moves)", axis=ORDERED, launches=0))
+               doc="Tensor.permute: reorder the dims (the data moves)", axis=ORDERED, launches=0,
+               permutation=lambda attrs, rank: tuple(d % rank for d in shape_items(attrs["dims"], "permute", "dims"))))
 
 
 def _unsqueeze_infer(types, attrs):
@@ -502,4 +511,4 @@ register(OpDef(SDPA, OpKind.REDUCE, _sdpa_infer, _sdpa_ref, _sdpa_flops,
                 Attr("scale", "float", None, doc="multiplies q k^T; default 1/sqrt(E)")),
                arity=None,
                doc="F.scaled_dot_product_attention(q, k, v[, mask]): softmax(q k^T * scale + mask) v",
-               axis=-1), aliases=("sdpa",))
+               axis=-1, strided_inputs=True), aliases=("sdpa",))

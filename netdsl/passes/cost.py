@@ -59,7 +59,7 @@ def node_cost(graph: Graph, node: Node, env: Mapping[str, int], plan: MemoryPlan
               layout: LayoutPlan | None = None) -> Cost:
     layout = layout or plan_layout(graph)
     op = REGISTRY[node.op]
-    if is_view(node):
+    if is_view(node, layout):
         return Cost()
     inputs = list({v.name: v for v in node.inputs}.values())
     if op.concat_axis is not None:
@@ -97,6 +97,7 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
     code, no duplicates, no dropout: the ideal computes nothing twice and nothing unused)."""
     for cleanup in (remove_dropout, eliminate_common_subexpressions, eliminate_dead_code):
         graph, _ = cleanup(graph)
+    layout = plan_layout(graph)
     storage: dict[str, str] = {}  # view -> the value it is a view of
 
     def store(name: str) -> str:
@@ -107,7 +108,7 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
     readers: dict[str, list[Node]] = {}
     producer: dict[str, Node] = {}
     for node in graph.nodes:
-        if is_view(node):
+        if is_view(node, layout):
             storage[node.output.name] = node.inputs[0].name
             continue
         producer[node.output.name] = node

@@ -30,7 +30,7 @@ read it, so what ``show`` prints is what runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from ..ir.dims import SymDim
@@ -55,6 +55,9 @@ class LayoutPlan:
     converted: Mapping[str, str]  # 4-D value -> the other layout, of the one copy some readers read
     fixups: Mapping[str, int]  # node output -> the IR dim its kernel needs last, which storage does not have
     hwc_flatten: Mapping[str, tuple[int, int, int]]  # flatten output -> (C, H, W): a view in (H, W, C) order
+    # a transpose/permute read only by kernels that take strided operands -> its permutation: a strided
+    # view of its input, no copy (the head split before attention)
+    strided_views: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     def get(self, name: str, default=None):
         return self.layout.get(name, default)
@@ -68,7 +71,8 @@ class LayoutPlan:
     def summary(self) -> str:
         nhwc = sum(1 for x in self.layout.values() if x == NHWC)
         return (f"{nhwc} NHWC, {len(self.layout) - nhwc} NCHW, {len(self.converted)} converted; "
-                f"{len(self.fixups)} layout fix-ups, {len(self.hwc_flatten)} (H, W, C) flattens")
+                f"{len(self.fixups)} layout fix-ups, {len(self.hwc_flatten)} (H, W, C) flattens, "
+                f"{len(self.strided_views)} strided views")
 
 
 def _merges_to_rows(node: Node) -> bool:
@@ -135,7 +139,27 @@ def plan_layout(graph: Graph) -> LayoutPlan:
             rank = node.inputs[0].type.rank
             if stored_dim(axis, rank, r) != rank - 1:
                 fixups[out] = axis
-    return LayoutPlan(layout, reads, converted, fixups, hwc)
+    return LayoutPlan(layout, reads, converted, fixups, hwc, _strided_views(graph, layout, users))
+
+
+def _strided_views(graph: Graph, layout: Mapping[str, str], users) -> dict[str, tuple[int, ...]]:
+    """Reorderings of dims that need no copy: every reader's kernel takes strided operands
+    (``strided_inputs``), the last dim stays last (contiguous), the input is stored in the IR's order,
+    and the value is not a graph output (those are handed back contiguous)."""
+    outputs = {v.name for v in graph.outputs}
+    views = {}
+    for node in graph.nodes:
+        op = REGISTRY[node.op]
+        if op.permutation is None or not node.inputs:
+            continue
+        rank = node.inputs[0].type.rank
+        perm = op.permutation(node.attrs, rank)
+        readers = users.get(node.output.name, [])
+        if (perm[-1] == rank - 1 and readers and node.output.name not in outputs
+                and layout.get(node.inputs[0].name, NCHW) == NCHW
+                and all(REGISTRY[u.op].strided_inputs for u in readers)):
+            views[node.output.name] = perm
+    return views
 
 
 def mark_layout(graph: Graph) -> tuple[Graph, str]:

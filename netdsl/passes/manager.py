@@ -121,6 +121,8 @@ def format_annotated(graph: Graph) -> str:
             tags.append(f"fix-up: dim {layout.fixups[name]} moved last")
         if name in layout.hwc_flatten:
             tags.append("view in (H, W, C) order")
+        if name in layout.strided_views:
+            tags.append("strided view, no copy")
         if name in layout.converted:
             tags.append(f"also as {layout.converted[name]}")
         if tags:

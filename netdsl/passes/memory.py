@@ -97,9 +97,10 @@ def _aligned(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-def is_view(node) -> bool:
-    """Whether ``node`` stores nothing: its output is its input's storage (``OpDef.view``)."""
-    return REGISTRY[node.op].view
+def is_view(node, layout: LayoutPlan | None = None) -> bool:
+    """Whether ``node`` stores nothing: its output is its input's storage (``OpDef.view``, or a
+    reordering of dims the layout plan keeps a strided view)."""
+    return REGISTRY[node.op].view or (layout is not None and node.output.name in layout.strided_views)
 
 
 def converted_key(value: str, layout: str) -> str:
@@ -123,7 +124,7 @@ def _concat_slices(graph: Graph, producer, layout: LayoutPlan) -> dict[str, tupl
         names = [v.name for v in node.inputs]
         for v in node.inputs:
             src = producer.get(v.name)
-            if (src is not None and not is_view(src) and REGISTRY[src.op].concat_axis is None
+            if (src is not None and not is_view(src, layout) and REGISTRY[src.op].concat_axis is None
                     and v.name not in outputs and layout.get(v.name) == reads and v.name not in layout.converted
                     and names.count(v.name) == 1 and v.name not in slices and isinstance(offset, int)):
                 slices[v.name] = (node.output.name, offset)
@@ -175,7 +176,7 @@ def plan_buffers(graph: Graph, env: Mapping[str, int], layout: LayoutPlan | None
         converted_now(v.name, 0)
     for i, node in enumerate(graph.nodes):
         out = node.output.name
-        if is_view(node):
+        if is_view(node, layout):
             src = read_from(node.inputs[0], node)
             root[out] = root[src]
             views[out] = src
@@ -233,7 +234,7 @@ def plan_buffers(graph: Graph, env: Mapping[str, int], layout: LayoutPlan | None
         busy.append((last, b, size))
         buffer_of_root[r] = b
     no_reuse = sum(sizes[key] for key in conversions) + sum(
-        _aligned(value_bytes(n.output, env, itemsize)) for n in graph.nodes if not is_view(n))
+        _aligned(value_bytes(n.output, env, itemsize)) for n in graph.nodes if not is_view(n, layout))
     storage = {v: r for v, r in root.items() if r not in external}
     buffer_of = {v: buffer_of_root[r] for v, r in storage.items() if r in buffer_of_root}
     return MemoryPlan(dict(env), storage, buffer_of, tuple(buffers), {r: sizes[r] for r in sorted(outputs_of)},

@@ -212,14 +212,9 @@ def lower_matmul(node: Node, ctx: LowerCtx) -> Step:
 
 
 def lower_permute(node: Node, ctx: LowerCtx) -> Step:
-    """transpose / permute: a copy (by torch) into the output's storage, in the IR's order."""
-    rank = node.inputs[0].type.rank
-    if "dims" in node.attrs:
-        perm = tuple(d % rank for d in node.attrs["dims"])
-    else:
-        perm = list(range(rank))
-        d0, d1 = node.attrs["dim0"] % rank, node.attrs["dim1"] % rank
-        perm[d0], perm[d1] = perm[d1], perm[d0]
+    """transpose / permute: a copy (by torch) into the output's storage, in the IR's order (unless the
+    layout plan keeps it a strided view: then the module permutes strides and nothing runs)."""
+    perm = REGISTRY[node.op].permutation(node.attrs, node.inputs[0].type.rank)
 
     def run(inputs, out):
         return out.copy_(inputs[0].permute(*perm))

@@ -193,9 +193,12 @@ class TritonModule(torch.nn.Module):
         traced: dict[str, torch.Tensor] = {}
         for step in self.steps:
             node = step.node
-            if is_view(node):  # nothing runs: the output is what the node reads, reshaped
-                shape = stored_shape(node.output, dims, self.layout.get(node.output.name))
-                produced(node.output, read(node.inputs[0], node).reshape(shape))
+            if is_view(node, self.layout):  # nothing runs: the output is what the node reads, reshaped
+                x = read(node.inputs[0], node)
+                if node.output.name in self.layout.strided_views:  # dims reordered by strides only
+                    produced(node.output, x.permute(*self.layout.strided_views[node.output.name]))
+                else:
+                    produced(node.output, x.reshape(stored_shape(node.output, dims, self.layout.get(node.output.name))))
                 if trace:
                     traced[node.output.name] = values[node.output.name].clone()
                 continue
