@@ -608,9 +608,10 @@ def test_attention_spelled_out_is_one_node():
     assert "scaled_dot_product_attention" not in ops(run(other_dim, "O1"))
 
 
-def test_head_split_transposes_are_strided_views():
+def test_head_split_and_merge_transposes_move_nothing():
     """A transpose read only by kernels taking strided operands (attention, matmul) is a view: no copy,
-    no storage; one read by anything else (the merge before a reshape), or moving the last dim, copies."""
+    no storage; one after a kernel that writes any strides (attention) is written in place by it; one
+    moving the last dim copies."""
     g = load("""
 network t {
     input x: f32[N, 6, 16]
@@ -622,7 +623,12 @@ network t {
 }""")
     f = run(g, "O1")
     layout, plan = f.annotations["layout"], f.annotations["memory"]
-    assert layout.strided_views == {"transpose_0": (0, 2, 1, 3)}  # kt moves the last dim: copied
-    assert plan.views["transpose_0"] == "reshape_0" and "transpose_2" not in plan.views
+    assert layout.strided_views == {"transpose_0": (0, 2, 1, 3)}  # kt (transpose_1) moves the last dim: copied
+    assert plan.views["transpose_0"] == "reshape_0" and "transpose_1" not in plan.views
     costs = node_costs(f, {"N": 2})
-    assert costs["transpose_0"].bytes == 0 and costs["transpose_2"].bytes > 0
+    assert costs["transpose_0"].bytes == 0 and costs["transpose_1"].bytes > 0
+    # the head merge: attention writes straight into the merged storage through a permuted view
+    assert layout.permuted_writes == {"scaled_dot_product_attention_0": ("transpose_2", (0, 2, 1, 3))}
+    assert plan.storage["scaled_dot_product_attention_0"] == plan.storage["transpose_2"] == "transpose_2"
+    assert costs["transpose_2"].bytes == 0
+    _check_plan(f)

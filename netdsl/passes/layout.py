@@ -58,6 +58,14 @@ class LayoutPlan:
     # a transpose/permute read only by kernels that take strided operands -> its permutation: a strided
     # view of its input, no copy (the head split before attention)
     strided_views: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    # a value whose only reader reorders its dims and whose kernel writes any strides -> (the reorder's
+    # output, its permutation): the kernel writes straight into the reordered storage (the head merge
+    # after attention), and the reorder costs nothing
+    permuted_writes: Mapping[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+
+    def is_free_reorder(self, name: str) -> bool:
+        """A transpose/permute that moves nothing: a strided view, or written in place by its producer."""
+        return name in self.strided_views or any(t == name for t, _ in self.permuted_writes.values())
 
     def get(self, name: str, default=None):
         return self.layout.get(name, default)
@@ -72,7 +80,7 @@ class LayoutPlan:
         nhwc = sum(1 for x in self.layout.values() if x == NHWC)
         return (f"{nhwc} NHWC, {len(self.layout) - nhwc} NCHW, {len(self.converted)} converted; "
                 f"{len(self.fixups)} layout fix-ups, {len(self.hwc_flatten)} (H, W, C) flattens, "
-                f"{len(self.strided_views)} strided views")
+                f"{len(self.strided_views)} strided views, {len(self.permuted_writes)} permuted writes")
 
 
 def _merges_to_rows(node: Node) -> bool:
@@ -139,7 +147,27 @@ def plan_layout(graph: Graph) -> LayoutPlan:
             rank = node.inputs[0].type.rank
             if stored_dim(axis, rank, r) != rank - 1:
                 fixups[out] = axis
-    return LayoutPlan(layout, reads, converted, fixups, hwc, _strided_views(graph, layout, users))
+    strided = _strided_views(graph, layout, users)
+    return LayoutPlan(layout, reads, converted, fixups, hwc, strided,
+                      _permuted_writes(graph, layout, users, strided))
+
+
+def _permuted_writes(graph: Graph, layout: Mapping[str, str], users, strided) -> dict:
+    producer = {n.output.name: n for n in graph.nodes}
+    outputs = {v.name for v in graph.outputs}
+    writes = {}
+    for node in graph.nodes:
+        op = REGISTRY[node.op]
+        if op.permutation is None or not node.inputs or node.output.name in strided:
+            continue
+        v = node.inputs[0]
+        src = producer.get(v.name)
+        perm = op.permutation(node.attrs, v.type.rank)
+        if (src is not None and REGISTRY[src.op].strided_output and perm[-1] == v.type.rank - 1
+                and len(users.get(v.name, [])) == 1 and v.name not in outputs
+                and layout.get(v.name, NCHW) == NCHW and layout.get(node.output.name, NCHW) == NCHW):
+            writes[v.name] = (node.output.name, perm)
+    return writes
 
 
 def _strided_views(graph: Graph, layout: Mapping[str, str], users) -> dict[str, tuple[int, ...]]:

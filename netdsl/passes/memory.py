@@ -100,7 +100,7 @@ def _aligned(n: int) -> int:
 def is_view(node, layout: LayoutPlan | None = None) -> bool:
     """Whether ``node`` stores nothing: its output is its input's storage (``OpDef.view``, or a
     reordering of dims the layout plan keeps a strided view)."""
-    return REGISTRY[node.op].view or (layout is not None and node.output.name in layout.strided_views)
+    return REGISTRY[node.op].view or (layout is not None and layout.is_free_reorder(node.output.name))
 
 
 def converted_key(value: str, layout: str) -> str:
@@ -176,7 +176,9 @@ def plan_buffers(graph: Graph, env: Mapping[str, int], layout: LayoutPlan | None
         converted_now(v.name, 0)
     for i, node in enumerate(graph.nodes):
         out = node.output.name
-        if is_view(node, layout):
+        if out in layout.permuted_writes:  # written by its kernel into its reader's reordered storage
+            root[out] = layout.permuted_writes[out][0]
+        elif is_view(node, layout):
             src = read_from(node.inputs[0], node)
             root[out] = root[src]
             views[out] = src
@@ -196,8 +198,9 @@ def plan_buffers(graph: Graph, env: Mapping[str, int], layout: LayoutPlan | None
                     in_place[out] = src
                     break
         r = root[out]
-        start.setdefault(r, i)
-        stop[r] = max(stop.get(r, i), last_use.get(out, i))
+        if r not in external:  # a view of a graph input is the caller's storage
+            start.setdefault(r, i)
+            stop[r] = max(stop.get(r, i), last_use.get(out, i))
         converted_now(out, i)
     outputs_of = {root[v.name] for v in graph.outputs} - external
     sizes = {r: _aligned(value_bytes(value[conversions.get(r, r)], env, itemsize)) for r in start}

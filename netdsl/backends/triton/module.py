@@ -85,6 +85,10 @@ class _Storage:
             concat, c0 = plan.concat_slices[v.name]
             target = self.tensor(self.module.values[concat])
             return target[..., c0:c0 + v.type.concrete(dims)[1]]
+        if v.name in self.module.layout.permuted_writes:  # the reader's storage, its reorder undone
+            reorder, perm = self.module.layout.permuted_writes[v.name]
+            inverse = sorted(range(len(perm)), key=perm.__getitem__)
+            return self.tensor(self.module.values[reorder]).permute(*inverse)
         shape = stored_shape(v, dims, self.module.layout.get(v.name))
         return self.memory(plan.storage[v.name])[:int(np.prod(shape))].view(shape)
 
@@ -197,6 +201,8 @@ class TritonModule(torch.nn.Module):
                 x = read(node.inputs[0], node)
                 if node.output.name in self.layout.strided_views:  # dims reordered by strides only
                     produced(node.output, x.permute(*self.layout.strided_views[node.output.name]))
+                elif self.layout.is_free_reorder(node.output.name):  # its producer wrote it in place
+                    produced(node.output, storage.tensor(node.output))
                 else:
                     produced(node.output, x.reshape(stored_shape(node.output, dims, self.layout.get(node.output.name))))
                 if trace:
