@@ -852,10 +852,7 @@ def test_reshape_with_symbolic_dims_in_a_net_program():
     """`reshape(N, T, 8, -1)` names the input's dims; the reference backend binds them when it runs."""
     source = ("network n {\n    input x: f32[N, T, 24]\n"
               "    output y = x -> reshape(N, T, 4, -1) -> transpose(1, 2) -> reshape(N, 4, -1)\n}\n")
-    try:
-        graph = netdsl.load_source(source, "m.net")
-    except netdsl.NetDSLError as err:  # a front end without dims in attributes
-        pytest.skip(f"the front end does not take dims in attributes yet: {err.message}")
+    graph = netdsl.load_source(source, "m.net")
     assert str(graph.outputs[0].type) == "f32[N, 4, 6*T]"
     for n, t in [(1, 1), (2, 127)]:
         x = np.random.default_rng(t).standard_normal((n, t, 24)).astype(np.float32)

@@ -22,10 +22,8 @@ from ..errors import NetDSLError
 from ..ir.dims import SymDim
 from ..ir.graph import ParamSpec
 from ..ir.printer import format_attr as _show
-from ..ir.types import TensorType, numel
+from ..ir.types import INTEGER_DTYPES, TensorType, numel
 from .registry import ORDERED, Attr, OpDef, OpKind, ShapeError, register
-
-INTEGER_DTYPES = ("i64", "i32")  # the element types of token ids
 
 
 def _is_int(v) -> bool:

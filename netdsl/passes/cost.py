@@ -55,9 +55,8 @@ def param_bytes(graph: Graph, node: Node) -> int:
     return REGISTRY[node.op].weight_numel(node.attrs, numels) * DTYPES[node.output.type.dtype]
 
 
-def node_cost(graph: Graph, node: Node, env: Mapping[str, int], plan: MemoryPlan | None = None,
-              layout: LayoutPlan | None = None) -> Cost:
-    layout = layout or plan_layout(graph)
+def node_cost(graph: Graph, node: Node, env: Mapping[str, int], plan: MemoryPlan | None,
+              layout: LayoutPlan) -> Cost:
     op = REGISTRY[node.op]
     if is_view(node, layout):
         return Cost()

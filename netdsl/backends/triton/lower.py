@@ -44,8 +44,12 @@ TORCH_INT_DTYPES = {"i32": torch.int32, "i64": torch.int64}  # token ids keep th
 class Step:
     node: Node
     run: Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor]
-    launches: int = 1  # kernel launches per call (0 for views); the op's registry entry says
     kernel: str = ""  # for reports
+
+    @property
+    def launches(self) -> int:
+        """Kernel launches per call (0 for views): the op's registry entry says."""
+        return REGISTRY[self.node.op].launches
 
 
 @dataclass
@@ -386,8 +390,8 @@ def lower_groupnorm(node: Node, ctx: LowerCtx) -> Step:
     def run(inputs, out):  # channels are IR dim 1: last inside for ranks 2 and 4, moved there otherwise
         return along_last(ctx.axis(node), inputs[0], kernel, out, _with_residual(ep, node, inputs).residual)
 
-    # three launches (the registry's count): partial statistics, their merge into a per-(sample,
-    # channel) affine, the apply
+    # three launches (OpDef.launches): partial statistics, their merge into a per-(sample, channel)
+    # affine, the apply
     return Step(node, run, kernel="groupnorm")
 
 
@@ -543,6 +547,4 @@ def lower(node: Node, ctx: LowerCtx) -> Step:
     lowering = lowering_of(REGISTRY[node.op])
     if lowering is None:
         raise NetDSLError(f"op `{node.op}` has no Triton lowering", node.loc)
-    step = lowering(node, ctx)
-    step.launches = REGISTRY[node.op].launches
-    return step
+    return lowering(node, ctx)

@@ -158,7 +158,7 @@ class TritonModule(torch.nn.Module):
                 if d == rank - 1:  # a copy per input not in place
                     total += sum(1 for v in s.node.inputs if v.name not in slices)
             else:
-                total += s.launches
+                total += op.launches
         return total
 
     # -- running --------------------------------------------------------------------------------
