@@ -123,7 +123,7 @@ class OpDef:
     # inputs its kernel may overwrite with its output: f(attrs, number of inputs); None: by kind
     in_place: Callable[[Mapping[str, Any], int], tuple[int, ...]] | None = None
     # -- cost
-    launches: int = 1  # kernel launches per node (0 for a view)
+    launches: int | Callable[[Mapping[str, Any]], int] = 1  # kernel launches per node (0 for a view), or f(attrs)
     # elements of weights its kernel reads, after packing: f(attrs, {role: numel}); None: all of them
     packed_numel: Callable[[Mapping[str, Any], Mapping[str, int]], int] | None = None
 
@@ -150,6 +150,10 @@ class OpDef:
         if self.in_place is not None:
             return self.in_place(attrs, n_inputs)
         return tuple(range(n_inputs)) if self.is_pointwise else ()
+
+    def launches_of(self, attrs: Mapping[str, Any]) -> int:
+        """Kernel launches one node of this op makes (a recurrence: per layer and direction)."""
+        return self.launches(attrs) if callable(self.launches) else self.launches
 
     def weight_numel(self, attrs: Mapping[str, Any], numels: Mapping[str, int]) -> int:
         if self.packed_numel is not None:

@@ -70,7 +70,7 @@ def node_cost(graph: Graph, node: Node, env: Mapping[str, int], plan: MemoryPlan
     ins = [v.type.concrete(env) for v in node.inputs]
     flops = int(op.flops(ins, node.output.type.concrete(env), node.attrs))
     read = sum(value_bytes(v, env) for v in inputs) + param_bytes(graph, node)
-    return Cost(flops, read, value_bytes(node.output, env), op.launches)
+    return Cost(flops, read, value_bytes(node.output, env), op.launches_of(node.attrs))
 
 
 def node_costs(graph: Graph, env: Mapping[str, int]) -> dict[str, Cost]:

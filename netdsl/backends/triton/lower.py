@@ -49,7 +49,7 @@ class Step:
     @property
     def launches(self) -> int:
         """Kernel launches per call (0 for views): the op's registry entry says."""
-        return REGISTRY[self.node.op].launches
+        return REGISTRY[self.node.op].launches_of(self.node.attrs)
 
 
 @dataclass

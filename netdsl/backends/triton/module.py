@@ -158,7 +158,7 @@ class TritonModule(torch.nn.Module):
                 if d == rank - 1:  # a copy per input not in place
                     total += sum(1 for v in s.node.inputs if v.name not in slices)
             else:
-                total += op.launches
+                total += op.launches_of(s.node.attrs)
         return total
 
     # -- running --------------------------------------------------------------------------------
