@@ -36,8 +36,10 @@ def init_param(name: str, spec: ParamSpec, seed: int = 0) -> np.ndarray:
         return np.ones(spec.shape, np.float32)
     if spec.init == "const":
         return np.full(spec.shape, spec.value, np.float32)
-    if spec.init == "normal":  # N(0, 1), as nn.Embedding; the padding row (zero_row) zero
-        w = rng.standard_normal(spec.shape, dtype=np.float32)
+    if spec.init == "uniform":  # U(-value, value), as torch's recurrent layers and nn.Linear's bias
+        return ((rng.random(spec.shape, dtype=np.float32) * 2 - 1) * np.float32(spec.value)).astype(np.float32)
+    if spec.init == "normal":  # N(0, std^2) (std 1: nn.Embedding); the padding row (zero_row) zero
+        w = rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(spec.std)
         if spec.zero_row is not None:
             w[spec.zero_row] = 0
         return w
@@ -56,7 +58,7 @@ def random_weights(graph: Graph, seed: int = 0) -> Weights:
         rng = np.random.default_rng([seed, zlib.crc32(name.encode()), 1])
         if name.endswith("running_var"):
             out[name] = rng.uniform(0.5, 1.5, spec.shape).astype(np.float32)
-        elif spec.init in ("kaiming", "xavier"):
+        elif spec.init in ("kaiming", "xavier", "uniform"):
             out[name] = init_param(name, spec, seed)
         elif spec.init == "const":  # prelu slopes
             out[name] = rng.uniform(0.05, 0.5, spec.shape).astype(np.float32)

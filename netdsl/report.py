@@ -13,7 +13,7 @@ def node_flops(graph: Graph, env: dict[str, int]) -> dict[str, int]:
     out = {}
     for n in graph.nodes:
         ins = [v.type.concrete(env) for v in n.inputs]
-        out[n.name] = int(REGISTRY[n.op].flops(ins, n.output.type.concrete(env), n.attrs))
+        out[n.name] = int(REGISTRY[n.op].flops(ins, n.outputs[0].type.concrete(env), n.attrs))
     return out
 
 
@@ -43,7 +43,7 @@ def flops_table(graph: Graph, env: dict[str, int]) -> str:
     dims = ", ".join(f"{k}={v}" for k, v in sorted(env.items()))
     lines = [f"FLOPs at {dims}:", f"{'node':<{width}}  {'op':<16} {'output':<20} {'FLOPs':>10}"]
     for n in graph.nodes:
-        shape = "x".join(map(str, n.output.type.concrete(env)))
+        shape = ", ".join("x".join(map(str, v.type.concrete(env))) for v in n.outputs)
         lines.append(f"{n.name:<{width}}  {n.op:<16} {shape:<20} {_human(flops[n.name]):>10}")
     lines.append(f"{'total':<{width}}  {'':<16} {'':<20} {_human(sum(flops.values())):>10}")
     return "\n".join(lines)

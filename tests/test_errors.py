@@ -422,7 +422,7 @@ def test_block_called_with_too_many_tensors():
 
 def test_block_with_several_outputs_in_an_expression():
     src = "block two(c) {\n    input x\n    output x, x -> relu\n}\n"
-    check(error_of(src + net("output x -> two(1)")), "block `two` has 2 outputs", 7, 17)
+    check(error_of(src + net("output x -> two(1)")), "block `two` gives 2 results (x, output1); bind them", 7, 17)
 
 
 def test_error_inside_a_block_points_inside_and_notes_the_call_site():

@@ -37,6 +37,15 @@ PARAMETERS = {
     "unet": 482_754,
     # embedding 64,000 + 2 layers x (4 projections 16,640 + 2 norms 256 + FFN 16,576) + lm_head 65,000
     "transformer_encoder": 195_944,
+    # wte 38,597,376 + wpe 786,432 + 12 x 7,087,872 + ln_f 1,536 (Hugging Face's count for gpt2)
+    "gpt2": 124_439_808,
+    "vit_b16": 86_567_656,  # torchvision's vit_b_16
+    # nn.Transformer 44,140,544 + two 10,000 x 512 embeddings + the 512 -> 10,000 generator
+    "transformer": 59_510_544,
+    "rnn": 50_698,  # nn.RNN(256, 128): 256*128 + 128*128 + 2*128 = 49,408; the head 1,290
+    # embedding 128,000 + LSTM layer 0 395,264 + layer 1 526,336 + decoder 257,000
+    "lstm_lm": 1_306_600,
+    "seq2seq": 405_992,  # two embeddings 128,000 + two GRUs 2 x 74,496 + the head 129,000
 }
 
 # (batch, height = width) of the twin comparison: small where the architecture allows; AlexNet and
@@ -52,10 +61,20 @@ SIZES = {
     "mobilenet_v2": (2, 64),
     "unet": (2, 64),  # the U-Net's input is fixed at 64 x 64
     "transformer_encoder": (2, None),  # T = 16, the file's default
+    "gpt2": (1, None),  # T = 8 (DIMS)
+    "vit_b16": (1, None),  # 224 x 224 is fixed (the position embedding has 197 rows)
+    "transformer": (2, None),  # S = 9, T = 7 (DIMS)
+    "rnn": (2, None),  # T = 9 (DIMS)
+    "lstm_lm": (2, None),  # T = 9
+    "seq2seq": (2, None),  # S = 7, T = 5
 }
+DIMS = {"gpt2": {"T": 8}, "transformer": {"S": 9, "T": 7}, "rnn": {"T": 9}, "lstm_lm": {"T": 9},
+        "seq2seq": {"S": 7, "T": 5}}  # sequence lengths of the twin comparison
 
 # Output shape without the batch dim, where it is not ImageNet's 1000 logits.
-OUTPUT_SHAPES = {"lenet5": (10,), "mlp": (10,), "unet": (2, 64, 64), "transformer_encoder": ("T", 1000)}
+OUTPUT_SHAPES = {"lenet5": (10,), "mlp": (10,), "unet": (2, 64, 64), "transformer_encoder": ("T", 1000),
+                 "gpt2": ("T", 50257), "transformer": ("T", 10000), "rnn": ("T", 10), "lstm_lm": ("T", 1000),
+                 "seq2seq": ("T", 1000)}
 
 # One tolerance per dtype: |ours - twin| <= rtol * |twin| + atol * max|twin|  (atol is relative to the
 # output's scale, which random batchnorm statistics make vary from model to model).
@@ -64,7 +83,7 @@ TORCH_DTYPES = {"f32": torch.float32, "f64": torch.float64}
 
 # VGG-11's 133M weights in float64 (1 GB per copy) would dominate the run time; its layers are
 # covered in float64 by the other models.
-F64_SKIP = {"vgg11"}
+F64_SKIP = {"vgg11", "gpt2", "vit_b16"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,11 +93,15 @@ def example(name: str):
     return graph, netdsl.random_weights(graph, seed=0)
 
 
-def example_input(graph, name: str) -> np.ndarray:
+def example_inputs(graph, name: str) -> dict[str, np.ndarray]:
     batch, hw = SIZES[name]
-    (inp,) = graph.inputs
-    env = {**graph.dim_defaults, "N": batch, **({"H": hw, "W": hw} if hw else {})}
-    return netdsl.params.random_inputs(graph, env, seed=1)[inp.name]
+    env = {**graph.dim_defaults, "N": batch, **({"H": hw, "W": hw} if hw else {}), **DIMS.get(name, {})}
+    return netdsl.params.random_inputs(graph, env, seed=1)
+
+
+def example_input(graph, name: str) -> np.ndarray:
+    (x,) = example_inputs(graph, name).values()
+    return x
 
 
 def assert_close(ours: np.ndarray, twin: np.ndarray, dtype: str) -> None:
@@ -107,9 +130,10 @@ def test_example_matches_torch_twin(name, dtype):
     if dtype == "f64" and name in F64_SKIP:
         pytest.skip("float64 VGG-11 is slow and adds no op the other models lack")
     graph, weights = example(name)
-    x = example_input(graph, name)
-    outputs = netdsl.reference.run(graph, {graph.inputs[0].name: x}, weights, dtype=dtype)
+    inputs = example_inputs(graph, name)
+    outputs = netdsl.reference.run(graph, inputs, weights, dtype=dtype)
     (ours,) = outputs.values()
+    x = tuple(inputs[v.name] for v in graph.inputs) if len(graph.inputs) > 1 else inputs[graph.inputs[0].name]
     assert ours.dtype == np.dtype("float32" if dtype == "f32" else "float64")
     assert np.isfinite(ours).all()
     # the twin reads every parameter by its torchvision name, so this also checks the names

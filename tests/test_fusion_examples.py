@@ -43,7 +43,11 @@ KERNEL_COUNTS = {
 # above the CNN target: the ideal keeps linear2's output on chip through the residual add into the
 # layernorm (a GEMM with a row-wise layernorm epilogue, which no kernel does yet), and the embedding's
 # * sqrt(d) and positions in its gather. (The head split and merge transposes move nothing in both.)
-SEQUENCE_RATIOS = {"transformer_encoder": 1.15}
+# ViT-B/16 (1.153) and the base Transformer (1.147) for the same reasons, and because a bias added after
+# a matmul by a parameter (nn.MultiheadAttention's packed in_proj) is its own pointwise kernel.
+SEQUENCE_RATIOS = {"transformer_encoder": 1.15, "transformer": 1.15, "vit_b16": 1.16}
+# recurrent examples: every node is a GEMM, a recurrence or an embedding: nothing to fuse (fused == unfused)
+NOTHING_TO_FUSE = {"rnn", "lstm_lm", "seq2seq"}
 
 
 def _block_of(name: str, depth: int) -> str:
@@ -140,7 +144,8 @@ def test_cost_ratios(example):
     for n in (1, 8):
         s = summarize(graph, fused, {**graph.dim_defaults, "N": n, "H": 224, "W": 224})
         assert s.fused_over_ideal <= SEQUENCE_RATIOS.get(name, 1.10)
-        assert s.ideal.bytes <= s.fused.bytes < s.unfused.bytes
+        assert s.ideal.bytes <= s.fused.bytes <= s.unfused.bytes
+        assert (s.fused.bytes == s.unfused.bytes) == (name in NOTHING_TO_FUSE)
 
 
 def test_resnet50_targets():

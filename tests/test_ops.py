@@ -171,6 +171,28 @@ TENSOR_ORACLES = {  # netdsl/ops/tensor.py
 }
 
 
+SLICING_ORACLES = {  # netdsl/ops/slicing.py: torch's own indexing (negative and clamped bounds) and Tensor.select
+    "slice": lambda xs, p, a: xs[0][(slice(None),) * (a["dim"] % xs[0].dim()) + (slice(a["start"], a["end"], a["step"]),)],
+    "select": lambda xs, p, a: xs[0].select(a["dim"], a["index"]),
+}
+
+
+def _pieces(pieces):
+    """torch's pieces; one piece is one result."""
+    return pieces if len(pieces) > 1 else pieces[0]
+
+
+SPLIT_ORACLES = {  # netdsl/ops/split.py: several results; a parameter read as a value
+    "split": lambda xs, p, a: _pieces(torch.split(xs[0], list(_dims(a["split_size_or_sections"]))
+                                                  if isinstance(a["split_size_or_sections"], tuple)
+                                                  else a["split_size_or_sections"], a["dim"])),
+    "chunk": lambda xs, p, a: _pieces(torch.chunk(xs[0], a["chunks"], a["dim"])),
+    "parameter": lambda xs, p, a: p["value"],
+    "unflatten": lambda xs, p, a: torch.unflatten(xs[0], a["dim"], _dims(a["sizes"])),
+    "expand": lambda xs, p, a: xs[0].expand(*_dims(a["sizes"])),
+}
+
+
 ORACLES = {
     **{name: _activation_oracle(fn) for name, fn in ACTIVATION_ORACLES.items()},
     "conv2d": lambda xs, p, a: _conv(xs[0], p, a),
@@ -182,6 +204,7 @@ ORACLES = {
     "avgpool2d": lambda xs, p, a: F.avg_pool2d(xs[0], a["kernel_size"], _pool_stride(a), a["padding"], a["ceil_mode"],
                                                a["count_include_pad"]),
     "global_avgpool": lambda xs, p, a: F.adaptive_avg_pool2d(xs[0], 1),
+    "adaptive_avgpool2d": lambda xs, p, a: F.adaptive_avg_pool2d(xs[0], a["output_size"]),
     "batchnorm": lambda xs, p, a: _bn(xs[0], p["running_mean"], p["running_var"], p["weight"], p["bias"], a["eps"]),
     "layernorm": lambda xs, p, a: F.layer_norm(xs[0], xs[0].shape[-a["dims"]:], p.get("weight"), p.get("bias"),
                                                a["eps"]),
@@ -200,6 +223,8 @@ ORACLES = {
     "fused_layernorm": _fused_layernorm,
     "fused_groupnorm": _fused_groupnorm,
     **TENSOR_ORACLES,
+    **SLICING_ORACLES,
+    **SPLIT_ORACLES,
 }
 
 
@@ -314,6 +339,15 @@ CASES.update({
         ([(1, 1, 1, 1)], {"kernel_size": 1}),
     ],
     "global_avgpool": [([(2, 3, 5, 7)], {}), ([(1, 1, 1, 1)], {}), ([(1, 4, 1, 9)], {})],
+    "adaptive_avgpool2d": [
+        ([(2, 3, 8, 6)], {"output_size": (4, 3)}),  # divides: avgpool2d's windows
+        ([(2, 3, 7, 5)], {"output_size": (3, 2)}),  # does not divide: bins of 3 rows that overlap
+        ([(1, 2, 10, 13)], {"output_size": (4, 6)}),
+        ([(1, 2, 9, 6)], {"output_size": 1}),
+        ([(2, 2, 3, 4)], {"output_size": (5, 7)}),  # bigger than the input: rows and columns repeat
+        ([(2, 1, 6, 1)], {"output_size": (4, 1)}),  # non-square, a size-1 dim
+        ([(1, 1, 1, 1)], {"output_size": (1, 1)}),
+    ],
     "batchnorm": [([(2, 3, 4, 5)], {}), ([(4, 3)], {"eps": 1e-3}), ([(1, 1, 1, 1)], {}), ([(2, 5, 7)], {"eps": 0.1})],
     "layernorm": [([(2, 3, 6)], {}), ([(4, 5)], {"eps": 1e-3}), ([(3, 7)], {"affine": False}), ([(1, 2)], {}),
                   ([(2, 3, 4, 5)], {"dims": 2}), ([(2, 3, 4, 5)], {"dims": 3, "affine": False}), ([(3, 4)], {"dims": 2})],
@@ -445,6 +479,52 @@ CASES.update({
         ([(2, 2, 5, 8), (2, 2, 6, 8), (2, 2, 6, 8), (5, 6)], {}),  # an additive mask
         ([(2, 2, 5, 8), (2, 2, 6, 8), (2, 2, 6, 3), (2, 1, 5, 6)], {"scale": 1.0}),
     ],
+    "split": [
+        ([(2, 9)], {"split_size_or_sections": 4, "dim": 1}),  # 4, 4, 1
+        ([(6, 2, 5)], {"split_size_or_sections": (1, 3, 2)}),  # dim 0, torch's default
+        ([(2, 3, 12)], {"split_size_or_sections": (4, 0, 8), "dim": -1}),  # an empty piece
+        ([(2, 3, 4, 5)], {"split_size_or_sections": 2, "dim": 1}),
+    ],
+    "chunk": [
+        ([(2, 5, 12)], {"chunks": 3, "dim": -1}),  # q, k, v
+        ([(5, 3)], {"chunks": 4}),  # torch gives 3 pieces of 2, 2, 1
+        ([(1, 6, 2, 2)], {"chunks": 2, "dim": 1}),
+        ([(7,)], {"chunks": 1}),
+    ],
+    "parameter": [([], {"shape": (1, 1, 4)}), ([], {"shape": (5,)}), ([], {"shape": (2, 3, 2, 2)})],
+    "unflatten": [
+        ([(2, 3, 12)], {"dim": -1, "sizes": (4, -1)}),  # the heads of attention
+        ([(6, 5)], {"dim": 0, "sizes": (2, 3)}),
+        ([(2, 8, 3)], {"dim": 1, "sizes": (2, 2, -1)}),
+        ([(4, 1)], {"dim": 1, "sizes": (1, 1)}),
+    ],
+    "expand": [
+        ([(1, 1, 6)], {"sizes": (3, -1, -1)}),  # ViT's class token for every sample
+        ([(3, 1)], {"sizes": (2, 3, 4)}),  # a new leading dim and a stretched one
+        ([(2, 3)], {"sizes": (-1, 3)}),  # nothing moves
+        ([(1, 4, 1, 1)], {"sizes": (2, 4, 3, 5)}),
+    ],
+    # netdsl/ops/slicing.py: negative and clamped bounds, steps 2 and 3, size-1 dims, empty slices, rank 0
+    "slice": [
+        ([(2, 7, 5)], {"dim": 1, "start": 1, "end": 5}),
+        ([(2, 7, 5)], {"dim": -1, "start": -3}),
+        ([(2, 7, 5)], {"dim": 1, "start": -100, "end": 100}),  # both ends clamp
+        ([(2, 7, 5)], {"dim": 1, "start": 1, "step": 2}),
+        ([(3, 10)], {"dim": 1, "start": 2, "end": -1, "step": 3}),
+        ([(6,)], {"dim": 0, "start": -5, "end": -1, "step": 2}),
+        ([(2, 3, 4, 5)], {"dim": 2, "end": -2}),
+        ([(2, 1, 4)], {"dim": 1, "end": 1}),  # a size-1 dim kept whole
+        ([(4, 6)], {"dim": 0, "start": 5, "end": 9}),  # clamps to nothing
+        ([(4, 6)], {"dim": 1, "start": 4, "end": 2}),  # ends before it starts: empty
+    ],
+    "select": [
+        ([(2, 7, 5)], {"dim": 1, "index": 3}),
+        ([(2, 7, 5)], {"dim": -1, "index": -1}),
+        ([(2, 7, 5)], {"dim": 0, "index": -2}),
+        ([(1, 4)], {"dim": 0, "index": 0}),  # a size-1 dim
+        ([(2, 3, 4, 5)], {"dim": 2, "index": 3}),
+        ([(6,)], {"dim": 0, "index": 5}),  # rank 0
+    ],
     "fused_layernorm": [
         ([(2, 3, 6)], {"act1": "gelu", "act1_attrs": {"approximate": "none"}}),
         ([(2, 3, 6), (2, 3, 6)], {"add_before": True}),
@@ -458,6 +538,36 @@ CASES.update({
         ([(2, 4, 3, 3), (2, 4, 3, 3)], {"groups": 2, "act1": "leaky_relu", "act1_attrs": {"alpha": 0.1},
                                         "residual": True, "act2": "prelu", "act2_attrs": {"shared": False}}),
     ],
+})
+
+
+# netdsl/ops/recurrent.py: torch's nn.RNN / nn.LSTM / nn.GRU (batch first) in float64 with the case's
+# parameters as their state_dict; the initial state (h0, or h0 and c0) as optional inputs
+def _recurrent(cell):
+    def run(xs, p, a):
+        kw = {"nonlinearity": a["nonlinearity"]} if cell == "rnn" else {}
+        module = getattr(torch.nn, cell.upper())(xs[0].shape[-1], a["hidden_size"], a["num_layers"], bias=a["bias"],
+                                                 batch_first=True, bidirectional=a["bidirectional"],
+                                                 dtype=torch.float64, **kw)
+        module.load_state_dict(p)
+        state = (tuple(xs[1:]) if cell == "lstm" else xs[1]) if len(xs) > 1 else None
+        with torch.no_grad():
+            y, h = module(xs[0], state)
+        return (y, *h) if cell == "lstm" else (y, h)
+    return run
+
+
+ORACLES.update({cell: _recurrent(cell) for cell in ("rnn", "lstm", "gru")})
+CASES.update({
+    "rnn": [([(2, 5, 3)], {"hidden_size": 4}),
+            ([(1, 1, 6), (2, 1, 5)], {"hidden_size": 5, "nonlinearity": "relu", "bidirectional": True}),
+            ([(3, 4, 2), (2, 3, 3)], {"hidden_size": 3, "num_layers": 2, "bias": False})],
+    "lstm": [([(2, 5, 3)], {"hidden_size": 4}),
+             ([(3, 4, 2), (4, 3, 5), (4, 3, 5)], {"hidden_size": 5, "num_layers": 2, "bidirectional": True}),
+             ([(1, 1, 3)], {"hidden_size": 2, "bias": False})],
+    "gru": [([(2, 5, 3)], {"hidden_size": 4}),
+            ([(3, 4, 2), (4, 3, 5)], {"hidden_size": 5, "num_layers": 2, "bidirectional": True}),
+            ([(1, 1, 3), (1, 1, 7)], {"hidden_size": 7, "bias": False})],
 })
 
 
@@ -504,7 +614,7 @@ def oracle(name, xs, params, attrs) -> np.ndarray:
     t = {k: torch.from_numpy(np.asarray(v, np.float64)) for k, v in params.items()}
     y = ORACLES[name]([torch.from_numpy(x if x.dtype.kind in "biu" else np.asarray(x, np.float64)) for x in xs], t,
                       attrs)  # float inputs in float64; integer ids and boolean masks as they are
-    return y.numpy()
+    return tuple(r.numpy() for r in y) if isinstance(y, (tuple, list)) else y.numpy()
 
 
 def assert_close(actual, expected, dtype, what=""):
@@ -536,10 +646,20 @@ def case_input(rng, name, i, shape, dtype, attrs) -> np.ndarray:
     return _random_input(rng, shape, DTYPES[dtype])
 
 
-def one_node_program(name, shapes, attrs, dtype) -> str:
+def one_node_program(name, shapes, attrs, dtype, results: int = 1) -> str:
+    """A network of one call of ``name``; its results are outputs y (one) or y0, y1, ... (several)."""
+    if REGISTRY[name].constant:  # a parameter read as a value: declared with `param`
+        dims = ", ".join(map(str, attrs["shape"]))
+        return f"# one {name}\nnetwork one {{\n    param value: [{dims}] = normal\n    output y = value\n}}\n"
     decls = ", ".join(f"x{i}: {input_dtype(name, i, dtype)}[{', '.join(map(str, s))}]" for i, s in enumerate(shapes))
     args = [f"x{i}" for i in range(len(shapes))] + [f"{k}={net_literal(v)}" for k, v in attrs.items()]
-    return f"# one {name}\nnetwork one {{\n    input {decls}\n    output y = {name}({', '.join(args)})\n}}\n"
+    call = f"{name}({', '.join(args)})"
+    if results == 1:
+        body = f"    output y = {call}"
+    else:
+        names = ", ".join(f"y{i}" for i in range(results))
+        body = f"    {names} = {call}\n    output {names}"
+    return f"# one {name}\nnetwork one {{\n    input {decls}\n{body}\n}}\n"
 
 
 def check_case(name, shapes, kwargs, dtype, seed=0):
@@ -548,29 +668,36 @@ def check_case(name, shapes, kwargs, dtype, seed=0):
     rng = np.random.default_rng(seed)
     attrs = bind_attrs(op, [], kwargs)
     types = [TensorType(s, input_dtype(name, i, dtype)) for i, s in enumerate(shapes)]
-    out_type = op.infer(types, attrs)
+    out_types = op.result_types(types, attrs)
+    several = len(out_types) > 1
     xs = [case_input(rng, name, i, s, dtype, attrs) for i, s in enumerate(shapes)]
     params = _random_params(rng, op.params(types, attrs), np_dtype)
     expected = oracle(name, xs, params, attrs)
+    expected = expected if several else (expected,)
     what = f"{name}{shapes} {kwargs} {dtype}"
 
     # 1. the registry reference, called directly
     got = op.reference(xs, params, attrs)
-    assert got.dtype == np_dtype, f"{what}: reference computed in {got.dtype}"
-    assert got.shape == tuple(out_type.shape), f"{what}: reference shape {got.shape}, inferred {out_type}"
-    assert_close(got, expected, dtype, what)
+    got = got if several else (got,)
+    assert len(got) == len(expected) == len(out_types), f"{what}: {len(got)} results, torch {len(expected)}"
+    for g, e, t in zip(got, expected, out_types):
+        assert g.dtype == np_dtype, f"{what}: reference computed in {g.dtype}"
+        assert g.shape == tuple(t.shape), f"{what}: reference shape {g.shape}, inferred {t}"
+        assert_close(g, e, dtype, what)
 
     # 2. a one-node .net program (fused ops are not part of the language: attributes such as
     #    act1_attrs cannot be written there)
     if op.kind is OpKind.FUSED:
         return
-    graph = netdsl.load_source(one_node_program(name, shapes, kwargs, dtype), "one.net")
+    graph = netdsl.load_source(one_node_program(name, shapes, kwargs, dtype, len(out_types)), "one.net")
     (node,) = graph.nodes
     assert node.op == name and dict(node.attrs) == attrs, what
     weights = {graph_name: params[role] for role, graph_name in node.params.items()}
-    out = netdsl.reference.run(graph, {f"x{i}": x for i, x in enumerate(xs)}, weights, dtype=dtype)["y"]
-    assert out.dtype == np_dtype
-    assert_close(out, expected, dtype, what + " (through a .net program)")
+    outs = netdsl.reference.run(graph, {f"x{i}": x for i, x in enumerate(xs)}, weights, dtype=dtype)
+    for i, e in enumerate(expected):
+        out = outs[f"y{i}" if several else "y"]
+        assert out.dtype == np_dtype
+        assert_close(out, e, dtype, what + " (through a .net program)")
 
 
 CASE_IDS = [(name, i) for name in sorted(CASES) for i in range(len(CASES[name]))]

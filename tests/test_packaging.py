@@ -33,6 +33,11 @@ grammar = resources.files("netdsl.grammar").joinpath("netdsl.lark")
 assert Path(str(grammar)).resolve().is_relative_to(site), grammar
 graph = netdsl.load_source("network n {\\n    input x: f32[N, 3, 8, 8]\\n    output x -> conv2d(4, 3) -> relu\\n}\\n")
 print(graph.outputs[0].type)
+stdlib = resources.files("netdsl.stdlib").joinpath("transformer.net")
+assert Path(str(stdlib)).resolve().is_relative_to(site), stdlib
+graph = netdsl.load_source("import transformer\nnetwork n {\n    input x: f32[N, T, 8]\n"
+                           "    output x -> encoder_layer(8, 2, 16)\n}\n")
+print(graph.outputs[0].type)
 """
 
 
@@ -58,6 +63,7 @@ def test_wheel_contains_the_grammar_and_every_module(wheel):
     kernels = ROOT / "kernels"
     expected |= {f"netdsl/kernels/{p.relative_to(kernels).as_posix()}" for p in kernels.rglob("*.py")}
     expected |= {f"netdsl/grammar/{p.name}" for p in (ROOT / "grammar").iterdir() if p.suffix in (".py", ".lark")}
+    expected |= {f"netdsl/stdlib/{p.name}" for p in (ROOT / "stdlib").iterdir() if p.suffix in (".py", ".net")}
     missing = sorted(expected - names)
     assert not missing, f"not in the wheel: {missing}"
     assert any(n.endswith(".dist-info/entry_points.txt") for n in names)
@@ -75,4 +81,4 @@ def test_unpacked_wheel_loads_the_grammar_from_the_installed_package(wheel, tmp_
     proc = subprocess.run([sys.executable, "-c", CHECK, str(site)], cwd=elsewhere, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.strip() == "f32[N, 4, 6, 6]"
+    assert proc.stdout.split() == ["f32[N,", "4,", "6,", "6]", "f32[N,", "T,", "8]"]

@@ -66,7 +66,7 @@ def random_inputs(graph, n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def assert_all_ok(fused, weights, inputs, dtype):
     checks = check(fused, weights, inputs, dtype)
-    assert len(checks) == len(fused.nodes)
+    assert len(checks) == sum(len(n.outputs) for n in fused.nodes)  # one check per result
     assert all(c.ok for c in checks), "\n" + format_checks(checks, dtype)
     return checks
 
@@ -163,6 +163,34 @@ OP_CASES: dict[str, Case] = {
     "sdpa_mask": Case(net("output sdpa(q, k, v, m)",
                           "q: f32[N, 3, 6, 16], k: f32[N, 3, 6, 16], v: f32[N, 3, 6, 16], m: f32[N, 1, 1, 6]"), "O0"),
     "affine": Case(net("output 1 - x / 8", X4), "O0", ("affine",)),
+    # several results: chunk / split pieces (one on an NHWC map read by a conv); parameters read as values
+    "chunk": Case(net("""
+        q, k, v = x -> chunk(3, dim=-1)
+        output q, k -> relu, v * 2
+        """, "x: f32[N, 5, 12]"), "O0", ("chunk",)),
+    "split_of_conv": Case(net("""
+        a, b = x -> conv2d(5, 3, padding=1) -> split((2, 3), dim=1)
+        output a, b -> conv2d(4, 3, padding=1)
+        """, X4), "O0", ("split",)),
+    "parameter": Case(net("""
+        param p: [7, 9] = normal(std=0.5)
+        output x + p, matmul(x, p -> transpose(0, 1))
+        """, X4), "O0", ("parameter",)),
+    "unflatten_expand": Case(net("""
+        param cls: [1, 1, 12] = normal
+        h = concat(cls -> expand(N, -1, -1), x, dim=1)
+        output h -> unflatten(-1, (3, -1)) -> transpose(1, 2) -> relu
+        """, "x: f32[N, 5, 12]"), "O0", ("expand", "unflatten")),
+    # recurrent layers: an initial state, both directions, two layers, no bias, a head on the sequence
+    "rnn": Case(net('y, h = rnn(x, h0, 5, nonlinearity="relu", bidirectional=true)\noutput y, h',
+                    "x: f32[N, 4, 3], h0: f32[2, N, 5]"), "O1", ("rnn",)),
+    "lstm": Case(net("y, h, c = x -> lstm(33, num_layers=2)\noutput y, h, c", "x: f32[N, 3, 7]"), "O1", ("lstm",)),
+    "gru": Case(net("y, h = gru(x, h0, 6, bias=false)\noutput y -> linear(4), h", "x: f32[N, 5, 3], h0: f32[1, N, 6]"),
+                "O1", ("gru",)),
+    "parameter_tied": Case(net("""
+        h = x -> tok: linear(6) -> tanh
+        output matmul(h, tok.weight)
+        """, "x: f32[N, 4, 9]"), "O1", ("parameter", "matmul")),
     "broadcast_ranks": Case(net("output (x -> conv2d(4, 3, padding=1)) * y + z",
                                 "x: f32[N, 3, 5, 6], y: f32[4, 1, 1], z: f32[6]"), "O0"),
     # linear: rank 2, rank 3 (leading dims), rank 4 (over W: the layout fix-up), no bias
@@ -194,6 +222,10 @@ OP_CASES: dict[str, Case] = {
             "x: f32[N, 3, 8, 10]"), "O0"),
     "avgpool2d_2": Case(net("output x -> avgpool2d(2)", X4), "O0"),
     "global_avgpool": Case(net("output x -> global_avgpool", "x: f32[N, 19, 6, 7]"), "O0", ("global_avgpool",)),
+    "adaptive_avgpool2d": Case(net("output x -> adaptive_avgpool2d((3, 4))", X4), "O0", ("adaptive_avgpool2d",)),
+    "adaptive_avgpool2d_divides": Case(net("output x -> adaptive_avgpool2d((2, 3))", "x: f32[N, 3, 8, 9]"), "O0"),
+    "adaptive_avgpool2d_symbolic": Case(net("output x -> adaptive_avgpool2d(1) -> flatten",
+                                            "x: f32[N, 3, H=5, W=6]"), "O0"),
     # softmax family: last dim, and dim 1 / dim 2 of a rank-4 tensor (an NHWC layout fix-up)
     "softmax": Case(net("output x -> softmax", "x: f32[N, 37]"), "O0", ("softmax",)),
     "softmax_rank4_dim1": Case(net("output x -> softmax(dim=1)", X4), "O0", ("softmax",)),
@@ -203,6 +235,10 @@ OP_CASES: dict[str, Case] = {
     "log_softmax": Case(net("output x -> log_softmax", "x: f32[N, 10]"), "O0", ("log_softmax",)),
     "log_softmax_rank4_dim1": Case(net("output x -> log_softmax(dim=1)", X4), "O0"),
     # data movement
+    "slice": Case(net("output x -> conv2d(4, 3, padding=1) -> slice(3, 1, -1, step=3)", X4), "O0", ("slice",)),
+    "slice_symbolic": Case(net("output (pos -> slice(0, end=T)) + x", "x: f32[N, T=5, 6], pos: f32[16, 6]"), "O0"),
+    "select": Case(net("output x -> conv2d(4, 3, padding=1) -> select(1, -1)", X4), "O0", ("select",)),
+    "select_symbolic": Case(net("output x -> select(1, T - 1)", "x: f32[N, T=5, 6]"), "O0"),
     "dropout": Case(net("output x -> dropout(0.3) -> relu", X4), "O0", ("dropout",)),
     "flatten_output": Case(net("output x -> flatten", X4), "O0", ("flatten",)),
     "flatten_start2": Case(net("output x -> flatten(2) -> relu", X4), "O0"),

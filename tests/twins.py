@@ -269,20 +269,101 @@ def transformer_encoder(w: Weights, tokens):
     return F.linear(x, w["lm_head.weight"], w["lm_head.bias"])
 
 
+def _mha_self(w, x, name, heads, causal=False):  # nn.MultiheadAttention(batch_first=True), query = key = value
+    n, t, d = x.shape
+    q, k, v = F.linear(x, w[f"{name}.in_proj_weight"], w[f"{name}.in_proj_bias"]).chunk(3, dim=-1)
+
+    def split(y):
+        return y.reshape(n, t, heads, d // heads).transpose(1, 2)
+
+    a = F.scaled_dot_product_attention(split(q), split(k), split(v), is_causal=causal)
+    return F.linear(a.transpose(1, 2).reshape(n, t, d), w[f"{name}.out_proj.weight"], w[f"{name}.out_proj.bias"])
+
+
+def _ln(w, x, name, eps=1e-5):
+    return F.layer_norm(x, x.shape[-1:], w[f"{name}.weight"], w[f"{name}.bias"], eps)
+
+
+def gpt2(w: Weights, ids):  # GPT-2 small: pre-norm, causal, GELU (tanh), learned positions, tied head
+    t = ids.shape[1]
+    x = F.embedding(ids.long(), w["wte.weight"]) + w["wpe.weight"][:t]
+    for i in range(12):
+        name = f"h.{i}"
+        h = _ln(w, x, f"{name}.ln_1")
+        q, k, v = fc(w, h, f"{name}.attn.c_attn").chunk(3, dim=-1)
+        heads = [y.unflatten(-1, (12, 64)).transpose(1, 2) for y in (q, k, v)]
+        a = F.scaled_dot_product_attention(*heads, is_causal=True).transpose(1, 2).flatten(2)
+        x = x + fc(w, a, f"{name}.attn.c_proj")
+        m = F.gelu(fc(w, _ln(w, x, f"{name}.ln_2"), f"{name}.mlp.c_fc"), approximate="tanh")
+        x = x + fc(w, m, f"{name}.mlp.c_proj")
+    return _ln(w, x, "ln_f") @ w["wte.weight"].T
+
+
+def vit_b16(w: Weights, image):  # torchvision's VisionTransformer forward, eval mode
+    x = conv(w, image, "conv_proj", stride=16).flatten(2).transpose(1, 2)
+    x = torch.cat([w["class_token"].expand(x.shape[0], -1, -1), x], dim=1) + w["encoder.pos_embedding"]
+    for i in range(12):
+        name = f"encoder.layers.encoder_layer_{i}"
+        x = x + _mha_self(w, _ln(w, x, f"{name}.ln_1", 1e-6), f"{name}.self_attention", 12)
+        y = _ln(w, x, f"{name}.ln_2", 1e-6)
+        x = x + fc(w, F.gelu(fc(w, y, f"{name}.mlp.0")), f"{name}.mlp.3")
+    return fc(w, _ln(w, x, "encoder.ln", 1e-6)[:, 0], "heads.head")
+
+
+def translator(w: Weights, src, tgt):  # embeddings + torch.nn.Transformer itself (its own code) + generator
+    model = torch.nn.Transformer(512, 8, 6, 6, 2048, dropout=0.0, batch_first=True).eval().to(w.dtype)
+    names = [k for k in model.state_dict()]
+    model.load_state_dict({k: w[f"transformer.{k}"] for k in names})
+    s = F.embedding(src.long(), w["src_tok.weight"]) * 512 ** 0.5
+    t = F.embedding(tgt.long(), w["tgt_tok.weight"]) * 512 ** 0.5
+    s = s + _sinusoids(s.shape[1], 512, s.dtype)
+    t = t + _sinusoids(t.shape[1], 512, t.dtype)
+    mask = model.generate_square_subsequent_mask(t.shape[1], dtype=w.dtype)
+    return fc(w, model(s, t, tgt_mask=mask, tgt_is_causal=True), "generator")
+
+
+def _torch_recurrent(w: Weights, module, name, x, state=None):
+    """torch.nn's own RNN / LSTM / GRU, its state_dict read from the weights as it is (names unchanged)."""
+    module = module.eval().to(w.dtype)
+    module.load_state_dict({k: w[f"{name}.{k}"] for k in module.state_dict()})
+    return module(x, state)
+
+
+def rnn(w: Weights, x):  # the seed's RNN: nn.RNN(256, 128), tanh, and a linear head at every step
+    seq, _ = _torch_recurrent(w, torch.nn.RNN(256, 128, batch_first=True), "cell", x)
+    return fc(w, seq, "head")
+
+
+def lstm_lm(w: Weights, ids):  # embedding -> nn.LSTM(128, 256, num_layers=2) -> linear over the vocabulary
+    out, _ = _torch_recurrent(w, torch.nn.LSTM(128, 256, num_layers=2, batch_first=True), "lstm",
+                              F.embedding(ids.long(), w["embed.weight"]))
+    return fc(w, out, "decoder")
+
+
+def seq2seq(w: Weights, src, tgt):  # a GRU encoder whose final state starts a GRU decoder
+    _, state = _torch_recurrent(w, torch.nn.GRU(64, 128, batch_first=True), "encoder",
+                                F.embedding(src.long(), w["src_embed.weight"]))
+    out, _ = _torch_recurrent(w, torch.nn.GRU(64, 128, batch_first=True), "decoder",
+                              F.embedding(tgt.long(), w["tgt_embed.weight"]), state)
+    return fc(w, out, "head")
+
+
 TWINS: dict[str, Callable] = {
     "lenet5": lenet5, "mlp": mlp, "alexnet": alexnet, "vgg11": vgg11, "googlenet": googlenet,
     "resnet18": resnet18, "resnet50": resnet50, "mobilenet_v2": mobilenet_v2, "unet": unet,
-    "transformer_encoder": transformer_encoder,
+    "transformer_encoder": transformer_encoder, "gpt2": gpt2, "vit_b16": vit_b16, "transformer": translator,
+    "rnn": rnn, "lstm_lm": lstm_lm, "seq2seq": seq2seq,
 }
 
 
-def run_twin(model: str, weights: Mapping[str, np.ndarray], x: np.ndarray, dtype=torch.float32,
+def run_twin(model: str, weights: Mapping[str, np.ndarray], x, dtype=torch.float32,
              check_all_used: bool = True) -> np.ndarray:
-    """Run the twin of ``model`` in ``dtype`` (no grad); return its output as a NumPy array."""
+    """Run the twin of ``model`` in ``dtype`` (no grad) on ``x``, an array or a tuple of arrays (the
+    network's inputs in order); return its output as a NumPy array."""
     w = Weights(weights, dtype)
     with torch.no_grad():
-        x = torch.from_numpy(np.asarray(x))
-        out = TWINS[model](w, x if not x.is_floating_point() else x.to(dtype))
+        xs = [torch.from_numpy(np.asarray(a)) for a in (x if isinstance(x, tuple) else (x,))]
+        out = TWINS[model](w, *(a if not a.is_floating_point() else a.to(dtype) for a in xs))
     if check_all_used and w.unused():
         raise AssertionError(f"twin of {model} ignored parameters: {sorted(w.unused())[:5]}")
     return out.numpy()

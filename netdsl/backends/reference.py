@@ -122,10 +122,16 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | 
         op = REGISTRY[node.op]
         params = {role: cast[name] for role, name in node.params.items()}
         out = op.reference([env[v.name] for v in node.inputs], params, bind_attrs_to_sizes(node.attrs, dims))
-        out_dtype = node.output.type.dtype
-        env[node.output.name] = np.asarray(out, dtype=NUMPY_DTYPES[out_dtype] if is_integer(out_dtype) else np_dtype)
-        if trace:
-            traced[node.output.name] = env[node.output.name]
+        for v, array in zip(node.outputs, out if len(node.outputs) > 1 else (out,), strict=True):
+            want = v.type.concrete(dims)
+            if np.shape(array) != want:  # a symbolic bound beyond its dim (`pos[:T]` with T above the table's rows)
+                raise NetDSLError(f"`{node.op}` gives {'x'.join(map(str, np.shape(array)))} here, but its type "
+                                  f"{v.type} is {'x'.join(map(str, want))} at these sizes", node.loc,
+                                  hint="a size bound to the inputs is out of the range this call allows")
+            out_dtype = v.type.dtype
+            env[v.name] = np.asarray(array, dtype=NUMPY_DTYPES[out_dtype] if is_integer(out_dtype) else np_dtype)
+            if trace:
+                traced[v.name] = env[v.name]
         for v in node.inputs:
             if last_use.get(v.name) == i and v.name not in keep and not trace:
                 env.pop(v.name, None)

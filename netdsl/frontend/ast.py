@@ -69,6 +69,38 @@ class Tuple:
 
 
 @dataclass
+class Qualified:
+    """A dotted name, ``tok.weight`` or ``wpe.weight``: a parameter (a layer's, by its label and role, or
+    one declared with ``param``) read as a tensor."""
+
+    parts: list[str]
+    loc: SourceLoc
+
+    @property
+    def id(self) -> str:
+        return ".".join(self.parts)
+
+
+@dataclass
+class SliceIndex:
+    """``start:stop:step`` in a subscript; a missing part is None."""
+
+    start: "Expr | None"
+    stop: "Expr | None"
+    step: "Expr | None"
+    loc: SourceLoc
+
+
+@dataclass
+class Subscript:
+    """``x[:, 0]``, ``pos[:T]``: basic indexing, one index per leading dim."""
+
+    value: "Expr"
+    indices: list["Expr | SliceIndex"]
+    loc: SourceLoc
+
+
+@dataclass
 class Stage:
     """One step of a chain: ``label: body * repeat``; body is a Call (bare names become calls
     without arguments) or a Group."""
@@ -93,7 +125,7 @@ class Chain:
     loc: SourceLoc
 
 
-Expr = Union[Num, Str, Bool, Name, Call, BinOp, Neg, Tuple, Chain]
+Expr = Union[Num, Str, Bool, Name, Call, BinOp, Neg, Tuple, Chain, Qualified, Subscript]
 
 
 @dataclass
@@ -126,9 +158,24 @@ class InputStmt:
 
 @dataclass
 class Assign:
-    name: str
+    names: list[str]  # one, or several results bound at once (`q, k, v = ...`)
     value: Expr
-    loc: SourceLoc  # the target name
+    loc: SourceLoc  # the first target name
+    name_locs: list[SourceLoc] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+
+@dataclass
+class ParamStmt:
+    """``param name: [dims] = init``: a learned tensor of the network or block."""
+
+    name: str  # may be dotted (`wpe.weight`)
+    shape: list[Expr]
+    init: Expr | None
+    loc: SourceLoc  # the name
 
 
 @dataclass
@@ -144,7 +191,16 @@ class OutputStmt:
     loc: SourceLoc
 
 
-Statement = Union[InputStmt, Assign, OutputStmt]
+Statement = Union[InputStmt, ParamStmt, Assign, OutputStmt]
+
+
+@dataclass
+class Import:
+    """``import "file.net"`` (next to the importing file) or ``import name`` (the standard library)."""
+
+    target: str
+    is_file: bool
+    loc: SourceLoc
 
 
 @dataclass
@@ -175,3 +231,4 @@ class Module:
     networks: dict[str, NetworkDef] = field(default_factory=dict)
     file: str = "<string>"
     source: str = ""
+    imports: list[Import] = field(default_factory=list)

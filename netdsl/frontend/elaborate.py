@@ -33,6 +33,24 @@ class Tensor:
     value: Value
 
 
+@dataclass(frozen=True)
+class Results:
+    """The several results of one op or block (``rnn``'s output and final state, ``chunk``'s pieces); they
+    are bound at once (``y, h = x -> rnn(64)``) and are never a value themselves."""
+
+    tensors: tuple[Tensor, ...]
+    names: tuple[str, ...]
+    what: str  # "`rnn`", "block `mha`": for messages
+
+
+@dataclass(frozen=True)
+class DeclaredParam:
+    """A ``param`` statement's tensor: its full name and spec; read, it becomes a ``parameter`` node."""
+
+    name: str
+    spec: ParamSpec
+
+
 @dataclass
 class Binding:
     value: Tensor | Scalar
@@ -84,6 +102,7 @@ class _Elaborator:
         self.dim_default_locs: dict[str, SourceLoc] = {}
         # the symbolic dims of the network's inputs (N, T, ...): names an attribute expression may use
         self.dims: dict[str, SymDim] = {}
+        self.param_nodes: dict[str, Tensor] = {}  # parameter name -> the `parameter` node reading it
 
     # --- values and nodes ------------------------------------------------------------------------
     def _fresh_value_name(self, name: str) -> str:
@@ -94,7 +113,7 @@ class _Elaborator:
         return candidate
 
     def apply_op(self, op: OpDef, inputs: list[Tensor], attrs: dict, scope: Scope, label: str | None,
-                 loc: SourceLoc) -> Tensor:
+                 loc: SourceLoc, param_names: dict[str, str] | None = None) -> Tensor | Results:
         types = [t.value.type for t in inputs]
         for i, t in enumerate(types):
             if is_integer(t.dtype) and not _takes_integer_input(op, i):
@@ -104,7 +123,7 @@ class _Elaborator:
         if len(dtypes) > 1:
             raise NetDSLError(f"`{op.name}` mixes element types {', '.join(sorted(dtypes))}", loc)
         try:
-            out_type = op.infer(types, attrs)
+            out_types = op.result_types(types, attrs)
             specs = op.params(types, attrs)
         except ShapeError as e:
             raise NetDSLError(e.message, loc, e.hint) from None
@@ -115,12 +134,53 @@ class _Elaborator:
         name = scope.full(local)
         params = {}
         for role, spec in specs.items():
+            if param_names is not None:  # a `parameter` node: the parameter exists already
+                params[role] = param_names[role]
+                continue
             pname = f"{name}.{role}"
+            if pname in self.params:
+                raise NetDSLError(f"parameter `{pname}` is declared twice", loc,
+                                  hint="a `param` and a layer's parameter have the same name; rename one")
             self.params[pname] = spec
             params[role] = pname
-        out = Value(self._fresh_value_name(name), out_type)
-        self.nodes.append(Node(op.name, tuple(t.value for t in inputs), (out,), attrs, params, name, loc))
-        return Tensor(out)
+        if len(out_types) == 1:
+            out = Value(self._fresh_value_name(name), out_types[0])
+            self.nodes.append(Node(op.name, tuple(t.value for t in inputs), (out,), attrs, params, name, loc))
+            return Tensor(out)
+        names = op.result_names(attrs) if op.results is not None else tuple(map(str, range(len(out_types))))
+        outs = tuple(Value(self._fresh_value_name(f"{name}.{r}"), t) for r, t in zip(names, out_types, strict=True))
+        self.nodes.append(Node(op.name, tuple(t.value for t in inputs), outs, attrs, params, name, loc))
+        return Results(tuple(Tensor(v) for v in outs), names, f"`{op.name}`")
+
+    def read_param(self, pname: str, loc: SourceLoc) -> Tensor:
+        """A parameter as a tensor: one `parameter` node per parameter, however often it is read."""
+        if pname not in self.param_nodes:
+            spec = self.params[pname]
+            op = REGISTRY["parameter"]
+            node_name = self._fresh_value_name(pname)
+            out = Value(node_name, TensorType(tuple(spec.shape)))
+            self.nodes.append(Node(op.name, (), (out,), {"shape": tuple(spec.shape)}, {"value": pname}, pname, loc))
+            self.param_nodes[pname] = Tensor(out)
+        return self.param_nodes[pname]
+
+    def lookup_qualified(self, q: ast.Qualified, env: dict[str, Binding], scope: Scope) -> Tensor:
+        """``tok.weight``: a dotted `param`, or the parameter ``weight`` of the layer labelled ``tok`` (defined
+        earlier in this scope)."""
+        binding = env.get(q.id)
+        if binding is not None:
+            binding.used = True
+            return self.read_param(binding.value.name, q.loc)
+        pname = scope.full(q.id)
+        if pname in self.params:
+            return self.read_param(pname, q.loc)
+        label = scope.full(".".join(q.parts[:-1]))
+        roles = [k[len(label) + 1:] for k in self.params if k.startswith(label + ".")]
+        if roles:
+            raise NetDSLError(f"layer `{'.'.join(q.parts[:-1])}` has no parameter `{q.parts[-1]}`", q.loc,
+                              hint=did_you_mean(q.parts[-1], roles) or f"its parameters: {', '.join(sorted(roles))}")
+        raise NetDSLError(f"no parameter `{q.id}`", q.loc,
+                          hint="a dotted name reads a parameter: one declared with `param`, or a layer's by its label "
+                               "and role (`tok.weight`), defined before this line")
 
     # --- expressions ----------------------------------------------------------------------------
     def lookup_name(self, node: ast.Name, env: dict[str, Binding], pending: dict[str, ast.Assign]):
@@ -145,10 +205,22 @@ class _Elaborator:
         raise NetDSLError(f"undefined name `{node.id}`", node.loc, hint=did_you_mean(node.id, [*env, *self.dims]))
 
     def eval(self, e: ast.Expr, env, scope: Scope, pending) -> Tensor | Scalar:
+        """An expression's value: a tensor or a scalar (several results must be bound by an assignment)."""
+        v = self.eval_results(e, env, scope, pending)
+        if isinstance(v, Results):  # pointing at the call that gave them
+            raise _unbound_results(v, e.stages[-1].loc if isinstance(e, ast.Chain) else _loc_of(e))
+        return v
+
+    def eval_results(self, e: ast.Expr, env, scope: Scope, pending) -> Tensor | Scalar | Results:
         if isinstance(e, (ast.Num, ast.Str, ast.Bool)):
             return e.value
         if isinstance(e, ast.Name):
-            return self.lookup_name(e, env, pending)
+            v = self.lookup_name(e, env, pending)
+            return self.read_param(v.name, e.loc) if isinstance(v, DeclaredParam) else v
+        if isinstance(e, ast.Qualified):
+            return self.lookup_qualified(e, env, scope)
+        if isinstance(e, ast.Subscript):
+            return self.subscript(e, env, scope, pending)
         if isinstance(e, ast.Tuple):
             items = [self.eval(i, env, scope, pending) for i in e.items]
             if any(isinstance(i, Tensor) for i in items):
@@ -171,10 +243,53 @@ class _Elaborator:
             if not isinstance(x, Tensor):
                 raise NetDSLError("a chain starts from a tensor", _loc_of(e.source),
                                   hint="write `x -> layer`, where x is an input or a named value")
-            for stage in e.stages:
+            for i, stage in enumerate(e.stages):
+                if isinstance(x, Results):
+                    raise _unbound_results(x, e.stages[i - 1].loc)
                 x = self.apply_stage(x, stage, env, scope, pending)
             return x
         raise AssertionError(f"unknown expression {e!r}")
+
+    def subscript(self, e: ast.Subscript, env, scope: Scope, pending) -> Tensor:
+        """``x[:, 0]``, ``pos[:T]``, ``x[1:-1:2]``: basic indexing as in torch, one index per leading dim; an
+        integer index is a ``select`` (the dim goes away), a range a ``slice`` (``:`` alone: nothing)."""
+        x = self.eval(e.value, env, scope, pending)
+        if not isinstance(x, Tensor):
+            raise NetDSLError(f"only a tensor can be indexed, not {_show(x)}", _loc_of(e.value))
+        rank = x.value.type.rank
+        if len(e.indices) > rank:
+            raise NetDSLError(f"{len(e.indices)} indices for a tensor of rank {rank} ({x.value.type})", e.loc,
+                              hint="index at most one position per dim")
+        dim = 0
+        for index in e.indices:
+            if isinstance(index, ast.SliceIndex):
+                parts = {k: (None if p is None else self.eval(p, env, scope, pending), _loc_of(p) or index.loc)
+                         for k, p in (("start", index.start), ("end", index.stop), ("step", index.step))}
+                if all(v is None for v, _ in parts.values()):
+                    dim += 1
+                    continue
+                kwargs = {k: v for k, (v, _) in parts.items() if v is not None}
+                locs = {k: loc for k, (_, loc) in parts.items()}
+                x = self._index_op("slice", x, dim, kwargs, locs, scope, index.loc)
+                dim += 1
+            else:
+                value = self.eval(index, env, scope, pending)
+                x = self._index_op("select", x, dim, {"index": value}, {"index": _loc_of(index)}, scope,
+                                   _loc_of(index))
+        return x
+
+    def _index_op(self, name: str, x: Tensor, dim: int, kwargs: dict, locs: dict, scope: Scope,
+                  loc: SourceLoc) -> Tensor:
+        op = REGISTRY[name]
+        for key, v in kwargs.items():
+            if isinstance(v, Tensor):
+                raise NetDSLError("an index is a number or a dim, not a tensor", locs.get(key) or loc,
+                                  hint="indexing by a tensor (gather) is not supported; use embedding(...) for ids")
+        try:
+            attrs = bind_attrs(op, [], {"dim": dim, **kwargs})
+        except ShapeError as err:
+            raise NetDSLError(err.message, locs.get(err.arg) or loc, err.hint) from None
+        return self.apply_op(op, [x], attrs, scope, None, loc)
 
     def binop(self, e: ast.BinOp, env, scope, pending):
         left = self.eval(e.left, env, scope, pending)
@@ -276,8 +391,11 @@ class _Elaborator:
             locs[kw.name] = kw.loc
         return tensors, scalars, kwargs, locs
 
-    def call(self, call: ast.Call, chained: Tensor | None, env, scope: Scope, label: str | None, pending) -> Tensor:
+    def call(self, call: ast.Call, chained: Tensor | None, env, scope: Scope, label: str | None,
+             pending) -> Tensor | Results:
         """A layer or block call; ``chained`` is the value flowing in from ``->``, if any."""
+        if isinstance(chained, Results):
+            raise _unbound_results(chained, call.loc)
         op = lookup(call.func)
         block = self.module.blocks.get(call.func)
         if op is None and block is None:
@@ -285,6 +403,9 @@ class _Elaborator:
             known = layers + list(ALIASES) + list(self.module.blocks)
             raise NetDSLError(f"unknown layer `{call.func}`", call.func_loc,
                               hint=did_you_mean(call.func, known) or "see docs/language.md for the list of layers")
+        if block is None and op.constant:
+            raise NetDSLError(f"`{call.func}` is not a layer", call.func_loc,
+                              hint="declare a learned tensor with `param name: [dims] = init` and use its name")
         if block is None and op.kind is OpKind.FUSED:
             raise NetDSLError(f"`{call.func}` is made by the compiler's fusion passes; it is not a layer of the "
                               "language", call.func_loc,
@@ -294,9 +415,8 @@ class _Elaborator:
         if block is not None:
             outs = self.instantiate(block, inputs, scalars, kwargs, arg_locs, scope, label, call)
             if len(outs) != 1:
-                raise NetDSLError(f"block `{block.name}` has {len(outs)} outputs; a block used in an expression "
-                                  "must have exactly one", call.loc)
-            return outs[0]
+                return Results(tuple(t for _, t in outs), tuple(n for n, _ in outs), f"block `{block.name}`")
+            return outs[0][1]
         if not inputs:
             raise NetDSLError(f"`{op.name}` needs an input tensor", call.loc,
                               hint=f"write `x -> {call.func}` or `{call.func}(x)`")
@@ -358,7 +478,7 @@ class _Elaborator:
 
     # --- blocks ---------------------------------------------------------------------------------
     def instantiate(self, block: ast.BlockDef, inputs: list[Tensor], scalars: list, kwargs: dict, arg_locs: dict,
-                    scope: Scope, label: str | None, call: ast.Call) -> list[Tensor]:
+                    scope: Scope, label: str | None, call: ast.Call) -> list[tuple[str, Tensor]]:
         if block.name in self.block_stack:
             chain = " -> ".join(self.block_stack[self.block_stack.index(block.name):] + [block.name])
             raise NetDSLError(f"block `{block.name}` calls itself ({chain})", call.loc,
@@ -413,7 +533,8 @@ class _Elaborator:
         pending: dict[str, ast.Assign] = {}  # assignments not run yet (the first one of each name)
         for st in body:
             if isinstance(st, ast.Assign):
-                pending.setdefault(st.name, st)
+                for name in st.names:
+                    pending.setdefault(name, st)
         outputs: list[tuple[str, Tensor, SourceLoc]] = []
         inputs_seen = 0
         for st in body:
@@ -428,11 +549,22 @@ class _Elaborator:
                             self._check_block_input(d, value)
                     inputs_seen += 1
                     env[d.name] = Binding(value, d.loc, is_input=True)
-            elif isinstance(st, ast.Assign):
+            elif isinstance(st, ast.ParamStmt):
                 self._define(env, st.name, st.loc)
-                value = self.eval(st.value, env, scope, pending)  # `st` is still pending: `a = a -> relu` is a cycle
-                pending.pop(st.name, None)
-                env[st.name] = Binding(value, st.loc)
+                env[st.name] = Binding(self.declare_param(st, env, scope), st.loc)
+            elif isinstance(st, ast.Assign):
+                locs = st.name_locs or [st.loc]
+                for name, loc in zip(st.names, locs):
+                    if name != "_":
+                        self._define(env, name, loc)
+                # `st` is still pending: `a = a -> relu` is a cycle
+                value = self.eval_results(st.value, env, scope, pending)
+                for name in st.names:
+                    pending.pop(name, None)
+                values = self._bind_results(st, value)
+                for name, loc, v in zip(st.names, locs, values):
+                    if name != "_":
+                        env[name] = Binding(v, loc)
             else:
                 for i, item in enumerate(st.items):
                     value = self.eval(item.value, env, scope, pending)
@@ -450,7 +582,93 @@ class _Elaborator:
             raise NetDSLError(f"this {what} has no output", where, hint="add `output <value>`")
         if given is None:
             return outputs
-        return [t for _, t, _ in outputs]
+        return [(name, t) for name, t, _ in outputs]
+
+    def _bind_results(self, st: ast.Assign, value) -> list:
+        """The values an assignment binds: one per name (``_`` takes a result and drops it)."""
+        n = len(st.names)
+        if isinstance(value, Results):
+            if len(value.tensors) != n:
+                names = ", ".join(value.names)
+                raise NetDSLError(f"{value.what} gives {len(value.tensors)} results ({names}), but {n} name(s) are "
+                                  "bound", st.loc, hint=f"bind each result: `{', '.join(_result_names(value))} = ...`"
+                                  " (`_` drops one)")
+            return list(value.tensors)
+        if n != 1:
+            raise NetDSLError(f"{n} names are bound, but the expression gives one value", st.loc,
+                              hint="bind several names only to a layer with several results (`y, h = x -> rnn(64)`, "
+                                   "`q, k, v = x -> chunk(3, dim=-1)`) or a block with several outputs")
+        if st.names[0] == "_":
+            raise NetDSLError("`_` drops a result of a layer with several results; here it binds nothing", st.loc,
+                              hint="give the value a name")
+        return [value]
+
+    def declare_param(self, st: ast.ParamStmt, env, scope: Scope) -> DeclaredParam:
+        """``param name: [dims] = init``: a learned tensor of static shape, named in the current scope."""
+        shape = []
+        for d in st.shape:
+            v = self.eval(d, env, scope, {})
+            if isinstance(v, SymDim):
+                raise NetDSLError(f"a parameter's shape is static, but `{v}` is a dimension of the inputs",
+                                  _loc_of(d), hint="give the size as an integer or a block parameter")
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise NetDSLError(f"a parameter's dims are positive integers, got {_show(v)}", _loc_of(d))
+            shape.append(v)
+        pname = scope.full(st.name)
+        if pname in self.params:
+            raise NetDSLError(f"parameter `{pname}` is declared twice", st.loc,
+                              hint="a `param` and a layer's parameter have the same name; rename one")
+        scope.claim(st.name, "", st.loc)
+        spec = self.param_init(tuple(shape), st.init, env, scope)
+        self.params[pname] = spec
+        return DeclaredParam(pname, spec)
+
+    def param_init(self, shape: tuple[int, ...], init, env, scope: Scope) -> ParamSpec:
+        """``zeros`` (the default), ``ones``, ``normal(std=1)``, ``uniform(bound)`` (U(-bound, bound)) or
+        ``const(value)``."""
+        kinds = {"zeros": (), "ones": (), "normal": ("std",), "uniform": ("bound",), "const": ("value",),
+                 "xavier": ()}
+        usage = "one of zeros, ones, normal(std=...), uniform(bound), const(value), xavier"
+        if init is None:
+            return ParamSpec(shape, "zeros")
+        if isinstance(init, ast.Name):
+            call = ast.Call(init.id, [], [], init.loc, init.loc)
+        elif isinstance(init, ast.Call):
+            call = init
+        else:
+            raise NetDSLError("a parameter is initialised by name", _loc_of(init), hint=usage)
+        if call.func not in kinds:
+            raise NetDSLError(f"unknown initialiser `{call.func}`", call.func_loc,
+                              hint=did_you_mean(call.func, kinds) or usage)
+        names = kinds[call.func]
+        given = dict(zip(names, call.args))
+        if len(call.args) > len(names):
+            raise NetDSLError(f"`{call.func}` takes {len(names)} argument(s), got {len(call.args)}", call.loc, hint=usage)
+        for kw in call.kwargs:
+            if kw.name not in names or kw.name in given:
+                raise NetDSLError(f"`{call.func}` has no argument `{kw.name}`" if kw.name not in names
+                                  else f"argument `{kw.name}` is given twice", kw.loc, hint=usage)
+            given[kw.name] = kw.value
+        values = {}
+        for k, e in given.items():
+            v = self.eval(e, env, scope, {})
+            if not _is_number(v) or not math.isfinite(v) or (k != "value" and v <= 0):
+                raise NetDSLError(f"`{k}` of `{call.func}` must be a {'finite' if k == 'value' else 'positive'} "
+                                  f"number, got {_show(v)}", _loc_of(e))
+            values[k] = float(v)
+        if call.func in ("normal", "uniform") and not values:
+            if call.func == "uniform":
+                raise NetDSLError("`uniform` needs its bound: U(-bound, bound)", call.loc, hint="e.g. uniform(0.1)")
+            values["std"] = 1.0
+        if call.func == "const" and not values:
+            raise NetDSLError("`const` needs its value", call.loc, hint="e.g. const(0.5)")
+        if call.func == "normal":
+            return ParamSpec(shape, "normal", std=values["std"])
+        if call.func == "xavier":  # Glorot uniform with torch's fans: [out, in, *kernel]
+            rest = math.prod(shape[2:])
+            fan_in = (shape[1] if len(shape) > 1 else 1) * rest
+            return ParamSpec(shape, "xavier", fan_in=fan_in, fan_out=shape[0] * rest)
+        return ParamSpec(shape, call.func, value=values.get("bound", values.get("value", 0.0)))
 
     def _define(self, env, name: str, loc: SourceLoc) -> None:
         if name in env:
@@ -496,6 +714,15 @@ class _Elaborator:
                               f"[{', '.join(str(x.value) for x in t.dims)}], got {actual}", d.loc)
 
 
+def _result_names(r: Results) -> list[str]:
+    return [n if n.isidentifier() else f"{r.what.split('`')[1].split('.')[-1]}{n}" for n in r.names]
+
+
+def _unbound_results(r: Results, loc: SourceLoc | None) -> NetDSLError:
+    return NetDSLError(f"{r.what} gives {len(r.tensors)} results ({', '.join(r.names)}); bind them to names first",
+                       loc, hint=f"e.g. `{', '.join(_result_names(r))} = ...`, then use one of them")
+
+
 def _find_cycle(start: str, pending: dict[str, ast.Assign]) -> list[str] | None:
     """A dependency cycle through ``start`` among the assignments not yet run, if there is one."""
     def deps(name):
@@ -527,6 +754,12 @@ def _collect_names(e, out: list[str]) -> None:
     elif isinstance(e, ast.Tuple):
         for i in e.items:
             _collect_names(i, out)
+    elif isinstance(e, ast.Subscript):
+        _collect_names(e.value, out)
+        for i in e.indices:
+            for part in ((i.start, i.stop, i.step) if isinstance(i, ast.SliceIndex) else (i,)):
+                if part is not None:
+                    _collect_names(part, out)
     elif isinstance(e, ast.Call):
         for a in e.args:
             _collect_names(a, out)
@@ -661,7 +894,7 @@ def _choose_initialisers(nodes: list[Node], params: dict[str, ParamSpec]) -> dic
                     spec = out[n.params["weight"]]
                     out[n.params["weight"]] = ParamSpec(spec.shape, "xavier", spec.fan_in, spec.fan_out)
                 break
-            if op.kind not in (OpKind.NORM, OpKind.INJECTIVE) or nxt[0].op == "concat":
+            if op.kind not in (OpKind.NORM, OpKind.INJECTIVE) or nxt[0].op == "concat" or len(nxt[0].outputs) != 1:
                 break
             cur = nxt[0]
     return out

@@ -12,7 +12,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from ..errors import NetDSLError, SourceLoc
 from . import ast
 
-KEYWORDS = {"block", "network", "input", "output", "true", "false"}
+KEYWORDS = {"block", "network", "input", "output", "param", "import", "true", "false"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -27,7 +27,8 @@ _TOKEN_NAMES = {
     "RPAR": "`)`", "LBRACE": "`{`", "RBRACE": "`}`", "LSQB": "`[`", "RSQB": "`]`", "COMMA": "`,`",
     "COLON": "`:`", "EQUAL": "`=`", "PLUS": "`+`", "MINUS": "`-`", "STAR": "`*`", "SLASH": "`/`",
     "__ANON_0": "`->`", "__ANON_1": "`//`", "BLOCK": "`block`", "NETWORK": "`network`", "INPUT": "`input`", "OUTPUT": "`output`",
-    "TRUE": "`true`", "FALSE": "`false`", "$END": "end of file",
+    "TRUE": "`true`", "FALSE": "`false`", "$END": "end of file", "PARAM": "`param`", "IMPORT": "`import`",
+    "DOT": "`.`",
 }
 
 
@@ -125,6 +126,25 @@ class _Builder(Transformer):
     def floordiv(self, meta, children):
         return self._binop("//", meta, children)
 
+    @v_args(meta=True)
+    def qualified(self, meta, children):
+        return ast.Qualified([str(t) for t in children], self._loc(meta))
+
+    @v_args(meta=True)
+    def subscript(self, meta, children):
+        value, *indices = children
+        return ast.Subscript(value, list(indices), self._loc(meta))
+
+    @v_args(meta=True)
+    def index_slice(self, meta, children):
+        start, stop = children
+        return ast.SliceIndex(start, stop, None, self._loc(meta))
+
+    @v_args(meta=True)
+    def index_slice_step(self, meta, children):
+        start, stop, step = children
+        return ast.SliceIndex(start, stop, step, self._loc(meta))
+
     # --- chains --------------------------------------------------------------------------------
     @v_args(meta=True)
     def stage_name(self, meta, children):
@@ -174,8 +194,24 @@ class _Builder(Transformer):
         return ast.InputStmt(list(children), self._loc(meta))
 
     def assign_stmt(self, children):
-        name, value = children
-        return ast.Assign(str(name), value, self._loc(name))
+        *names, value = children
+        return ast.Assign([str(n) for n in names], value, self._loc(names[0]), [self._loc(n) for n in names])
+
+    def qualname(self, children):
+        return children
+
+    def param_stmt(self, children):
+        parts, *shape, init = children
+        loc = self._loc(parts[0])
+        if len(parts) > 1:
+            last = self._loc(parts[-1])
+            loc = SourceLoc(loc.file, loc.line, loc.col, last.col + last.width - loc.col, loc.source)
+        return ast.ParamStmt(".".join(map(str, parts)), shape, init, loc)
+
+    def import_stmt(self, children):
+        (t,) = children
+        is_file = t.type == "STRING"
+        return ast.Import(str(t)[1:-1] if is_file else str(t), is_file, self._loc(t))
 
     @v_args(meta=True)
     def output_item(self, meta, children):
@@ -203,6 +239,9 @@ class _Builder(Transformer):
     def start(self, children):
         module = ast.Module(file=self.file, source=self.source)
         for d in children:
+            if isinstance(d, ast.Import):
+                module.imports.append(d)
+                continue
             table = module.blocks if isinstance(d, ast.BlockDef) else module.networks
             if d.name in module.blocks or d.name in module.networks:
                 first = module.blocks.get(d.name) or module.networks[d.name]
@@ -304,7 +343,7 @@ def _token_error(e: UnexpectedToken, source: str, file: str) -> NetDSLError:
     if tok.type == "NAME" and "__ANON_0" in expected:
         return NetDSLError(f"unexpected `{text}`", loc, hint=f"missing `->` before `{text}`?")
     hint = _expected_hint(e)
-    if expected == {"EQUAL"}:
+    if expected in ({"EQUAL"}, {"EQUAL", "COMMA"}):
         # `name` then something other than `=`: either a chain went on without `->` (`x -> relu relu`:
         # the statement ended and the next began), or a statement that is not an assignment (`x -> relu`).
         off, name = before[-1]

@@ -31,8 +31,8 @@ class ParamSpec:
     """A learned tensor: its shape and how it is initialised by default.
 
     ``init`` is one of ``kaiming`` (He normal, for the ReLU family), ``xavier`` (Glorot uniform, for
-    sigmoid/tanh/softsign), ``normal`` (N(0, 1), row ``zero_row`` zero: an embedding table and its
-    padding row), ``zeros``, ``ones``, ``const`` (``value``).
+    sigmoid/tanh/softsign), ``normal`` (N(0, ``std``^2), row ``zero_row`` zero: an embedding table and its
+    padding row), ``uniform`` (U(-``value``, ``value``)), ``zeros``, ``ones``, ``const`` (``value``).
     """
 
     shape: tuple[int, ...]
@@ -41,6 +41,7 @@ class ParamSpec:
     fan_out: int = 1
     value: float = 0.0
     zero_row: int | None = None
+    std: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)

@@ -3,6 +3,9 @@
 from . import activations, nn  # noqa: F401  (registration side effects)
 from . import resample  # noqa: F401  (conv_transpose2d, upsample)
 from . import tensor  # noqa: F401  (matmul, reshape, transpose, permute, (un)squeeze, embedding, attention)
+from . import slicing  # noqa: F401  (slice, select: basic indexing along one dim)
+from . import structure  # noqa: F401  (split, chunk: several results; unflatten, expand; parameter)
+from . import recurrent  # noqa: F401  (rnn, lstm, gru: several results)
 from . import fused  # noqa: F401  (fused ops, produced by netdsl.passes; after nn and activations)
 from .registry import ALIASES, REGISTRY, Attr, OpDef, OpKind, ShapeError, lookup
 

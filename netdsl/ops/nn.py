@@ -350,6 +350,48 @@ register(OpDef("global_avgpool", OpKind.REDUCE, _gap_infer,
                lambda ins, out, a: numel(ins[0]), doc="mean over H and W; output [N, C, 1, 1]", axis=1))
 
 
+def _adaptive_infer(types, attrs):
+    (t,) = types
+    _rank(t, (4,), "adaptive_avgpool2d", "[N, C, H, W]")
+    return t.with_shape(t.shape[:2] + tuple(attrs["output_size"]))  # any H, W: the bins follow the input
+
+
+def adaptive_bins(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """torch's adaptive pooling bins along one axis: bin i is [floor(i * size / out), ceil((i + 1) * size / out)),
+    so bins overlap when ``out`` does not divide ``size`` (and repeat inputs when ``out`` > ``size``)."""
+    i = np.arange(out)
+    return (i * size) // out, -(-(i + 1) * size // out)
+
+
+def adaptive_avgpool2d_reference(x, output_size):
+    """F.adaptive_avg_pool2d on NCHW: each bin's sum, as 0/1 bin matrices on both sides of x (one matmul per
+    axis, no loop over bins), divided by the bin's size."""
+    n, c, h, w = x.shape
+    rows, cols = (_bin_matrix(size, out, x.dtype) for size, out in zip((h, w), output_size))
+    sums = rows @ x @ cols.T  # [OH, H] @ [N, C, H, W] @ [W, OW]
+    return (sums / np.outer(rows.sum(axis=1), cols.sum(axis=1))).astype(x.dtype, copy=False)
+
+
+def _bin_matrix(size: int, out: int, dtype) -> np.ndarray:
+    start, end = adaptive_bins(size, out)
+    j = np.arange(size)
+    return ((j >= start[:, None]) & (j < end[:, None])).astype(dtype)  # [out, size]: 1 where input j is in bin i
+
+
+def _adaptive_flops(ins, out, attrs):
+    # an add per input element of each bin (bins may overlap), a divide per output
+    n, c, h, w = ins[0]
+    (hs, he), (ws, we) = adaptive_bins(h, out[2]), adaptive_bins(w, out[3])
+    return n * c * int((he - hs).sum()) * int((we - ws).sum()) + numel(out)
+
+
+register(OpDef("adaptive_avgpool2d", OpKind.REDUCE, _adaptive_infer,
+               lambda xs, p, a: adaptive_avgpool2d_reference(xs[0], a["output_size"]), _adaptive_flops,
+               (Attr("output_size", "pair", positive=True, doc="the output size: n or (oh, ow)"),),
+               doc="F.adaptive_avg_pool2d: means over torch's bins of H and W; output [N, C, oh, ow]", axis=1),
+         aliases=("adaptive_avgpool",))
+
+
 # ---------------------------------------------------------------------------------------------
 # normalisation (inference)
 # ---------------------------------------------------------------------------------------------

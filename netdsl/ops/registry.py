@@ -96,6 +96,9 @@ class OpDef:
     int_inputs: tuple[int, ...] = ()  # inputs that take integer tensors (token ids); all others float
     params: Params = no_params
     doc: str = ""
+    # an op with several results (``infer`` returns a tuple of types, ``reference`` a tuple of arrays):
+    # their names, f(attrs) -> names (``("output", "h_n")``); bound at once in a file: ``y, h = x -> rnn(64)``
+    results: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None
     # activations only: how the Triton epilogue computes it, as (kernel name, alpha, beta)
     kernel_act: Callable[[Mapping[str, Any]], tuple[str, float, float]] | None = None
     # activations only: which initialisation a preceding conv/linear gets ("kaiming" or "xavier")
@@ -115,6 +118,7 @@ class OpDef:
     reorders_features: bool = False  # its weight columns can be permuted at pack time (reads any flatten order)
     # -- memory
     view: bool = False  # its output is its input's storage (nothing is computed)
+    constant: bool = False  # its output is a parameter tensor (no inputs; stored with the weights, read-only)
     # a pure reordering of dims: output dim i is input dim perm[i], f(attrs, rank) -> perm
     permutation: Callable[[Mapping[str, Any], int], tuple[int, ...]] | None = None
     strided_inputs: bool = False  # its kernel reads its operands with any strides (the last dim contiguous)
@@ -150,6 +154,15 @@ class OpDef:
         if self.in_place is not None:
             return self.in_place(attrs, n_inputs)
         return tuple(range(n_inputs)) if self.is_pointwise else ()
+
+    def result_names(self, attrs: Mapping[str, Any]) -> tuple[str, ...]:
+        """The names of the op's results: one unnamed result unless ``results`` says otherwise."""
+        return self.results(attrs) if self.results is not None else ("",)
+
+    def result_types(self, types: Sequence[TensorType], attrs: Mapping[str, Any]) -> tuple[TensorType, ...]:
+        """``infer``'s answer as a tuple, one type per result."""
+        out = self.infer(types, attrs)
+        return tuple(out) if isinstance(out, tuple) else (out,)
 
     def launches_of(self, attrs: Mapping[str, Any]) -> int:
         """Kernel launches one node of this op makes (a recurrence: per layer and direction)."""

@@ -26,12 +26,13 @@ def check_node(graph: Graph, node: Node) -> None:
         raise IRError(f"{where}: missing attributes {missing}")
     types = [v.type for v in node.inputs]
     try:
-        out_type = op.infer(types, node.attrs)
+        out_types = op.result_types(types, node.attrs)
         specs = op.params(types, node.attrs)
     except ShapeError as e:
         raise IRError(f"{where}: {e.message}") from None
-    if len(node.outputs) != 1 or node.outputs[0].type != out_type:
-        raise IRError(f"{where}: output type {[str(o.type) for o in node.outputs]}, inferred {out_type}")
+    if tuple(o.type for o in node.outputs) != out_types:
+        raise IRError(f"{where}: output types {[str(o.type) for o in node.outputs]}, inferred "
+                      f"{[str(t) for t in out_types]}")
     if set(specs) != set(node.params):
         raise IRError(f"{where}: parameters {sorted(node.params)}, op declares {sorted(specs)}")
     for role, pname in node.params.items():

@@ -54,11 +54,12 @@ def eliminate_common_subexpressions(graph: Graph) -> tuple[Graph, str]:
         key = (node.op, tuple(inputs), _hashable(dict(node.attrs)), _hashable(dict(node.params)))
         first = seen.get(key)
         if first is None:
-            seen[key] = node.output
+            seen[key] = node.outputs
         else:
-            rename[node.output.name] = first
+            for v, kept in zip(node.outputs, first):
+                rename[v.name] = kept
+                merged.setdefault(kept.name, [kept.name]).append(v.name)
             drop.append(i)
-            merged.setdefault(first.name, [first.name]).append(node.output.name)
     if not drop:
         return graph, "nothing to merge"
     return rebuild(graph, drop=drop, rename=rename, merged=merged), f"{len(drop)} merged"

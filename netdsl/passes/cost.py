@@ -52,13 +52,13 @@ class Cost:
 def param_bytes(graph: Graph, node: Node) -> int:
     """The bytes of weights the node's kernel reads (once), after packing at compile time."""
     numels = {role: numel(tuple(graph.params[p].shape)) for role, p in node.params.items()}
-    return REGISTRY[node.op].weight_numel(node.attrs, numels) * DTYPES[node.output.type.dtype]
+    return REGISTRY[node.op].weight_numel(node.attrs, numels) * DTYPES[node.outputs[0].type.dtype]
 
 
 def node_cost(graph: Graph, node: Node, env: Mapping[str, int], plan: MemoryPlan | None,
               layout: LayoutPlan) -> Cost:
     op = REGISTRY[node.op]
-    if is_view(node, layout):
+    if is_view(node, layout) or op.constant:  # a parameter read as a value: its readers read the weight
         return Cost()
     inputs = list({v.name: v for v in node.inputs}.values())
     if op.concat_axis is not None:
@@ -68,16 +68,17 @@ def node_cost(graph: Graph, node: Node, env: Mapping[str, int], plan: MemoryPlan
         along_rows = stored_dim(op.concat_axis(node.attrs), rank, layout.reads_in(node)) == rank - 1
         return Cost(0, moved, moved, len(copied) if along_rows else 0)
     ins = [v.type.concrete(env) for v in node.inputs]
-    flops = int(op.flops(ins, node.output.type.concrete(env), node.attrs))
+    flops = int(op.flops(ins, node.outputs[0].type.concrete(env), node.attrs))  # (the first result's shape)
     read = sum(value_bytes(v, env) for v in inputs) + param_bytes(graph, node)
-    return Cost(flops, read, value_bytes(node.output, env), op.launches_of(node.attrs))
+    written = sum(value_bytes(v, env) for v in node.outputs)
+    return Cost(flops, read, written, op.launches_of(node.attrs))
 
 
 def node_costs(graph: Graph, env: Mapping[str, int]) -> dict[str, Cost]:
     """Cost per node, keyed by the node's output value."""
     plan = graph.annotations.get("memory")
     layout = graph.annotations.get("layout") or plan_layout(graph)
-    return {n.output.name: node_cost(graph, n, env, plan, layout) for n in graph.nodes}
+    return {n.outputs[0].name: node_cost(graph, n, env, plan, layout) for n in graph.nodes}
 
 
 def total(costs: Mapping[str, Cost]) -> Cost:
@@ -106,11 +107,15 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
 
     readers: dict[str, list[Node]] = {}
     producer: dict[str, Node] = {}
+    constants = {n.output.name for n in graph.nodes if REGISTRY[n.op].constant}
     for node in graph.nodes:
+        if REGISTRY[node.op].constant:  # read like an input (its bytes count where it is read)
+            continue
         if is_view(node, layout):
             storage[node.output.name] = node.inputs[0].name
             continue
-        producer[node.output.name] = node
+        for v in node.outputs:
+            producer[v.name] = node
         for name in dict.fromkeys(store(v.name) for v in node.inputs):
             readers.setdefault(name, []).append(node)
     outputs = {store(v.name) for v in graph.outputs}
@@ -118,7 +123,8 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
     def fusable(name: str) -> bool:
         """Whether the value could stay on chip: its one reader is pointwise, of the same shape."""
         node, users = producer.get(name), readers.get(name, [])
-        if node is None or REGISTRY[node.op].concat_axis is not None or name in outputs or len(users) != 1:
+        if (node is None or REGISTRY[node.op].concat_axis is not None or name in outputs or len(users) != 1
+                or len(node.outputs) != 1):
             return False
         if node.op == "add" and REGISTRY[users[0].op].absorbs_add:  # "add & norm": the sum feeds the norm's kernel
             return True
@@ -140,6 +146,8 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
                 and node.inputs[0].name in on_chip):
             c = numel(tuple(graph.params[node.params["weight"]].shape))
             folded += 0 if src.attrs["bias"] else c * DTYPES[node.output.type.dtype]
+        elif REGISTRY[node.op].constant:
+            continue
         elif node.op == "batchnorm":
             weights += 2 * numel(tuple(graph.params[node.params["weight"]].shape)) * DTYPES[node.output.type.dtype]
         else:
@@ -158,16 +166,18 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
         if REGISTRY[node.op].concat_axis is not None:
             continue
         k = kernel[name] = kernel_of(name)
+        if name != node.outputs[0].name:
+            continue  # a node with several results reads its inputs once
         for v in node.inputs:
             s = store(v.name)
             if s not in on_chip:
                 stored_reads.setdefault(k, set()).add(s)
-    sizes = {v.name: value_bytes(v, env) for v in graph.inputs}
-    sizes.update((name, value_bytes(node.output, env)) for name, node in producer.items())
+    sizes = {v.name: value_bytes(v, env) for v in graph.values() if v.name in constants or v in graph.inputs}
+    sizes.update((v.name, value_bytes(v, env)) for node in set(producer.values()) for v in node.outputs)
     read = sum(sizes[s] for reads in stored_reads.values() for s in reads)
     written = sum(sizes[name] for name, node in producer.items()
                   if name not in on_chip and REGISTRY[node.op].concat_axis is None)
-    launches = len(set(kernel.values()))
+    launches = len({id(producer[k]) for k in kernel.values()})  # a node with several results is one kernel
     return Cost(0, read + weights + folded, written, launches)
 
 
@@ -209,17 +219,17 @@ def cost_report(unfused: Graph, fused: Graph, env: Mapping[str, int]) -> str:
     unfused; then the totals of the unfused graph, the fused graph and the ideal."""
     before = node_costs(unfused, env)
     after = node_costs(fused, env)
-    width = max([len(n.output.name) for n in fused.nodes] + [8])
+    width = max([len(n.outputs[0].name) for n in fused.nodes] + [8])
     opw = max([len(n.op) for n in fused.nodes] + [16])
     dims = ", ".join(f"{k}={v}" for k, v in sorted(env.items()))
     lines = [f"Cost at {dims} (bytes: global memory read + written; weights read once per launch)",
              f"{'node':<{width}}  {'op':<{opw}} {'parts':>5} {'launches':>8} {'FLOPs':>9}  {'bytes unfused':>13} "
              f"{'bytes fused':>12} {'read':>9} {'written':>9}"]
     for n in fused.nodes:
-        parts = [p for p in origin_of(fused, n.output.name) if p in before]
+        parts = [p for p in origin_of(fused, n.outputs[0].name) if p in before]
         was = total({p: before[p] for p in parts})
-        c = after[n.output.name]
-        lines.append(f"{n.output.name:<{width}}  {n.op:<{opw}} {len(parts):>5} {f'{was.launches}->{c.launches}':>8} "
+        c = after[n.outputs[0].name]
+        lines.append(f"{n.outputs[0].name:<{width}}  {n.op:<{opw}} {len(parts):>5} {f'{was.launches}->{c.launches}':>8} "
                      f"{_h(c.flops):>9}  {_h(was.bytes, 'B'):>13} {_h(c.bytes, 'B'):>12} {_h(c.read, 'B'):>9} "
                      f"{_h(c.written, 'B'):>9}")
     s = summarize(unfused, fused, env)

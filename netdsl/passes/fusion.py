@@ -324,7 +324,7 @@ def _match(index: GraphIndex, rule: Rule, node: Node, taken: set[int]) -> Fused 
             return None
     elif rule.after is not None:
         src = index.producer.get(node.inputs[0].name)
-        if (src is None or id(src) in taken or not rule.after(src, REGISTRY[src.op])
+        if (src is None or id(src) in taken or len(src.outputs) != 1 or not rule.after(src, REGISTRY[src.op])
                 or index.sole_user(src.output) is not node):
             return None
         nodes = [src, node]

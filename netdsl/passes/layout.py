@@ -74,7 +74,7 @@ class LayoutPlan:
         return self.layout[name]
 
     def reads_in(self, node: Node) -> str | None:
-        return self.reads.get(node.output.name)
+        return self.reads.get(node.outputs[0].name)
 
     def summary(self) -> str:
         nhwc = sum(1 for x in self.layout.values() if x == NHWC)
@@ -85,8 +85,10 @@ class LayoutPlan:
 
 def _merges_to_rows(node: Node) -> bool:
     """A view of a 4-D [N, C, H, W] as [N, C*H*W] (a flatten, a reshape(N, -1))."""
+    if not REGISTRY[node.op].view:
+        return False
     t, o = node.inputs[0].type, node.output.type
-    return REGISTRY[node.op].view and t.rank == 4 and o.rank == 2 and o.shape[0] == t.shape[0]
+    return t.rank == 4 and o.rank == 2 and o.shape[0] == t.shape[0]
 
 
 def _nhwc_view(graph: Graph, node: Node, users) -> str | None:
@@ -129,7 +131,7 @@ def plan_layout(graph: Graph) -> LayoutPlan:
     fixups: dict[str, int] = {}
     hwc: dict[str, tuple[int, int, int]] = {}
     for node in graph.nodes:
-        out = node.output.name
+        out = node.outputs[0].name  # (the first result's name keys a node with several)
         r = _reads(graph, node, layout, users)
         if r is not None:
             reads[out] = r
@@ -137,9 +139,10 @@ def plan_layout(graph: Graph) -> LayoutPlan:
                 if v.type.rank == 4 and layout[v.name] != r:
                     converted[v.name] = r
         axis = REGISTRY[node.op].axis_of(node.attrs, node.inputs[0].type.rank if node.inputs else 0)
-        if node.output.type.rank == 4:
-            axis4 = REGISTRY[node.op].axis_of(node.attrs, 4)
-            layout[out] = NHWC if axis4 == 1 or (axis4 is None and r == NHWC) else NCHW
+        for v in node.outputs:
+            if v.type.rank == 4:
+                axis4 = REGISTRY[node.op].axis_of(node.attrs, 4)
+                layout[v.name] = NHWC if axis4 == 1 or (axis4 is None and r == NHWC) else NCHW
         if axis == ORDERED:
             if r == NHWC and _nhwc_view(graph, node, users) == "hwc":
                 hwc[out] = tuple(node.inputs[0].type.shape[1:])
@@ -153,7 +156,7 @@ def plan_layout(graph: Graph) -> LayoutPlan:
 
 
 def _permuted_writes(graph: Graph, layout: Mapping[str, str], users, strided) -> dict:
-    producer = {n.output.name: n for n in graph.nodes}
+    producer = {v.name: n for n in graph.nodes for v in n.outputs}
     outputs = {v.name for v in graph.outputs}
     writes = {}
     for node in graph.nodes:
@@ -163,7 +166,8 @@ def _permuted_writes(graph: Graph, layout: Mapping[str, str], users, strided) ->
         v = node.inputs[0]
         src = producer.get(v.name)
         perm = op.permutation(node.attrs, v.type.rank)
-        if (src is not None and REGISTRY[src.op].strided_output and perm[-1] == v.type.rank - 1
+        if (src is not None and REGISTRY[src.op].strided_output and len(src.outputs) == 1
+                and perm[-1] == v.type.rank - 1
                 and len(users.get(v.name, [])) == 1 and v.name not in outputs
                 and layout.get(v.name, NCHW) == NCHW and layout.get(node.output.name, NCHW) == NCHW):
             writes[v.name] = (node.output.name, perm)

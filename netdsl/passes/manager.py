@@ -115,7 +115,7 @@ def format_annotated(graph: Graph) -> str:
     lines[0] += "".join(f"  # %{v.name} also as {layout.converted[v.name]}" for v in graph.inputs
                         if v.name in layout.converted)
     for i, node in enumerate(graph.nodes, start=1):
-        name = node.output.name
+        name = node.outputs[0].name
         tags = [layout.get(name)] if layout.get(name) else []
         if name in layout.fixups:
             tags.append(f"fix-up: dim {layout.fixups[name]} moved last")

@@ -100,7 +100,8 @@ def _aligned(n: int) -> int:
 def is_view(node, layout: LayoutPlan | None = None) -> bool:
     """Whether ``node`` stores nothing: its output is its input's storage (``OpDef.view``, or a
     reordering of dims the layout plan keeps a strided view)."""
-    return REGISTRY[node.op].view or (layout is not None and layout.is_free_reorder(node.output.name))
+    return REGISTRY[node.op].view or (layout is not None and len(node.outputs) == 1
+                                      and layout.is_free_reorder(node.output.name))
 
 
 def converted_key(value: str, layout: str) -> str:
@@ -111,7 +112,7 @@ def converted_key(value: str, layout: str) -> str:
 def _concat_slices(graph: Graph, producer, layout: LayoutPlan) -> dict[str, tuple[str, int]]:
     outputs = {v.name for v in graph.outputs}
     slices: dict[str, tuple[str, int]] = {}
-    for node in graph.nodes:
+    for node in graph.nodes:  # (a concat has one output)
         concat_axis = REGISTRY[node.op].concat_axis
         if concat_axis is None:
             continue
@@ -138,7 +139,8 @@ def plan_buffers(graph: Graph, env: Mapping[str, int], layout: LayoutPlan | None
     layout = layout or graph.annotations.get("layout") or plan_layout(graph)
     producer = {v.name: n for n in graph.nodes for v in n.outputs}
     value = {v.name: v for v in graph.values()}
-    external = {v.name for v in graph.inputs}
+    # graph inputs belong to the caller, a parameter read as a value (`OpDef.constant`) to the weights
+    external = {v.name for v in graph.inputs} | {n.output.name for n in graph.nodes if REGISTRY[n.op].constant}
     end = len(graph.nodes)
 
     def read_from(v: Value, node) -> str:
@@ -158,7 +160,7 @@ def plan_buffers(graph: Graph, env: Mapping[str, int], layout: LayoutPlan | None
     conversions = {converted_key(v, lay): v for v, lay in layout.converted.items()}
 
     slices = _concat_slices(graph, producer, layout)
-    root: dict[str, str] = {v.name: v.name for v in graph.inputs}
+    root: dict[str, str] = {name: name for name in external}
     start: dict[str, int] = {}
     stop: dict[str, int] = {}  # per storage: its last read
     views, in_place = {}, {}
@@ -175,6 +177,16 @@ def plan_buffers(graph: Graph, env: Mapping[str, int], layout: LayoutPlan | None
     for v in graph.inputs:
         converted_now(v.name, 0)
     for i, node in enumerate(graph.nodes):
+        if REGISTRY[node.op].constant:
+            converted_now(node.output.name, i)
+            continue
+        if len(node.outputs) > 1:  # each result its own storage
+            for v in node.outputs:
+                root[v.name] = v.name
+                start[v.name] = i
+                stop[v.name] = last_use.get(v.name, i)
+                converted_now(v.name, i)
+            continue
         out = node.output.name
         if out in layout.permuted_writes:  # written by its kernel into its reader's reordered storage
             root[out] = layout.permuted_writes[out][0]
@@ -237,7 +249,8 @@ def plan_buffers(graph: Graph, env: Mapping[str, int], layout: LayoutPlan | None
         busy.append((last, b, size))
         buffer_of_root[r] = b
     no_reuse = sum(sizes[key] for key in conversions) + sum(
-        _aligned(value_bytes(n.output, env, itemsize)) for n in graph.nodes if not is_view(n, layout))
+        _aligned(value_bytes(v, env, itemsize)) for n in graph.nodes if not is_view(n, layout)
+        and not REGISTRY[n.op].constant for v in n.outputs)
     storage = {v: r for v, r in root.items() if r not in external}
     buffer_of = {v: buffer_of_root[r] for v, r in storage.items() if r in buffer_of_root}
     return MemoryPlan(dict(env), storage, buffer_of, tuple(buffers), {r: sizes[r] for r in sorted(outputs_of)},

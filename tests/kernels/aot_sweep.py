@@ -18,8 +18,9 @@ import time
 
 import torch
 
-from netdsl.kernels import (aot, attention, bmm, conv, conv_direct, conv_transpose, embedding, matmul, norm, pointwise,
-                            pool, softmax, upsample)
+from netdsl.kernels import (adaptive_pool, aot, attention, bmm, conv, conv_direct, conv_transpose, embedding, matmul,
+                            norm, pointwise, pool, softmax, upsample)
+from netdsl.kernels import recurrence
 from netdsl.kernels.epilogue import Epilogue
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -101,6 +102,12 @@ def sweep_specs(dtypes):
                     add(f"attention {tag} E={E}/Ev={E - 16} L=77 S=93 {label}", attention.specialization(
                         (2, 3, 77, E), dt, 93, ev=E - 16, mask_shape=shape[0] if shape else None, **kw,
                         allow_tf32=tf32, config="all"), mma)
+            # recurrent layers: the projection GEMM (fp32 out) and the recurrence, both directions, an initial
+            # state; H = 33 and 64 keep W_hh resident, 128 too for rnn in fp16/bf16, 200 streams it (unaligned)
+            for cell in ("rnn", "lstm", "gru"):
+                for H in (33, 64, 128, 200):
+                    add(f"recurrence {cell} {tag} H={H}", recurrence.specialization(
+                        cell, 64, 35, 256, H, dt, bidirectional=True, initial_state=True, allow_tf32=tf32), mma)
         for j, pieces in enumerate(LIGHT):
             if name != "fp32":
                 add(f"conv {name} aligned light{j}", conv.specialization(
@@ -129,6 +136,8 @@ def sweep_specs(dtypes):
         add(f"maxpool {name}", pool.specialization((2, 56, 56, 64), dt, "max", 3, 2, 1))
         add(f"avgpool {name}", pool.specialization((2, 56, 56, 64), dt, "avg", 3, 2, 1, count_include_pad=False))
         add(f"global_avgpool {name}", pool.specialization((2, 7, 7, 2048), dt, "global_avg"))
+        add(f"adaptive_avgpool {name}", adaptive_pool.specialization((2, 14, 14, 512), dt, (5, 5)))
+        add(f"adaptive_avgpool {name} odd", adaptive_pool.specialization((2, 9, 61, 13), dt, (4, 3)))
         for mode, corners in (("nearest", False), ("bilinear", False), ("bilinear", True)):
             add(f"upsample {mode}{'-ac' if corners else ''} {name}", upsample.specialization(
                 (2, 28, 28, 64), dt, (56, 56), mode, align_corners=corners))

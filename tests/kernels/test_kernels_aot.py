@@ -9,8 +9,8 @@ tests/kernels/aot_sweep.py.
 import pytest
 import torch
 
-from netdsl.kernels import (aot, attention, bmm, conv, conv_direct, conv_transpose, embedding, matmul, norm, pointwise,
-                            pool, softmax, upsample)
+from netdsl.kernels import (adaptive_pool, aot, attention, bmm, conv, conv_direct, conv_transpose, embedding, matmul,
+                            norm, pointwise, pool, softmax, upsample)
 from netdsl.kernels.epilogue import Epilogue
 
 F16, BF16, F32 = torch.float16, torch.bfloat16, torch.float32
@@ -63,6 +63,8 @@ def specs():
         ("maxpool fp16", pool.specialization((2, 28, 28, 64), F16, "max", 3, 2, 1), False),
         ("avgpool fp32", pool.specialization((2, 28, 28, 64), F32, "avg", 3, 2, 1), False),
         ("global_avgpool fp16", pool.specialization((2, 7, 7, 512), F16, "global_avg"), False),
+        ("adaptive_avgpool bf16", adaptive_pool.specialization((2, 14, 14, 512), BF16, (5, 5)), False),
+        ("adaptive_avgpool fp32 int64", int64(adaptive_pool.specialization((2, 9, 61, 13), F32, (4, 3))), False),
         ("upsample nearest fp16", upsample.specialization(x, F16, (56, 56), "nearest"), False),
         ("upsample bilinear bf16", upsample.specialization((2, 9, 7, 13), torch.bfloat16, (20, 15), "bilinear",
                                                            scale_factor=(2.3, 2.2)), False),

@@ -53,20 +53,20 @@ def check(fused: Graph, weights: dict[str, np.ndarray], inputs: dict[str, np.nda
     module = TritonModule(fused, weights, dtype=dtype, device=device)
     got = module.run({k: torch.from_numpy(x) for k, x in inputs.items()}, trace=True)
     seen = dict(inputs)  # every value as the kernels saw it (exact in fp32)
-    seen.update({node.output.name: got[node.output.name].to(torch.float32).cpu().numpy() for node in fused.nodes})
+    seen.update({v.name: got[v.name].to(torch.float32).cpu().numpy() for node in fused.nodes for v in node.outputs})
     chained = reference.run(fused, inputs, weights, dtype="f32", trace=True)
     tol = TOLERANCES[dtype]
     dims = bind_dims(fused, inputs)
     out = []
     for node in fused.nodes:
-        name = node.output.name
         params = {role: weights[w] for role, w in node.params.items()}
         attrs = bind_attrs_to_sizes(node.attrs, dims)
-        r = np.asarray(REGISTRY[node.op].reference([seen[v.name] for v in node.inputs], params, attrs),
-                       dtype=np.float32)
-        abs_err, rel_err, ok = tol.error(seen[name], r)
-        _, drift, _ = tol.error(seen[name], chained[name])
-        out.append(NodeCheck(name, node.op, tuple(r.shape), abs_err, rel_err, ok, drift))
+        results = REGISTRY[node.op].reference([seen[v.name] for v in node.inputs], params, attrs)
+        for v, r in zip(node.outputs, results if len(node.outputs) > 1 else (results,), strict=True):
+            r = np.asarray(r, dtype=np.float32)
+            abs_err, rel_err, ok = tol.error(seen[v.name], r)
+            _, drift, _ = tol.error(seen[v.name], chained[v.name])
+            out.append(NodeCheck(v.name, node.op, tuple(r.shape), abs_err, rel_err, ok, drift))
     return out
 
 

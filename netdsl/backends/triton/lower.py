@@ -25,8 +25,11 @@ import numpy as np
 import torch
 
 from ...errors import NetDSLError
+from ...ir.dims import SymDim
 from ...ir.graph import Graph, Node
-from ...kernels import attention, bmm, conv, conv_transpose, embedding, matmul, norm, pointwise, pool, softmax, upsample
+from ...kernels import (adaptive_pool, attention, bmm, conv, conv_transpose, embedding, matmul, norm, pointwise, pool,
+                         softmax, upsample)
+from ...kernels import recurrence
 from ...kernels.epilogue import Epilogue as KernelEpilogue
 from ...ops import REGISTRY, OpDef, OpKind
 from ...ops.epilogue import Epilogue
@@ -34,7 +37,7 @@ from ...ops.fused import folded_weight_and_bias
 from ...ops.nn import batchnorm_affine, conv_padding
 from ...ops.resample import upsample_scales
 from ...ops.tensor import sinusoidal_table
-from ...passes.layout import LayoutPlan, stored_dim
+from ...passes.layout import NHWC, LayoutPlan, stored_dim
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TORCH_INT_DTYPES = {"i32": torch.int32, "i64": torch.int64}  # token ids keep their type
@@ -226,6 +229,122 @@ def lower_permute(node: Node, ctx: LowerCtx) -> Step:
     return Step(node, run, kernel="layout copy")
 
 
+def lower_split(node: Node, ctx: LowerCtx) -> Step:
+    """split / chunk: each piece copied (by torch) into its planned storage, in the IR's order."""
+    sizes = [v.type.shape[node.attrs["dim"] % v.type.rank] for v in node.outputs]
+    dim = node.attrs["dim"]
+
+    def run(inputs, outs):
+        for out, piece in zip(outs, torch.split(inputs[0], sizes, dim=dim), strict=True):
+            out.copy_(piece)
+        return tuple(outs)
+
+    return Step(node, run, kernel="layout copy")
+
+
+def lower_expand(node: Node, ctx: LowerCtx) -> Step:
+    """expand: the size-1 dims repeated, copied (by torch) into the output's storage, in the IR's order."""
+    def run(inputs, out):
+        return out.copy_(inputs[0].expand(out.shape))
+
+    return Step(node, run, kernel="layout copy")
+
+
+def lower_parameter(node: Node, ctx: LowerCtx) -> Step:
+    """A parameter read as a value: the weight itself, cast once; nothing runs per call."""
+    value = ctx.tensor(ctx.param(node, "value"))  # in the IR's order (its layout is ORDERED)
+
+    def run(inputs, out):
+        return value
+
+    return Step(node, run, kernel="")
+
+
+def _ir_order(t: torch.Tensor, layout: str | None) -> torch.Tensor:
+    """A tensor stored in ``layout`` viewed in the IR's dim order."""
+    return to_ir(t) if t.dim() == 4 and layout == NHWC else t
+
+
+def _sizes_named_by(pairs) -> dict[str, int]:
+    """The sizes of the symbolic dims that some dim of these (IR type, concrete shape) pairs names alone, as
+    ``c * T + k`` (``T``, ``T - 1``, ``2*T``)."""
+    sizes: dict[str, int] = {}
+    for t, shape in pairs:
+        for d, n in zip(t.shape, shape):
+            if isinstance(d, SymDim) and len(d.terms) == 1 and isinstance(d.terms[0][0], str):
+                ((sym, c),) = d.terms
+                if (n - d.const) % c == 0:
+                    sizes.setdefault(sym, (n - d.const) // c)
+    return sizes
+
+
+def _index_attrs(node: Node, names: tuple[str, ...]):
+    """A slice's or select's bounds as functions of the call's shapes: a symbolic bound is evaluated with the
+    sizes its node's input and output shapes name. One whose dims they do not name cannot run here."""
+    values = {k: node.attrs[k] for k in names}
+    types = (node.inputs[0].type, node.output.type)
+    named = {d.terms[0][0] for t in types for d in t.shape
+             if isinstance(d, SymDim) and len(d.terms) == 1 and isinstance(d.terms[0][0], str)}
+    for k, v in values.items():
+        if isinstance(v, SymDim) and not v.symbols() <= named:
+            missing = ", ".join(sorted(v.symbols() - named))
+            raise NetDSLError(f"`{node.op}` {k}={v}: the Triton backend reads the sizes of {missing} from this "
+                              f"node's shapes ({node.inputs[0].type} -> {node.output.type}), which do not name them",
+                              node.loc, hint="slice a tensor whose shape holds that dim, or run the reference backend")
+
+    def bound(x_ir: torch.Tensor, y_ir: torch.Tensor) -> dict:
+        if not any(isinstance(v, SymDim) for v in values.values()):
+            return values
+        sizes = _sizes_named_by([(types[0], x_ir.shape), (types[1], y_ir.shape)])
+        return {k: v.evaluate(sizes) if isinstance(v, SymDim) else v for k, v in values.items()}
+
+    return bound
+
+
+def lower_slice(node: Node, ctx: LowerCtx) -> Step:
+    """x[..., start:end:step] along one dim: a copy (by torch) of that strided view into the output's storage.
+    The node reads any layout (``OpDef.axis`` ANY_LAYOUT): an NHWC map and its NHWC output are viewed in the
+    IR's order, so the copy walks them as stored and nothing is converted. With the sizes bound, the slice
+    must have the length the plan gave it: a symbolic bound that falls outside the dim is an error here."""
+    d, step = node.attrs["dim"] % node.inputs[0].type.rank, node.attrs["step"]
+    bound = _index_attrs(node, ("start", "end"))
+
+    def run(inputs, out):
+        x, y = _ir_order(inputs[0], ctx.layout.reads_in(node)), _ir_order(out, ctx.layout.get(node.output.name))
+        b = bound(x, y)
+        first, last, _ = slice(b["start"], b["end"], step).indices(x.shape[d])
+        piece = x[(slice(None),) * d + (slice(first, last, step),)]
+        if piece.shape[d] != y.shape[d]:
+            raise NetDSLError(f"`slice` [{b['start']}:{b['end'] if b['end'] is not None else ''}:{step}] of dim {d} "
+                              f"of size {x.shape[d]} has {piece.shape[d]} elements, but {node.output.type} has "
+                              f"{y.shape[d]} with these sizes", node.loc,
+                              hint="a symbolic bound (or a bound of a symbolic dim) must fall inside the dim when the "
+                                   "network runs: the output size assumes it does not clamp")
+        y.copy_(piece)
+        return out
+
+    return Step(node, run, kernel="layout copy")
+
+
+def lower_select(node: Node, ctx: LowerCtx) -> Step:
+    """x.select(dim, index): a copy (by torch) of that view into the output's storage (in the IR's order: the
+    node may read an NHWC map, its output has a rank other than 4)."""
+    d = node.attrs["dim"] % node.inputs[0].type.rank
+    bound = _index_attrs(node, ("index",))
+
+    def run(inputs, out):
+        x, y = _ir_order(inputs[0], ctx.layout.reads_in(node)), _ir_order(out, ctx.layout.get(node.output.name))
+        index = bound(x, y)["index"]
+        if not -x.shape[d] <= index < x.shape[d]:
+            raise NetDSLError(f"`select` index {index} is out of range for dim {d} of size {x.shape[d]}", node.loc,
+                              hint=f"with the sizes bound, the index must name an element: "
+                                   f"{-x.shape[d]} <= index < {x.shape[d]}")
+        y.copy_(x.select(d, index))
+        return out
+
+    return Step(node, run, kernel="layout copy")
+
+
 def lower_embedding(node: Node, ctx: LowerCtx) -> Step:
     table = ctx.tensor(ctx.param(node, "weight"))
 
@@ -266,6 +385,47 @@ def lower_sdpa(node: Node, ctx: LowerCtx) -> Step:
         return y.view(out.shape)
 
     return Step(node, run, kernel="attention")
+
+
+def lower_recurrent(node: Node, ctx: LowerCtx) -> Step:
+    """rnn / lstm / gru: per layer, one GEMM projecting every step's input for both directions (biases
+    folded in) and one persistent recurrence kernel that loops over time (kernels/recurrence.py). Weights
+    are packed once; the last layer writes the planned output sequence, every layer its slice of the
+    planned final states (results in order: output, h_n, and c_n for an lstm)."""
+    a = node.attrs
+    dirs = ("", "_reverse")[:2 if a["bidirectional"] else 1]
+    act = a.get("nonlinearity") or "tanh"
+
+    def fp32(role):
+        value = ctx.param(node, role)
+        return None if value is None else torch.from_numpy(np.ascontiguousarray(value)).to(ctx.device)
+
+    layers = [recurrence.pack_layer(node.op, [ctx.tensor(ctx.param(node, f"weight_ih_l{k}{s}")) for s in dirs],
+                                    [ctx.tensor(ctx.param(node, f"weight_hh_l{k}{s}")) for s in dirs],
+                                    [fp32(f"bias_ih_l{k}{s}") for s in dirs], [fp32(f"bias_hh_l{k}{s}") for s in dirs])
+              for k in range(a["num_layers"])]
+    d = len(dirs)
+
+    def run(inputs, out):
+        x, states = inputs[0], inputs[1:]
+        h0, c0 = (list(states) + [None, None])[:2]
+        out = list(out) if out is not None else [None] * len(node.outputs)
+        n, h = x.shape[0], a["hidden_size"]
+        for i in range(1, len(out)):  # the final states, when the plan gave them no storage
+            if out[i] is None:
+                out[i] = torch.empty((a["num_layers"] * d, n, h), dtype=x.dtype, device=x.device)
+        seq = x
+        for k, layer in enumerate(layers):
+            part = slice(k * d, (k + 1) * d)
+            last = k == len(layers) - 1
+            seq, _, _ = recurrence.recurrent_layer(
+                seq, layer, act=act, h0=None if h0 is None else h0[part], c0=None if c0 is None else c0[part],
+                out=out[0] if last else None, h_n=out[1][part], c_n=out[2][part] if len(out) > 2 else None,
+                allow_tf32=ctx.allow_tf32)
+        out[0] = seq
+        return tuple(out)
+
+    return Step(node, run, kernel="recurrence")
 
 
 def lower_linear(node: Node, ctx: LowerCtx) -> Step:
@@ -418,6 +578,32 @@ def lower_global_avgpool(node: Node, ctx: LowerCtx) -> Step:
     return Step(node, run, kernel="global_avgpool")
 
 
+def lower_adaptive_avgpool(node: Node, ctx: LowerCtx) -> Step:
+    """torch's bins: when the output size divides the input's they are an average pool's windows (kernel =
+    stride = H / OH; the mean over everything for a 1 x 1 output), run by the pool kernels; otherwise the
+    adaptive kernel, which walks each output pixel's bin. H and W may be symbolic: chosen per call."""
+    oh, ow = node.attrs["output_size"]
+
+    def run(inputs, out):
+        x = inputs[0]
+        h, w = x.shape[1:3]
+        if (oh, ow) == (1, 1):
+            return pool.global_avgpool(x, out=out)
+        if h % oh == 0 and w % ow == 0:
+            k = (h // oh, w // ow)
+            return pool.avgpool2d(x, k, k, (0, 0), out=out)
+        return adaptive_pool.adaptive_avgpool2d(x, (oh, ow), out=out)
+
+    h, w = node.inputs[0].type.shape[2:]
+    static = not isinstance(h, SymDim) and not isinstance(w, SymDim)
+    kernel = "adaptive_avgpool2d"
+    if (oh, ow) == (1, 1):
+        kernel = "global_avgpool"
+    elif static and h % oh == 0 and w % ow == 0:
+        kernel = "avgpool2d"
+    return Step(node, run, kernel=kernel)
+
+
 def _lower_softmax(fn):
     def lowering(node: Node, ctx: LowerCtx) -> Step:
         axis = ctx.axis(node)
@@ -512,7 +698,13 @@ LOWERINGS: dict[str, Callable[[Node, LowerCtx], Step]] = {
     "matmul": lower_matmul,
     "transpose": lower_permute,
     "permute": lower_permute,
+    "slice": lower_slice,
+    "select": lower_select,
     "embedding": lower_embedding,
+    "split": lower_split,
+    "chunk": lower_split,
+    "parameter": lower_parameter,
+    "expand": lower_expand,
     "positional_encoding": lower_positional_encoding,
     "scaled_dot_product_attention": lower_sdpa,
     "batchnorm": lower_batchnorm,
@@ -522,11 +714,15 @@ LOWERINGS: dict[str, Callable[[Node, LowerCtx], Step]] = {
     "maxpool2d": lower_maxpool,
     "avgpool2d": lower_avgpool,
     "global_avgpool": lower_global_avgpool,
+    "adaptive_avgpool2d": lower_adaptive_avgpool,
     "softmax": _lower_softmax(softmax.softmax),
     "log_softmax": _lower_softmax(softmax.log_softmax),
     "add": lambda n, c: _binary(n, c, pointwise.add, "shift"),
     "mul": lambda n, c: _binary(n, c, pointwise.mul, "scale"),
     "concat": lower_concat,
+    "rnn": lower_recurrent,
+    "lstm": lower_recurrent,
+    "gru": lower_recurrent,
 }
 
 

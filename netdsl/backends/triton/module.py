@@ -197,6 +197,11 @@ class TritonModule(torch.nn.Module):
         traced: dict[str, torch.Tensor] = {}
         for step in self.steps:
             node = step.node
+            if REGISTRY[node.op].constant:  # a parameter read as a value: the packed weight, nothing runs
+                produced(node.output, step.run([], None))
+                if trace:
+                    traced[node.output.name] = values[node.output.name]
+                continue
             if is_view(node, self.layout):  # nothing runs: the output is what the node reads, reshaped
                 x = read(node.inputs[0], node)
                 if node.output.name in self.layout.strided_views:  # dims reordered by strides only
@@ -208,18 +213,19 @@ class TritonModule(torch.nn.Module):
                 if trace:
                     traced[node.output.name] = values[node.output.name].clone()
                 continue
-            out = storage.tensor(node.output)
+            outs = [storage.tensor(v) for v in node.outputs]
             try:
-                y = step.run([read(v, node) for v in node.inputs], out)
+                y = step.run([read(v, node) for v in node.inputs], outs if len(outs) > 1 else outs[0])
             except KernelError as e:
                 raise NetDSLError(f"`{node.op}` cannot run on these inputs: {e}", node.loc,
                                   hint="the shapes of this call: " + ", ".join(
                                       f"{k}={list(x.shape)}" for k, x in given.items())) from None
-            if out is not None and y.data_ptr() != out.data_ptr():
-                raise AssertionError(f"node {node.output.name} ({node.op}) did not write its planned storage")
-            produced(node.output, y)
-            if trace:  # later nodes reuse this storage: keep a copy
-                traced[node.output.name] = y.clone()
+            for v, out, t in zip(node.outputs, outs, y if len(outs) > 1 else (y,), strict=True):
+                if t.data_ptr() != out.data_ptr():
+                    raise AssertionError(f"node {v.name} ({node.op}) did not write its planned storage")
+                produced(v, t)
+                if trace:  # later nodes reuse this storage: keep a copy
+                    traced[v.name] = t.clone()
         self.allocated_bytes = storage.allocated
         result = {oname: self._ir_view(v.name, values[v.name])
                   for oname, v in zip(self.graph.output_names, self.graph.outputs)}
