@@ -35,8 +35,8 @@ graph = netdsl.load_source("network n {\\n    input x: f32[N, 3, 8, 8]\\n    out
 print(graph.outputs[0].type)
 stdlib = resources.files("netdsl.stdlib").joinpath("transformer.net")
 assert Path(str(stdlib)).resolve().is_relative_to(site), stdlib
-graph = netdsl.load_source("import transformer\nnetwork n {\n    input x: f32[N, T, 8]\n"
-                           "    output x -> encoder_layer(8, 2, 16)\n}\n")
+graph = netdsl.load_source("import transformer\\nnetwork n {\\n    input x: f32[N, T, 8]\\n"
+                           "    output x -> encoder_layer(8, 2, 16)\\n}\\n")
 print(graph.outputs[0].type)
 """
 
