@@ -45,6 +45,27 @@ def frontend_and_o1(path: Path, runs: int) -> tuple[list[float], list[float]]:
     return total, passes
 
 
+SUMMARY_HEADER = (f"{'example':<13} {'N':>3} {'nodes':>9} {'launches (ideal)':>17} {'MB unfused':>10} {'MB fused':>9} "
+                  f"{'MB ideal':>9} {'fused/unf':>9} {'fused/ideal':>11} {'peak MiB':>9} {'no reuse':>9}")
+
+
+def fuse(graph, dims: dict[str, int]):
+    """(the O1 graph at ``dims``, its cost summary against the unfused graph and the ideal)."""
+    fused = run_pipeline(graph, "O1", dims=dims)
+    return fused, summarize(graph, fused, dims)
+
+
+def summary_row(name: str, n: int, fused, s) -> str:
+    """One line of SUMMARY_HEADER's table (shared with benchmarks/sequence_cost.py)."""
+    plan = fused.annotations.get("memory")
+    return (f"{name:<13} {n:>3} {f'{s.unfused_nodes}->{s.fused_nodes}':>9} "
+            f"{f'{s.unfused.launches}->{s.fused.launches} ({s.ideal.launches})':>17} "
+            f"{_mb(s.unfused.bytes):>10} {_mb(s.fused.bytes):>9} {_mb(s.ideal.bytes):>9} "
+            f"{s.fused_over_unfused:>9.3f} {s.fused_over_ideal:>11.3f} "
+            f"{plan.peak / 2**20 if plan else float('nan'):>9.2f} "
+            f"{plan.no_reuse / 2**20 if plan else float('nan'):>9.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
@@ -55,24 +76,16 @@ def main() -> None:
     if args.model:
         paths = [p for p in paths if p.stem in args.model]
 
-    print(f"{'example':<13} {'N':>3} {'nodes':>9} {'launches (ideal)':>17} {'MB unfused':>10} {'MB fused':>9} "
-          f"{'MB ideal':>9} {'fused/unf':>9} {'fused/ideal':>11} {'peak MiB':>9} {'no reuse':>9}")
+    print(SUMMARY_HEADER)
     timings = {}
     results = {}
     for path in paths:
         graph = netdsl.load(path)
         for n in args.batch:
             dims = {**graph.dim_defaults, "N": n}
-            fused = run_pipeline(graph, "O1", dims=dims)
-            s = summarize(graph, fused, dims)
-            plan = fused.annotations.get("memory")
+            fused, s = fuse(graph, dims)
             results[(path.stem, n)] = (graph, fused, s)
-            print(f"{path.stem:<13} {n:>3} {f'{s.unfused_nodes}->{s.fused_nodes}':>9} "
-                  f"{f'{s.unfused.launches}->{s.fused.launches} ({s.ideal.launches})':>17} "
-                  f"{_mb(s.unfused.bytes):>10} {_mb(s.fused.bytes):>9} {_mb(s.ideal.bytes):>9} "
-                  f"{s.fused_over_unfused:>9.3f} {s.fused_over_ideal:>11.3f} "
-                  f"{plan.peak / 2**20 if plan else float('nan'):>9.2f} "
-                  f"{plan.no_reuse / 2**20 if plan else float('nan'):>9.2f}")
+            print(summary_row(path.stem, n, fused, s), flush=True)
         timings[path.stem] = frontend_and_o1(path, args.runs)
 
     print(f"\nfront end + O1 ({args.runs} runs after a warm-up; time.perf_counter)")

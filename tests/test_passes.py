@@ -632,3 +632,31 @@ network t {
     assert plan.storage["scaled_dot_product_attention_0"] == plan.storage["transpose_2"] == "transpose_2"
     assert costs["transpose_2"].bytes == 0
     _check_plan(f)
+
+
+def test_fold_parameter_linear():
+    """matmul by a transposed parameter (+ a parameter bias) is a linear reading those parameters; a parameter
+    read elsewhere too, or a W not transposed, stays as written."""
+    src = """network t {
+    input x: f32[N, 4, 9]
+    param w: [6, 9] = normal
+    param b: [6] = normal
+    param u: [9, 5] = normal
+    param v: [3, 9] = normal
+    a = gelu(matmul(x, w -> transpose(0, 1)) + b)
+    c = matmul(x, u)
+    d = matmul(x, v -> transpose(0, 1)) + (v -> select(1, 0))
+    output a, c, d, e = v -> relu
+}
+"""
+    graph = netdsl.load_source(src, "t.net")
+    fused = run_pipeline(graph, "O1", log=lambda _: None)
+    (first,) = [n for n in fused.nodes if n.op == "fused_linear"]
+    assert first.op == "fused_linear" and dict(first.params) == {"weight": "w", "bias": "b"}
+    assert first.attrs["act1"] == "gelu" and first.attrs["out_features"] == 6
+    assert [n.op for n in fused.nodes].count("matmul") == 2  # u is not transposed; v is read elsewhere too
+    weights = netdsl.random_weights(graph, seed=0)
+    inputs = {"x": np.random.default_rng(0).standard_normal((2, 4, 9)).astype(np.float32)}
+    want, got = netdsl.reference.run(graph, inputs, weights), netdsl.reference.run(fused, inputs, weights)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)

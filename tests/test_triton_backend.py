@@ -190,7 +190,13 @@ OP_CASES: dict[str, Case] = {
     "parameter_tied": Case(net("""
         h = x -> tok: linear(6) -> tanh
         output matmul(h, tok.weight)
-        """, "x: f32[N, 4, 9]"), "O1", ("parameter", "matmul")),
+        """, "x: f32[N, 4, 9]"), "O1", ("parameter", "matmul")),  # W, not W^T: stays a matmul
+    "parameter_linear": Case(net("""
+        param w: [6, 9] = normal
+        param b: [6] = normal
+        h = x -> tok: linear(9)
+        output gelu(matmul(x, w -> transpose(0, 1)) + b), matmul(h, tok.weight -> transpose(-1, -2))
+        """, "x: f32[N, 4, 9]"), "O1", ("fused_linear", "linear")),  # in_proj + bias + GELU; a tied head
     "broadcast_ranks": Case(net("output (x -> conv2d(4, 3, padding=1)) * y + z",
                                 "x: f32[N, 3, 5, 6], y: f32[4, 1, 1], z: f32[6]"), "O0"),
     # linear: rank 2, rank 3 (leading dims), rank 4 (over W: the layout fix-up), no bias

@@ -91,12 +91,13 @@ LAUNCHES = {
     # (+residual); embedding, position add, ln_f, the tied head (a bmm): 7 x 12 + 4. The chunks and the head
     # merges are torch copies, the head splits strided views
     "gpt2": 88,
-    # patchify conv, class-token concat copy, position add; per layer ln_1, in_proj matmul + its bias add,
-    # attention, out_proj (+residual), ln_2, mlp.0 (+GELU), mlp.3 (+residual): 8 x 12; encoder.ln, head
-    "vit_b16": 100,
-    # embeddings, * sqrt(d) and positions (2 x 3); encoder layers 6 x 8, decoder layers 6 x 14, two
-    # final norms, the generator
-    "transformer": 147,
+    # patchify conv, class-token concat copy, position add; per layer ln_1, in_proj (a linear, its bias
+    # fused: fold_parameter_linear), attention, out_proj (+residual), ln_2, mlp.0 (+GELU), mlp.3
+    # (+residual): 7 x 12; encoder.ln, head
+    "vit_b16": 88,
+    # embeddings, * sqrt(d) and positions (2 x 3); encoder layers 6 x 7, decoder layers 6 x 13 (the
+    # cross-attention's projections of a split in_proj stay matmul + bias add), two final norms, the generator
+    "transformer": 135,
     # recurrent layers: per layer one input-projection GEMM and one persistent recurrence launch
     "rnn": 3,  # the rnn (2), the head
     "lstm_lm": 6,  # embedding, 2 layers (4), the head

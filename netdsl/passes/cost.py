@@ -28,6 +28,7 @@ from ..ir.graph import Graph, Node
 from ..ir.types import DTYPES, numel
 from ..ops import REGISTRY, OpKind
 from .cleanup import eliminate_common_subexpressions, eliminate_dead_code, remove_dropout
+from .fusion import fold_parameter_linear
 from .layout import LayoutPlan, plan_layout, stored_dim
 from .memory import MemoryPlan, is_view, value_bytes
 from .rewrite import origin_of
@@ -94,8 +95,9 @@ def total(costs: Mapping[str, Cost]) -> Cost:
 
 def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
     """The floor for ``graph`` (any graph: unfused or fused), after the clean-up passes (no dead
-    code, no duplicates, no dropout: the ideal computes nothing twice and nothing unused)."""
-    for cleanup in (remove_dropout, eliminate_common_subexpressions, eliminate_dead_code):
+    code, no duplicates, no dropout: the ideal computes nothing twice and nothing unused) and with a
+    matmul by a transposed parameter read as the linear it is (a transposed weight moves nothing)."""
+    for cleanup in (remove_dropout, eliminate_common_subexpressions, eliminate_dead_code, fold_parameter_linear):
         graph, _ = cleanup(graph)
     layout = plan_layout(graph)
     storage: dict[str, str] = {}  # view -> the value it is a view of

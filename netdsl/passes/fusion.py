@@ -247,6 +247,38 @@ def _attention(nodes: list[Node]) -> Fused | None:
                  anchor=pv)
 
 
+def _parameter_linear_walk(index: GraphIndex, node: Node) -> list[Node] | None:
+    """matmul(a, W -> transpose) (+ b), where W [out, in] and b [out] are parameters read as values (a packed
+    projection such as nn.MultiheadAttention's in_proj, or a head tied to an embedding) read by nothing else:
+    the nodes of the pattern, in graph order."""
+    a, wt = node.inputs
+    tr = index.producer.get(wt.name)
+    if a.type.rank < 2 or wt.type.rank != 2 or tr is None or REGISTRY[tr.op].permutation is None:
+        return None
+    w = index.producer.get(tr.inputs[0].name)
+    if (REGISTRY[tr.op].permutation(tr.attrs, 2) != (1, 0) or w is None or not REGISTRY[w.op].constant
+            or index.sole_user(wt) is not node or index.sole_user(w.output) is not tr):
+        return None
+    parts = [node, tr, w]
+    add = index.sole_user(node.output)
+    if add is not None and add.op == "add" and add.output.type == node.output.type:
+        (other,) = [v for v in add.inputs if v.name != node.output.name] or [None]
+        bias = index.producer.get(other.name) if other is not None else None
+        if (bias is not None and REGISTRY[bias.op].constant and other.type.shape == (wt.type.shape[1],)
+                and index.sole_user(other) is add):
+            parts += [add, bias]
+    return sorted(parts, key=lambda n: index.position[id(n)])
+
+
+def _parameter_linear(nodes: list[Node]) -> Fused | None:
+    """=> linear(a) with those parameters as its weight and bias; it then takes an epilogue like any linear."""
+    (matmul,) = [n for n in nodes if REGISTRY[n.op].kind is OpKind.OUT_FUSABLE]
+    weight, *bias = sorted((n for n in nodes if REGISTRY[n.op].constant), key=lambda n: -n.output.type.rank)
+    params = {"weight": weight.params["value"], **({"bias": bias[0].params["value"]} if bias else {})}
+    return Fused("linear", nodes, (matmul.inputs[0],), {"out_features": weight.output.type.shape[0],
+                                                         "bias": bool(bias)}, params, anchor=matmul)
+
+
 def _anchors_epilogue(*kinds: OpKind) -> Match:
     """Ops of these kinds that have a fused form, and the fused ops derived from them."""
     def match(node: Node, op: OpDef) -> bool:
@@ -255,6 +287,11 @@ def _anchors_epilogue(*kinds: OpKind) -> Match:
 
 
 RULES: dict[str, tuple[Rule, ...]] = {
+    "fold_parameter_linear": (
+        Rule("parameter_linear", lambda node, op: op.kind is OpKind.OUT_FUSABLE and op.arity == 2, _parameter_linear,
+             walk=_parameter_linear_walk, grow=False,
+             doc="matmul by a transposed parameter (+ a parameter bias): a linear with those weights"),
+    ),
     "fold_batchnorm": (
         Rule("fold", _is("batchnorm"), _fold, after=lambda node, op: op.folds_batchnorm, grow=False,
              doc="conv/linear -> batchnorm: fold into the weight and bias"),
@@ -339,6 +376,7 @@ def _pass(name: str, verb: str = "fused"):
     return run
 
 
+fold_parameter_linear = _pass("fold_parameter_linear", "folded")
 fold_batchnorm = _pass("fold_batchnorm", "folded")
 fuse_attention = _pass("fuse_attention")
 fuse_norm_activation = _pass("fuse_norm_activation")

@@ -28,7 +28,8 @@ from ..ir.verify import IRError
 from ..ops.printing import attr_defaults
 from ..ops.verify import verify as verify_graph
 from .cleanup import eliminate_common_subexpressions, eliminate_dead_code, remove_dropout
-from .fusion import fold_batchnorm, fuse_attention, fuse_conv_epilogue, fuse_norm_activation, fuse_pointwise
+from .fusion import (fold_batchnorm, fold_parameter_linear, fuse_attention, fuse_conv_epilogue, fuse_norm_activation,
+                     fuse_pointwise)
 from .layout import mark_layout
 from .memory import plan_memory
 
@@ -48,6 +49,7 @@ PASSES: dict[str, Pass] = {p.name: p for p in (
     _pass("remove_dropout", remove_dropout),
     _pass("cse", eliminate_common_subexpressions),
     _pass("dce", eliminate_dead_code),
+    _pass("fold_parameter_linear", fold_parameter_linear),
     _pass("fold_batchnorm", fold_batchnorm),
     _pass("fuse_attention", fuse_attention),
     _pass("fuse_norm_activation", fuse_norm_activation),
@@ -58,7 +60,7 @@ PASSES: dict[str, Pass] = {p.name: p for p in (
 )}
 
 CLEANUP = ("remove_dropout", "cse", "dce")
-FUSION = ("fold_batchnorm", "fuse_attention", "fuse_norm_activation", "fuse_conv_epilogue", "fuse_pointwise")
+FUSION = ("fold_parameter_linear", "fold_batchnorm", "fuse_attention", "fuse_norm_activation", "fuse_conv_epilogue", "fuse_pointwise")
 ANALYSIS = ("mark_layout", "plan_memory")
 
 PIPELINES: dict[str, tuple[str, ...]] = {
