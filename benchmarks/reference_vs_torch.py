@@ -2,12 +2,22 @@
 
     python benchmarks/reference_vs_torch.py [--model resnet18] [--batch 8] [--size 224]
                                             [--dtype f32] [--runs 5] [--threads N]
+    python benchmarks/reference_vs_torch.py --model gpt2 --batch 1 --seq 128 --threads 2
 
-The PyTorch side is the model's independent twin (tests/twins.py: torch.nn.functional, no grad),
-run with the same number of threads as NumPy's BLAS. Each side is warmed up once, then the two are
-timed in turns ``--runs`` times each; the medians and the fastest runs, and their ratios, are printed
-(on a shared machine the fastest runs are the ones least disturbed by other work).
-Target: reference / torch <= 2.
+Any example works: image models (``--size``: height = width, where the input has H and W) and sequence
+models (gpt2, vit_b16, transformer, transformer_encoder, rnn, lstm_lm, seq2seq; ``--seq``: every
+sequence dim, T and S; ``--dims T=128,S=64`` for each on its own). Inputs are
+``netdsl.params.random_inputs``: standard normal floats, and token ids for integer inputs; a model with
+several inputs (the transformer's src and tgt) gets them all, in order.
+
+The PyTorch side is the model's independent twin (tests/twins.py: torch.nn.functional and, for the
+transformer and the recurrent models, torch.nn's own modules; no grad), run with the same number of
+threads as NumPy's BLAS. A twin that builds a torch.nn module (nn.Transformer, nn.LSTM, ...) builds it
+and loads its weights once, in the warm-up, as the reference prepares nothing: only forward calls are
+timed on both sides. Each side is warmed up once, then the two are timed in turns ``--runs`` times
+each; the medians and the fastest runs, and their ratios, are printed (on a shared machine the fastest
+runs are the ones least disturbed by other work).
+Target: reference / torch <= 2 (the sequence-models issue: GPT-2 small at T = 128, batch 1).
 """
 
 from __future__ import annotations
@@ -37,11 +47,76 @@ def _interleaved_times(fns, runs: int) -> list[list[float]]:
     return times
 
 
+class BuiltOnce:
+    """While active, ``torch.nn.<name>(...)`` for the given module classes returns, for the k-th call within
+    one run of a twin (``next_run()`` starts a run), the module built by the k-th call of the first run,
+    whose ``load_state_dict`` loads the weights the first time only (the weights do not change between
+    runs). So the twins that build nn.Transformer / nn.RNN / nn.LSTM / nn.GRU per call are timed on their
+    forward alone."""
+
+    NAMES = ("Transformer", "RNN", "LSTM", "GRU")
+
+    def __init__(self, torch_nn, names=NAMES):
+        self.nn, self.names = torch_nn, names
+        self.built: list = []
+        self.k = 0
+
+    def next_run(self) -> None:
+        self.k = 0
+
+    def _factory(self, cls):
+        def build(*args, **kwargs):
+            k, self.k = self.k, self.k + 1
+            if k == len(self.built):
+                module = cls(*args, **kwargs)
+                load = module.load_state_dict
+
+                def load_once(*a, **kw):
+                    object.__setattr__(module, "load_state_dict", lambda *a, **kw: None)
+                    return load(*a, **kw)
+
+                object.__setattr__(module, "load_state_dict", load_once)
+                self.built.append(module)
+            return self.built[k]
+        return build
+
+    def __enter__(self):
+        self.saved = {name: getattr(self.nn, name) for name in self.names}
+        for name, cls in self.saved.items():
+            setattr(self.nn, name, self._factory(cls))
+        return self
+
+    def __exit__(self, *exc):
+        for name, cls in self.saved.items():
+            setattr(self.nn, name, cls)
+
+
+def model_dims(graph, batch: int | None, size: int | None, seq: int | None, dims_text: str | None = None):
+    """Concrete sizes of the inputs' symbolic dims: ``dims_text`` ("T=128,S=64"), then N = ``batch``,
+    H = W = ``size`` and every other dim (T, S) = ``seq``, where the inputs have them; then the file's
+    defaults."""
+    from netdsl.ir.sizes import concrete_dims, parse_dims
+
+    symbols = set().union(*(v.type.symbols() for v in graph.inputs))
+    over = {}
+    for sym in symbols:
+        if sym == "N" and batch is not None:
+            over[sym] = batch
+        elif sym in ("H", "W") and size is not None:
+            over[sym] = size
+        elif sym not in ("N", "H", "W") and seq is not None:
+            over[sym] = seq
+    over.update(parse_dims(dims_text))
+    return concrete_dims(graph, over)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet18", help="an example name (examples/NAME.net)")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--size", type=int, default=224, help="input height = width")
+    p.add_argument("--size", type=int, default=224, help="input height = width (models with an H x W input)")
+    p.add_argument("--seq", type=int, default=None, help="every sequence dim, T and S (default: the file's)")
+    p.add_argument("--dims", default=None, help="sizes of the inputs' dims, e.g. T=128,S=64 (over the others)")
     p.add_argument("--dtype", default="f32", choices=["f32", "f64"])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="threads for both sides (default: all cores)")
@@ -61,31 +136,37 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(threads)
     graph = netdsl.load(ROOT / "examples" / f"{args.model}.net")
+    print(f"{args.model}: making random weights ({netdsl.parameter_count(graph):,} parameters) ...", flush=True)
     weights = netdsl.random_weights(graph, seed=0)
-    (inp,) = graph.inputs
-    env = {**graph.dim_defaults, "N": args.batch, "H": args.size, "W": args.size}
-    x = np.random.default_rng(0).standard_normal(inp.type.concrete(env)).astype(np.float32)
+    dims = model_dims(graph, args.batch, args.size, args.seq, args.dims)
+    inputs = netdsl.params.random_inputs(graph, dims, seed=0)
+    xs = tuple(inputs[v.name] for v in graph.inputs)
     tdtype = torch.float32 if args.dtype == "f32" else torch.float64
 
     # the twin gets its weights converted once, outside the timed region, like the reference's
     cast = {k: v.astype(np.float32 if args.dtype == "f32" else np.float64) for k, v in weights.items()}
+    reuse = BuiltOnce(torch.nn)
 
     def ours():
-        return netdsl.reference.run(graph, {inp.name: x}, cast, dtype=args.dtype)
+        return netdsl.reference.run(graph, inputs, cast, dtype=args.dtype)
 
     def twin():
-        return run_twin(args.model, cast, x, tdtype, check_all_used=False)
+        reuse.next_run()
+        return run_twin(args.model, cast, xs if len(xs) > 1 else xs[0], tdtype, check_all_used=False)
 
-    a, b = next(iter(ours().values())), twin()
-    err = float(np.abs(a - b).max() / np.abs(b).max())
-
-    ref_all, torch_all = _interleaved_times([ours, twin], args.runs)
+    with reuse:
+        print(f"{args.model}: checking the outputs agree, then timing ...", flush=True)
+        a, b = next(iter(ours().values())), twin()
+        err = float(np.abs(a - b).max() / np.abs(b).max())
+        ref_all, torch_all = _interleaved_times([ours, twin], args.runs)
     t_ref, t_torch = statistics.median(ref_all), statistics.median(torch_all)
-    print(f"{args.model}, batch {args.batch}, {args.size}x{args.size}, {args.dtype}, {threads} thread(s), "
-          f"median of {args.runs} interleaved runs after a warm-up")
+    shapes = ", ".join(f"{v.name} {'x'.join(map(str, inputs[v.name].shape))} {inputs[v.name].dtype}"
+                       for v in graph.inputs)
+    print(f"{args.model} at {', '.join(f'{k}={v}' for k, v in sorted(dims.items()))} ({shapes}), {args.dtype}, "
+          f"{threads} thread(s), median of {args.runs} interleaved runs after a warm-up")
     print(f"  numpy {np.__version__}, torch {torch.__version__}")
-    print(f"  reference (NumPy) : {t_ref * 1e3:9.1f} ms   runs: {', '.join(f'{t * 1e3:.0f}' for t in ref_all)}")
-    print(f"  torch CPU eager   : {t_torch * 1e3:9.1f} ms   runs: {', '.join(f'{t * 1e3:.0f}' for t in torch_all)}")
+    print(f"  reference (NumPy) : {t_ref * 1e3:9.1f} ms   runs: {', '.join(f'{t * 1e3:.3g}' for t in ref_all)}")
+    print(f"  torch CPU eager   : {t_torch * 1e3:9.1f} ms   runs: {', '.join(f'{t * 1e3:.3g}' for t in torch_all)}")
     print(f"  ratio reference / torch: {t_ref / t_torch:.2f}x (medians), {min(ref_all) / min(torch_all):.2f}x (fastest "
           f"runs)   max |diff| / max |out| = {err:.2e}")
 

@@ -1,24 +1,34 @@
 """Time netdsl's compiled Triton models against PyTorch eager and torch.compile on a CUDA GPU.
 
     python benchmarks/triton_vs_torch.py [--model resnet50 ...] [--dtype fp16 ...] [--batch 8]
-                                         [--size 224] [--runs 50] [--warmup 10] [--nchw]
+                                         [--size 224] [--seq 1024] [--dims T=1024,S=64]
+                                         [--runs 50] [--warmup 10] [--nchw]
+    python benchmarks/triton_vs_torch.py --model gpt2 --batch 1 --seq 1024 --dtype fp16 bf16
     python benchmarks/triton_vs_torch.py --selfcheck      # any machine: the PyTorch side vs the reference
 
-For every example (examples/*.net) and dtype -- fp32 exact, fp32 with TF32 allowed ("tf32"), fp16 and
-bf16 -- three implementations of the same network with the same weights run the same input:
+For every example (examples/*.net: the CNNs and the sequence models gpt2, vit_b16, transformer,
+transformer_encoder, rnn, lstm_lm, seq2seq) and dtype -- fp32 exact, fp32 with TF32 allowed ("tf32"),
+fp16 and bf16 -- three implementations of the same network with the same weights run the same inputs
+(``netdsl.params.random_inputs``: normal floats, token ids for integer inputs; every input, in order):
 
 * netdsl:   ``netdsl.compile(model, dtype=..., allow_tf32=...)`` (fused Triton kernels, NCHW in and out);
-* eager:    the network's unfused IR run op by op with ``torch.nn.functional`` (``TorchGraph`` below: a
-            generic IR -> PyTorch interpreter, so every .net file has a PyTorch twin); cuDNN / cuBLAS;
-* compiled: ``torch.compile`` of that same module (Inductor).
+* eager:    the network's unfused IR run op by op with PyTorch (``TorchGraph`` below: a generic IR ->
+            PyTorch interpreter, so every .net file has a PyTorch twin); cuDNN / cuBLAS, attention by
+            ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels), the recurrent layers
+            by torch.nn's own ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (cuDNN);
+* compiled: ``torch.compile(eager, fullgraph=True)`` (Inductor); where the graph cannot be captured
+            whole (torch.compile does not trace nn.LSTM and friends), ``fullgraph=False`` instead, and
+            its time is marked ``*``.
 
-The PyTorch side runs channels-last (NHWC, what cuDNN is fastest with; ``--nchw`` for contiguous NCHW)
-with TF32 on or off to match. Each implementation is warmed up (netdsl autotunes its kernels, Inductor
-compiles), then timed over ``--runs`` forward calls between ``torch.cuda.synchronize()`` calls, in
-turns (netdsl, eager, compiled, netdsl, ...) so that a change in the GPU's clocks falls on all alike.
-Printed: the median milliseconds per forward call, and netdsl's time relative to eager and to
-torch.compile (below 1: netdsl is faster), plus the largest difference between netdsl's and eager's
-outputs relative to the output's scale (a sanity check; ``netdsl check`` is the real one).
+Sizes: ``--batch`` (N), ``--size`` (H = W, image models), ``--seq`` (every sequence dim: T, S), ``--dims``
+for any dim; otherwise the file's defaults (GPT-2: T = 1024). The PyTorch side runs channels-last (NHWC,
+what cuDNN is fastest with; ``--nchw`` for contiguous NCHW) with TF32 on or off to match. Each
+implementation is warmed up (netdsl autotunes its kernels, Inductor compiles), then timed over ``--runs``
+forward calls between ``torch.cuda.synchronize()`` calls, in turns (netdsl, eager, compiled, netdsl, ...)
+so that a change in the GPU's clocks falls on all alike. Printed: the median milliseconds per forward
+call, and netdsl's time relative to eager and to torch.compile (below 1: netdsl is faster), plus the
+largest difference between netdsl's and eager's outputs relative to the output's scale (a sanity check;
+``netdsl check`` is the real one).
 
 On a machine without a CUDA GPU there is nothing to time: the script says so and exits with 0.
 """
@@ -26,6 +36,7 @@ On a machine without a CUDA GPU there is nothing to time: the script says so and
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -81,39 +92,74 @@ def _activation(name: str, attrs, x, slope=None):
     raise NotImplementedError(f"no PyTorch twin for activation `{name}`")
 
 
-class TorchGraph(torch.nn.Module):
-    """Runs an unfused netdsl IR graph with torch.nn.functional; weights are buffers (so ``.to()`` and
-    torch.compile see them)."""
+RECURRENT = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 
-    def __init__(self, graph, weights):
+
+def _recurrent_module(node, weights) -> torch.nn.Module:
+    """torch.nn's own RNN / LSTM / GRU (batch_first) for a netdsl recurrent node, holding its weights (the
+    node's parameter roles are torch's state_dict names)."""
+    a = node.attrs
+    extra = {"nonlinearity": a["nonlinearity"]} if node.op == "rnn" else {}
+    module = RECURRENT[node.op](node.inputs[0].type.shape[-1], a["hidden_size"], a["num_layers"], bias=a["bias"],
+                                batch_first=True, bidirectional=a["bidirectional"], **extra)
+    module.load_state_dict({role: torch.from_numpy(np.asarray(weights[name], dtype=np.float32))
+                            for role, name in node.params.items()})
+    return module.requires_grad_(False)
+
+
+def _sinusoids(length: int, d: int, like: torch.Tensor) -> torch.Tensor:
+    """The positional encoding of "Attention Is All You Need": sin at even features, cos at odd ones."""
+    pos = torch.arange(length, dtype=torch.float32, device=like.device)[:, None]
+    angle = pos * torch.exp(torch.arange(0, d, 2, dtype=torch.float32, device=like.device) * (-math.log(10000.0) / d))
+    return torch.stack([angle.sin(), angle.cos()], dim=-1).reshape(length, d).to(like.dtype)
+
+
+class TorchGraph(torch.nn.Module):
+    """Runs an unfused netdsl IR graph with PyTorch; weights are buffers (so ``.to()`` and torch.compile see
+    them), a recurrent layer is a torch.nn module. ``dims`` binds the symbolic sizes in attributes
+    (``reshape(N, T, 8, -1)``, ``wpe[:T]``) once, here, so that forward is plain tensor code: a graph with
+    such attributes runs at those sizes only."""
+
+    def __init__(self, graph, weights, dims=None):
         super().__init__()
+        from netdsl.backends.reference import bind_attrs_to_sizes
         from netdsl.ops.nn import conv_padding
 
         self.graph = graph
         self._conv_padding = conv_padding
+        self._attrs = [bind_attrs_to_sizes(n.attrs, dims) if dims else n.attrs for n in graph.nodes]
         self._names = {}
-        for i, name in enumerate(sorted(graph.used_params())):
+        recurrent = {n.op for n in graph.nodes} & set(RECURRENT)
+        own = {name for n in graph.nodes if n.op in recurrent for name in n.params.values()}
+        for i, name in enumerate(sorted(set(graph.used_params()) - own)):
             key = f"p{i}"
             self._names[name] = key
             self.register_buffer(key, torch.from_numpy(np.ascontiguousarray(weights[name], dtype=np.float32)))
+        self.recurrent = torch.nn.ModuleDict({f"r{i}": _recurrent_module(n, weights)
+                                              for i, n in enumerate(graph.nodes) if n.op in RECURRENT})
 
     def _p(self, node, role):
         name = node.params.get(role)
         return None if name is None else getattr(self, self._names[name])
 
-    def _node(self, node, xs):
-        op, a = node.op, node.attrs
-        x = xs[0]
+    def _node(self, i, node, xs):
+        op, a = node.op, self._attrs[i]
+        x = xs[0] if xs else None
         if op == "conv2d":
             return F.conv2d(x, self._p(node, "weight"), self._p(node, "bias"), a["stride"], self._conv_padding(a),
                             a["dilation"], a["groups"])
+        if op == "conv_transpose2d":
+            return F.conv_transpose2d(x, self._p(node, "weight"), self._p(node, "bias"), a["stride"], a["padding"],
+                                      a["output_padding"], a["groups"], a["dilation"])
         if op == "linear":
             return F.linear(x, self._p(node, "weight"), self._p(node, "bias"))
+        if op == "matmul":
+            return torch.matmul(x, xs[1])
         if op == "batchnorm":
             return F.batch_norm(x, self._p(node, "running_mean"), self._p(node, "running_var"),
                                 self._p(node, "weight"), self._p(node, "bias"), False, 0.0, a["eps"])
         if op == "layernorm":
-            return F.layer_norm(x, x.shape[-1:], self._p(node, "weight"), self._p(node, "bias"), a["eps"])
+            return F.layer_norm(x, x.shape[-a["dims"]:], self._p(node, "weight"), self._p(node, "bias"), a["eps"])
         if op == "groupnorm":
             return F.group_norm(x, a["groups"], self._p(node, "weight"), self._p(node, "bias"), a["eps"])
         if op == "maxpool2d":
@@ -124,6 +170,8 @@ class TorchGraph(torch.nn.Module):
                                 a["count_include_pad"])
         if op == "global_avgpool":
             return F.adaptive_avg_pool2d(x, 1)
+        if op == "adaptive_avgpool2d":
+            return F.adaptive_avg_pool2d(x, a["output_size"])
         if op == "softmax":
             return F.softmax(x, a["dim"])
         if op == "log_softmax":
@@ -136,14 +184,56 @@ class TorchGraph(torch.nn.Module):
             return x + xs[1]
         if op == "mul":
             return x * xs[1]
+        if op == "affine":
+            return x * a["scale"] + a["shift"]
         if op == "concat":
             return torch.cat(xs, a["dim"])
+        # sequence models
+        if op == "embedding":
+            return F.embedding(x, self._p(node, "weight"))
+        if op == "parameter":
+            return self._p(node, "value")
+        if op == "positional_encoding":
+            return x + _sinusoids(x.shape[-2], x.shape[-1], x)
+        if op == "scaled_dot_product_attention":
+            return F.scaled_dot_product_attention(xs[0], xs[1], xs[2], attn_mask=xs[3] if len(xs) > 3 else None,
+                                                  is_causal=a["causal"], scale=a["scale"])
+        if op in RECURRENT:
+            state = None if len(xs) == 1 else (xs[1] if op != "lstm" else (xs[1], xs[2]))
+            out, h = self.recurrent[f"r{i}"](x, state)
+            return (out, *h) if op == "lstm" else (out, h)
+        if op == "chunk":
+            return x.chunk(a["chunks"], a["dim"])
+        if op == "split":
+            return x.split(a["split_size_or_sections"], a["dim"])
+        if op == "slice":
+            return x[(slice(None),) * (a["dim"] % x.dim()) + (slice(a["start"], a["end"], a["step"]),)]
+        if op == "select":
+            return x.select(a["dim"], a["index"])
+        if op == "transpose":
+            return x.transpose(a["dim0"], a["dim1"])
+        if op == "permute":
+            return x.permute(*a["dims"])
+        if op == "reshape":
+            return x.reshape(*a["shape"])
+        if op == "unflatten":
+            return x.unflatten(a["dim"], a["sizes"])
+        if op == "expand":
+            return x.expand(*a["sizes"])
+        if op == "unsqueeze":
+            return x.unsqueeze(a["dim"])
+        if op == "squeeze":
+            return x.squeeze(a["dim"])
         return _activation(op, a, x, self._p(node, "weight"))
 
     def forward(self, *inputs):
         env = {v.name: x for v, x in zip(self.graph.inputs, inputs)}
-        for node in self.graph.nodes:
-            env[node.output.name] = self._node(node, [env[v.name] for v in node.inputs])
+        for i, node in enumerate(self.graph.nodes):
+            out = self._node(i, node, [env[v.name] for v in node.inputs])
+            if len(node.outputs) == 1:
+                env[node.outputs[0].name] = out
+            else:
+                env.update((v.name, y) for v, y in zip(node.outputs, out))
         outs = [env[v.name] for v in self.graph.outputs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -174,30 +264,89 @@ def _max_rel_diff(a, b) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
-def bench_one(name: str, dtype_key: str, args) -> str:
+def model_dims(graph, batch: int | None = None, size: int | None = None, seq: int | None = None,
+               dims_text: str | None = None) -> dict[str, int]:
+    """Concrete sizes of the inputs' symbolic dims: ``dims_text`` ("T=128,S=64"), then N = ``batch``,
+    H = W = ``size`` and every other dim (T, S) = ``seq``, where the inputs have them; then the file's
+    defaults (netdsl.ir.sizes.concrete_dims)."""
+    from netdsl.ir.sizes import concrete_dims, parse_dims
+
+    symbols = set().union(*(v.type.symbols() for v in graph.inputs))
+    over = {}
+    for sym in symbols:
+        if sym == "N" and batch is not None:
+            over[sym] = batch
+        elif sym in ("H", "W") and size is not None:
+            over[sym] = size
+        elif sym not in ("N", "H", "W") and seq is not None:
+            over[sym] = seq
+    over.update(parse_dims(dims_text))
+    return concrete_dims(graph, over)
+
+
+def example_inputs(graph, dims, device, torch_dtype=torch.float32, seed: int = 0) -> list[torch.Tensor]:
+    """The graph's inputs in order (``netdsl.params.random_inputs``): floats in ``torch_dtype``, token ids
+    as int64, on ``device``."""
+    from netdsl.params import random_inputs
+
+    arrays = random_inputs(graph, dims, seed)
+    out = []
+    for v in graph.inputs:
+        x = torch.from_numpy(arrays[v.name]).to(device)
+        out.append(x.to(torch_dtype) if x.is_floating_point() else x.long())
+    return out
+
+
+def _compiled(module, example, name: str):
+    """(torch.compile(module, fullgraph=True), False), or, where the whole graph cannot be captured,
+    (torch.compile(module), True); (None, False) where torch.compile fails altogether."""
+    try:
+        compiled = torch.compile(module, fullgraph=True)
+        compiled(*example)
+        return compiled, False
+    except Exception as e:  # noqa: BLE001 - report, then try with graph breaks
+        print(f"  ({name}: torch.compile(fullgraph=True) failed: {type(e).__name__}: {str(e).splitlines()[0]}; "
+              "timing torch.compile with graph breaks instead, marked *)", file=sys.stderr, flush=True)
+    try:
+        torch._dynamo.reset()
+        compiled = torch.compile(module)
+        compiled(*example)
+        return compiled, True
+    except Exception as e:  # noqa: BLE001 - report and go on without Inductor
+        print(f"  ({name}: torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0]})", file=sys.stderr,
+              flush=True)
+        return None, False
+
+
+def setup(name: str, dtype_key: str, dims: dict[str, int], device, nchw: bool = False):
+    """(netdsl's module, the eager TorchGraph, netdsl's inputs, the PyTorch side's inputs) for one example
+    at ``dims`` on ``device``; the same weights (seed 0) on both sides."""
     import netdsl
-    from netdsl.ir.sizes import concrete_dims
 
     torch_dtype, tf32 = DTYPES[dtype_key]
     graph = netdsl.load(EXAMPLES / f"{name}.net")
     weights = netdsl.init_weights(graph, seed=0)
-    over = {"N": args.batch}
-    if args.size:
-        over.update(H=args.size, W=args.size)
-    dims = concrete_dims(graph, {k: v for k, v in over.items() if any(k in x.type.symbols() for x in graph.inputs)})
-    gen = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(v.type.concrete(dims), generator=gen).to("cuda", torch_dtype) for v in graph.inputs]
-
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
+    inputs = example_inputs(graph, dims, device, torch_dtype)
     ours = netdsl.compile(graph, dtype="fp32" if dtype_key == "tf32" else dtype_key, weights=weights,
                           allow_tf32=tf32)
-    eager = TorchGraph(graph, weights).to("cuda", torch_dtype).eval()
+    eager = TorchGraph(graph, weights, dims).to(device, torch_dtype).eval()
     torch_inputs = inputs
-    if not args.nchw:
+    if not nchw:
         eager = eager.to(memory_format=torch.channels_last)
         torch_inputs = [x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs]
-    compiled = torch.compile(eager)
+    return ours, eager, inputs, torch_inputs
+
+
+def bench_one(name: str, dtype_key: str, args) -> str:
+    import netdsl
+
+    _, tf32 = DTYPES[dtype_key]
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    dims = model_dims(netdsl.load(EXAMPLES / f"{name}.net"), args.batch, args.size, args.seq, args.dims)
+    print(f"  ({name} {dtype_key} at {', '.join(f'{k}={v}' for k, v in sorted(dims.items()))}: compiling ...)",
+          file=sys.stderr, flush=True)
+    ours, eager, inputs, torch_inputs = setup(name, dtype_key, dims, "cuda", args.nchw)
 
     with torch.inference_mode():
         reference = eager(*torch_inputs)
@@ -206,15 +355,14 @@ def bench_one(name: str, dtype_key: str, args) -> str:
             got, reference = got[0], reference[0]
         diff = _max_rel_diff(got, reference)
         fns = [lambda: ours(*inputs), lambda: eager(*torch_inputs)]
-        try:
-            compiled(*torch_inputs)
+        compiled, breaks = (None, False) if args.no_compile else _compiled(eager, torch_inputs, f"{name} {dtype_key}")
+        if compiled is not None:
             fns.append(lambda: compiled(*torch_inputs))
-        except Exception as e:  # noqa: BLE001 - report and go on without Inductor
-            print(f"  ({name} {dtype_key}: torch.compile failed: {type(e).__name__}: {e})", file=sys.stderr)
         times = _timed(fns, args.runs, args.warmup)
     ms = [statistics.median(t) * 1e3 for t in times]
-    cols = [f"{name:<14} {dtype_key:<5} {ms[0]:>9.3f} {ms[1]:>9.3f}"]
-    cols.append(f"{ms[2]:>9.3f}" if len(ms) > 2 else f"{'n/a':>9}")
+    mark = "*" if breaks else " "
+    cols = [f"{name:<19} {dtype_key:<5} {ms[0]:>9.3f} {ms[1]:>9.3f}"]
+    cols.append(f"{ms[2]:>8.3f}{mark}" if len(ms) > 2 else f"{'n/a':>9}")
     cols.append(f"{ms[0] / ms[1]:>10.2f}")
     cols.append(f"{ms[0] / ms[2]:>10.2f}" if len(ms) > 2 else f"{'n/a':>10}")
     cols.append(f"{diff:>10.1e}")
@@ -225,28 +373,27 @@ def bench_one(name: str, dtype_key: str, args) -> str:
 # the PyTorch twin against netdsl's reference backend (no GPU needed)
 # ---------------------------------------------------------------------------------------------
 
-def selfcheck(models) -> int:
+def selfcheck(models, seq: int = 7) -> int:
+    """TorchGraph against netdsl's reference backend on the CPU, for each example at a small size: batch 2
+    (1 for the fixed-size ones), 64 x 64 images where the size is free, sequences of ``seq``."""
     import netdsl
     from netdsl.backends import reference
-    from netdsl.ir.sizes import concrete_dims
 
-    small = {"lenet5": None, "mlp": None, "alexnet": None, "vgg11": None}  # fixed sizes
+    small = {"lenet5", "mlp", "alexnet", "vgg11", "vit_b16"}  # fixed sizes, some large
     worst = 0.0
     for name in models:
         graph = netdsl.load(EXAMPLES / f"{name}.net")
         weights = netdsl.random_weights(graph, seed=0)
-        over = {"N": 1} if name in small else {"N": 2, "H": 64, "W": 64}
-        dims = concrete_dims(graph, over)
-        rng = np.random.default_rng(0)
-        inputs = {v.name: rng.standard_normal(v.type.concrete(dims)).astype(np.float32) for v in graph.inputs}
-        ref = reference.run(graph, inputs, weights)
+        dims = model_dims(graph, 1 if name in small else 2, 64, seq)
+        inputs = example_inputs(graph, dims, "cpu")
+        ref = reference.run(graph, [x.numpy() for x in inputs], weights)
         with torch.no_grad():
-            got = TorchGraph(graph, weights)(*[torch.from_numpy(x) for x in inputs.values()])
+            got = TorchGraph(graph, weights, dims)(*inputs)
         got = got if isinstance(got, tuple) else (got,)
         for r, g in zip(ref.values(), got):
             d = float(np.abs(g.numpy() - r).max() / max(np.abs(r).max(), 1e-30))
             worst = max(worst, d)
-            print(f"{name:<14} {tuple(r.shape)}  max |torch - reference| / max |reference| = {d:.1e}")
+            print(f"{name:<19} {tuple(r.shape)}  max |torch - reference| / max |reference| = {d:.1e}", flush=True)
     ok = worst < 1e-4
     print("OK: the PyTorch twin computes what the reference backend does" if ok else "FAIL: the twin disagrees")
     return 0 if ok else 1
@@ -259,15 +406,18 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=None, help="input height = width (default: the file's)")
+    p.add_argument("--seq", type=int, default=None, help="every sequence dim, T and S (default: the file's)")
+    p.add_argument("--dims", default=None, help="sizes of the inputs' dims, e.g. T=1024,S=64 (over the others)")
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--nchw", action="store_true", help="run the PyTorch side in NCHW instead of channels-last")
+    p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (netdsl against eager only)")
     p.add_argument("--selfcheck", action="store_true",
                    help="check the PyTorch twin against netdsl's reference backend (CPU) and exit")
     args = p.parse_args(argv)
 
     if args.selfcheck:
-        return selfcheck(args.model)
+        return selfcheck(args.model, args.seq or 7)
     if not torch.cuda.is_available():
         print("benchmarks/triton_vs_torch.py times GPU kernels and needs a CUDA GPU; this machine has none "
               "(torch.cuda.is_available() is False), so there is nothing to time.")
@@ -277,15 +427,15 @@ def main(argv=None) -> int:
 
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; batch {args.batch}, "
           f"{'NCHW' if args.nchw else 'channels-last'} PyTorch, median of {args.runs} runs after {args.warmup} "
-          "warm-up calls (ms per forward call)")
-    print(f"{'model':<14} {'dtype':<5} {'netdsl':>9} {'eager':>9} {'compiled':>9} {'/eager':>10} {'/compiled':>10} "
+          "warm-up calls (ms per forward call; * torch.compile with graph breaks, not fullgraph)")
+    print(f"{'model':<19} {'dtype':<5} {'netdsl':>9} {'eager':>9} {'compiled':>9} {'/eager':>10} {'/compiled':>10} "
           f"{'max diff':>10}")
     for name in args.model:
         for dtype_key in args.dtype:
             try:
                 print(bench_one(name, dtype_key, args), flush=True)
             except torch.cuda.OutOfMemoryError:
-                print(f"{name:<14} {dtype_key:<5} out of GPU memory at batch {args.batch}")
+                print(f"{name:<19} {dtype_key:<5} out of GPU memory at batch {args.batch}")
                 torch.cuda.empty_cache()
     return 0
 

@@ -172,3 +172,14 @@ def test_a_symbolic_slice_beyond_its_table_is_a_located_run_time_error():
     with pytest.raises(NetDSLError) as info:
         netdsl.reference.run(graph, {"x": np.zeros((1, 9, 4), np.float32)}, netdsl.init_weights(graph))
     check(info.value, "`slice` gives 6x4 here, but its type f32[T, 4] is 9x4 at these sizes", 4, 18)
+
+
+def test_heads_that_do_not_divide_the_model_dim():
+    with pytest.raises(NetDSLError) as info:
+        netdsl.load_source("import transformer\n" + program("x: f32[N, T, 10]", "output x -> att: self_attention(10, 3)"),
+                           "m.net")
+    err = info.value
+    assert "`unflatten` of dim 2 of f32[N, T, 10] into (3, -1)" in err.message
+    assert "number of heads must divide the model dim" in err.hint
+    assert err.loc.file.endswith("stdlib/transformer.net")
+    assert (err.notes[-1][1].file, err.notes[-1][1].line) == ("m.net", 4)  # the user's call, in the last note

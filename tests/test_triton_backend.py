@@ -107,7 +107,8 @@ def test_every_registry_op_has_a_lowering():
 # (b) single ops, unfused (pipeline O0)
 # ---------------------------------------------------------------------------------------------
 
-X4 = "x: f32[N, 5, 7, 9]"  # 5 channels, 7 x 9 pixels: multiples of no block size
+X4 = "x: f32[N, 5, 7, 9]"
+EXAMPLES_DIR = (Path(__file__).resolve().parent.parent / "examples").as_posix()  # 5 channels, 7 x 9 pixels: multiples of no block size
 
 OP_CASES: dict[str, Case] = {
     # conv2d: awkward geometry; groups; depthwise (the direct kernel) with and without a multiplier
@@ -406,6 +407,18 @@ FUSED_CASES: dict[str, Case] = {
         s = y -> global_avgpool -> conv2d(3, 1) -> relu -> conv2d(8, 1) -> sigmoid
         output y * s
         """, X4), expect=("fused_conv2d", "global_avgpool", "mul")),
+    # the sequence examples' own blocks at small sizes (their networks are 86M-124M parameters): GPT-2's
+    # pre-norm layer (Q/K/V as one GEMM, chunk, causal attention, GELU-tanh MLP) and its tied head; the
+    # standard library's nn.Transformer (packed in_proj folded into a linear, cross-attention, causal decoder)
+    "gpt2_layers_tied_head": Case(f'import "{EXAMPLES_DIR}/gpt2.net"\n' + net("""
+        param wpe.weight: [16, 32] = normal(std=0.02)
+        x = (ids -> wte: embedding(50, 32)) + wpe.weight[:T]
+        y = x -> h: layer(32, 4) * 2 -> ln_f: layernorm
+        output matmul(y, wte.weight -> transpose(0, 1))
+        """, "ids: i64[N, T=7]"), expect=("scaled_dot_product_attention", "chunk", "fused_linear", "linear")),
+    "stdlib_transformer": Case("import transformer\n" + net(
+        "output src -> tr: transformer(tgt, 16, 2, 1, 1, 24)", "src: f32[N, S=6, 16], tgt: f32[N, T=5, 16]"),
+        expect=("linear", "scaled_dot_product_attention", "split", "fused_layernorm")),
 }
 
 # every activation in a conv epilogue (act1), and in a linear epilogue after a residual (act2)
@@ -671,3 +684,18 @@ def test_a_kernel_error_is_a_located_netdsl_error(monkeypatch):
         module.run(random_inputs(graph, 2))
     text = str(info.value)
     assert "`relu` cannot run on these inputs: x: rows overlap" in text and "<test>:3:" in text
+
+
+def test_qkv_of_one_gemm_cost_no_copy():
+    """GPT-2's `q, k, v = x -> c_attn: linear(3 * d) -> chunk(3, dim=-1)`, each piece split into heads before
+    attention: the pieces are strided views of the GEMM's output (nothing copied, nothing planned for them),
+    while a chunk whose pieces feed a pointwise kernel copies."""
+    m = module_of(FUSED_CASES["gpt2_layers_tied_head"])
+    chunks = [n for n in m.graph.nodes if n.op == "chunk"]
+    assert len(chunks) == 2 and {n.outputs[0].name for n in chunks} == set(m.layout.split_views)
+    plan = m.plan_for({"N": 2, "T": 7})
+    for node in chunks:
+        (src,) = node.inputs
+        assert all(plan.storage[v.name] == plan.storage[src.name] for v in node.outputs)
+    copied = module_of(OP_CASES["chunk"])
+    assert not copied.layout.split_views

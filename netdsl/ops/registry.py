@@ -124,6 +124,7 @@ class OpDef:
     strided_inputs: bool = False  # its kernel reads its operands with any strides (the last dim contiguous)
     strided_output: bool = False  # its kernel writes its output with any strides (the last dim contiguous)
     concat_axis: Callable[[Mapping[str, Any]], int] | None = None  # inputs stacked along this dim
+    split_axis: Callable[[Mapping[str, Any]], int] | None = None  # results: consecutive pieces of the input along it
     # inputs its kernel may overwrite with its output: f(attrs, number of inputs); None: by kind
     in_place: Callable[[Mapping[str, Any], int], tuple[int, ...]] | None = None
     # -- cost

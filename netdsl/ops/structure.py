@@ -3,8 +3,9 @@
 value).
 
 ``q, k, v = x -> chunk(3, dim=-1)`` binds the three pieces at once; each piece is a result of one node
-(``OpDef.infer`` returns a tuple of types). Pieces are copies in the reference and the Triton backend
-(one torch copy each, into planned storage), in the IR's dim order.
+(``OpDef.infer`` returns a tuple of types). In the Triton backend the pieces are strided views of the
+input when every reader takes strided operands (attention after the head split: Q, K and V of one GEMM
+cost no copy; the layout plan's ``split_views``), else one torch copy each into planned storage.
 
 ``parameter`` is how a file reads a parameter as a tensor: one declared with ``param cls: [1, 1, 768]``,
 or a layer's, by its label and role (``tok.weight``: GPT-2's output head tied to its token embedding).
@@ -83,11 +84,11 @@ DIM = Attr("dim", "int", 0, doc="the dim to cut (torch's default 0; -1 is the la
 register(OpDef("split", OpKind.INJECTIVE, _split_infer("split"), _split_ref("split"), lambda ins, out, a: 0,
                (Attr("split_size_or_sections", "any", doc="the size of each piece, or a tuple of sizes"), DIM),
                doc="torch.split: pieces of a given size (the last smaller), or of the given sizes",
-               axis=ORDERED, launches=0))
+               axis=ORDERED, launches=0, split_axis=lambda a: a["dim"]))
 register(OpDef("chunk", OpKind.INJECTIVE, _split_infer("chunk"), _split_ref("chunk"), lambda ins, out, a: 0,
                (Attr("chunks", "int", positive=True, doc="how many pieces (torch may give fewer)"), DIM),
                doc="torch.chunk: `chunks` pieces of ceil(size / chunks) (the last smaller)", axis=ORDERED,
-               launches=0))
+               launches=0, split_axis=lambda a: a["dim"]))
 
 
 # -- parameter -------------------------------------------------------------------------------------
@@ -120,8 +121,10 @@ def _unflatten_infer(types, attrs):
     try:
         split = reshape_shape(TensorType((t.shape[axis],)), sizes)
     except ShapeError as e:
-        raise ShapeError(e.message.replace("`reshape` of", f"`unflatten` of dim {axis} ({t.shape[axis]}) of {t}:"),
-                         hint="the sizes must multiply to the dim's size; one may be -1 (inferred)",
+        why = e.message.split(": ", 1)[-1]  # reshape's reason, without its own description of the call
+        raise ShapeError(f"`unflatten` of dim {axis} of {t} into {_show(tuple(sizes))}: {why}",
+                         hint=f"the sizes must multiply to {t.shape[axis]}, the dim's size; one may be -1 (inferred); "
+                              "splitting attention heads, the number of heads must divide the model dim",
                          arg="sizes") from None
     return t.with_shape(t.shape[:axis] + tuple(split) + t.shape[axis + 1:])
 

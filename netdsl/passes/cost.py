@@ -114,7 +114,7 @@ def ideal_cost(graph: Graph, env: Mapping[str, int]) -> Cost:
         if REGISTRY[node.op].constant:  # read like an input (its bytes count where it is read)
             continue
         if is_view(node, layout):
-            storage[node.output.name] = node.inputs[0].name
+            storage.update((v.name, node.inputs[0].name) for v in node.outputs)
             continue
         for v in node.outputs:
             producer[v.name] = node

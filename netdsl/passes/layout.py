@@ -62,6 +62,10 @@ class LayoutPlan:
     # output, its permutation): the kernel writes straight into the reordered storage (the head merge
     # after attention), and the reorder costs nothing
     permuted_writes: Mapping[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+    # a split/chunk (``OpDef.split_axis``; keyed by its first result) whose pieces are read, directly or
+    # through views and strided reorders, only by kernels that take strided operands: its pieces are
+    # strided views of its input, no copy (Q, K and V of one GEMM before attention)
+    split_views: frozenset[str] = frozenset()
 
     def is_free_reorder(self, name: str) -> bool:
         """A transpose/permute that moves nothing: a strided view, or written in place by its producer."""
@@ -80,7 +84,8 @@ class LayoutPlan:
         nhwc = sum(1 for x in self.layout.values() if x == NHWC)
         return (f"{nhwc} NHWC, {len(self.layout) - nhwc} NCHW, {len(self.converted)} converted; "
                 f"{len(self.fixups)} layout fix-ups, {len(self.hwc_flatten)} (H, W, C) flattens, "
-                f"{len(self.strided_views)} strided views, {len(self.permuted_writes)} permuted writes")
+                f"{len(self.strided_views)} strided views, {len(self.permuted_writes)} permuted writes, "
+                f"{len(self.split_views)} splits into views")
 
 
 def _merges_to_rows(node: Node) -> bool:
@@ -152,7 +157,27 @@ def plan_layout(graph: Graph) -> LayoutPlan:
                 fixups[out] = axis
     strided = _strided_views(graph, layout, users)
     return LayoutPlan(layout, reads, converted, fixups, hwc, strided,
-                      _permuted_writes(graph, layout, users, strided))
+                      _permuted_writes(graph, layout, users, strided), _split_views(graph, layout, users, strided))
+
+
+def _split_views(graph: Graph, layout: Mapping[str, str], users, strided) -> frozenset[str]:
+    """Splits whose pieces can be strided views of their input: stored in the IR's order, no piece a graph
+    output, every piece read only by kernels taking strided operands (``strided_inputs``), possibly through
+    views (reshape, unflatten) and reorders that are strided views themselves."""
+    outputs = {v.name for v in graph.outputs}
+
+    def strided_readers(name: str) -> bool:
+        readers = users.get(name, [])
+        return bool(readers) and name not in outputs and all(
+            REGISTRY[r.op].strided_inputs
+            or (len(r.outputs) == 1 and (REGISTRY[r.op].view or r.output.name in strided)
+                and strided_readers(r.output.name))
+            for r in readers)
+
+    return frozenset(
+        node.outputs[0].name for node in graph.nodes
+        if REGISTRY[node.op].split_axis is not None and layout.get(node.inputs[0].name, NCHW) == NCHW
+        and all(strided_readers(v.name) for v in node.outputs))
 
 
 def _permuted_writes(graph: Graph, layout: Mapping[str, str], users, strided) -> dict:

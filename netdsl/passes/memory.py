@@ -100,8 +100,13 @@ def _aligned(n: int) -> int:
 def is_view(node, layout: LayoutPlan | None = None) -> bool:
     """Whether ``node`` stores nothing: its output is its input's storage (``OpDef.view``, or a
     reordering of dims the layout plan keeps a strided view)."""
-    return REGISTRY[node.op].view or (layout is not None and len(node.outputs) == 1
-                                      and layout.is_free_reorder(node.output.name))
+    if REGISTRY[node.op].view:
+        return True
+    if layout is None:
+        return False
+    if len(node.outputs) > 1:
+        return node.outputs[0].name in layout.split_views
+    return layout.is_free_reorder(node.output.name)
 
 
 def converted_key(value: str, layout: str) -> str:
@@ -179,6 +184,15 @@ def plan_buffers(graph: Graph, env: Mapping[str, int], layout: LayoutPlan | None
     for i, node in enumerate(graph.nodes):
         if REGISTRY[node.op].constant:
             converted_now(node.output.name, i)
+            continue
+        if len(node.outputs) > 1 and is_view(node, layout):  # pieces that are strided views of the input
+            src = read_from(node.inputs[0], node)
+            for v in node.outputs:
+                root[v.name] = root[src]
+                views[v.name] = src
+                r = root[src]
+                if r not in external:
+                    stop[r] = max(stop.get(r, i), last_use.get(v.name, i))
             continue
         if len(node.outputs) > 1:  # each result its own storage
             for v in node.outputs:

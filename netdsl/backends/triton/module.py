@@ -202,6 +202,15 @@ class TritonModule(torch.nn.Module):
                 if trace:
                     traced[node.output.name] = values[node.output.name]
                 continue
+            if is_view(node, self.layout) and len(node.outputs) > 1:  # pieces: strided views of the input
+                x = read(node.inputs[0], node)
+                dim = REGISTRY[node.op].split_axis(node.attrs) % x.dim()
+                sizes = [v.type.concrete(dims)[dim] for v in node.outputs]
+                for v, piece in zip(node.outputs, torch.split(x, sizes, dim=dim), strict=True):
+                    produced(v, piece)
+                    if trace:
+                        traced[v.name] = piece.clone()
+                continue
             if is_view(node, self.layout):  # nothing runs: the output is what the node reads, reshaped
                 x = read(node.inputs[0], node)
                 if node.output.name in self.layout.strided_views:  # dims reordered by strides only
