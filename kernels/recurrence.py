@@ -68,6 +68,8 @@ STREAMED_CONFIGS = {
     "fp32": triton.Config({"BLOCK_H": 64, "BLOCK_K": 16}, num_warps=8, num_stages=1),
     "tf32": triton.Config({"BLOCK_H": 32, "BLOCK_K": 16}, num_warps=4, num_stages=1),
     "tf32-lstm": triton.Config({"BLOCK_H": 32, "BLOCK_K": 16}, num_warps=8, num_stages=1),
+    # 64-bit offsets take more registers: fp16/bf16 GRU and LSTM tiles of 64 spill on sm_80, so halve them
+    "half-int64": triton.Config({"BLOCK_H": 32, "BLOCK_K": 32}, num_warps=8, num_stages=1),
 }
 INTERPRET_STREAMED_CONFIG = triton.Config({"BLOCK_H": 16, "BLOCK_K": 16}, num_warps=4, num_stages=1)
 
@@ -389,6 +391,8 @@ def _plan_recurrence(xg, w_hh, cell, act, b_hn, h0, c0, out, h_n, c_n, resident,
                             num_stages=1)
     else:
         tier = "half" if dtype != torch.float32 else ("tf32" if allow_tf32 else "fp32")
+        if tier == "half" and needs_int64(xg, out, h0, c0, h_n, c_n) and cell != "rnn":
+            tier = "half-int64"
         cfg = INTERPRET_STREAMED_CONFIG if interpret else STREAMED_CONFIGS.get(f"{tier}-{cell}",
                                                                                 STREAMED_CONFIGS[tier])
     carry = None

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import NetDSLError, did_you_mean
 from .ir.graph import Graph, ParamSpec
-from .ir.types import NUMPY_DTYPES, is_integer
+from .ir.types import BOOL, NUMPY_DTYPES, is_integer
 
 Weights = dict[str, np.ndarray]
 
@@ -70,7 +70,7 @@ def random_weights(graph: Graph, seed: int = 0) -> Weights:
 def random_inputs(graph: Graph, dims: Mapping[str, int], seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs at sizes ``dims``: standard normal float32 for float inputs; for integer inputs
     (token ids) uniform ids that every reader can index: below the rows of the smallest table
-    (``weight``) of a node reading them."""
+    (``weight``) of a node reading them; for boolean inputs (attention masks) true with probability 0.8."""
     rng = np.random.default_rng(seed)
     out = {}
     for v in graph.inputs:
@@ -79,6 +79,8 @@ def random_inputs(graph: Graph, dims: Mapping[str, int], seed: int = 0) -> dict[
             rows = [graph.params[n.params["weight"]].shape[0] for n in graph.nodes
                     if "weight" in n.params and any(x.name == v.name for x in n.inputs)]
             out[v.name] = rng.integers(0, min(rows, default=2), shape).astype(NUMPY_DTYPES[v.type.dtype])
+        elif v.type.dtype == BOOL:
+            out[v.name] = rng.random(shape) < 0.8
         else:
             out[v.name] = rng.standard_normal(shape).astype(np.float32)
     return out

@@ -183,3 +183,20 @@ def test_heads_that_do_not_divide_the_model_dim():
     assert "number of heads must divide the model dim" in err.hint
     assert err.loc.file.endswith("stdlib/transformer.net")
     assert (err.notes[-1][1].file, err.notes[-1][1].line) == ("m.net", 4)  # the user's call, in the last note
+
+
+def test_boolean_masks():
+    src = program("q: f32[N, 2, T, 8], m: bool[N, 1, 1, T]", "output sdpa(q, q, q, m)")
+    graph = netdsl.load_source(src, "m.net")
+    rng = np.random.default_rng(5)
+    q, m = rng.standard_normal((2, 2, 6, 8)), rng.random((2, 1, 1, 6)) < 0.7
+    out = netdsl.reference.run(graph, {"q": q, "m": m}, {}, dtype="f64")["output0"]
+    t = torch.from_numpy(q)
+    np.testing.assert_allclose(out, F.scaled_dot_product_attention(t, t, t, attn_mask=torch.from_numpy(m)).numpy(),
+                               rtol=1e-12, atol=1e-14)
+    with pytest.raises(NetDSLError, match="expects bool.*a boolean mask"):
+        netdsl.reference.run(graph, {"q": q, "m": m.astype(np.float64)}, {}, dtype="f64")
+    check_at(program("m: bool[N, 4]", "output m -> relu"), "relu", "`relu` takes a floating-point tensor, got "
+             "bool[N, 4]", "attention mask")
+    check(error_of(program("m: bool[N, 4]", "output m * 2")), "`*` on a boolean tensor (bool[N, 4]) is not supported",
+          3, 12)

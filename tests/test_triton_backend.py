@@ -161,6 +161,8 @@ OP_CASES: dict[str, Case] = {
                  "O0", ("scaled_dot_product_attention",)),
     "sdpa_causal_scale": Case(net("output sdpa(q, k, v, causal=true, scale=0.5)",
                                   "q: f32[N, 5, 32], k: f32[N, 5, 32], v: f32[N, 5, 32]"), "O0"),
+    "sdpa_bool_mask": Case(net("output sdpa(q, k, v, m)",  # key padding: true = may attend
+                               "q: f32[N, 2, 5, 8], k: f32[N, 2, 7, 8], v: f32[N, 2, 7, 8], m: bool[N, 1, 1, 7]"), "O0"),
     "sdpa_mask": Case(net("output sdpa(q, k, v, m)",
                           "q: f32[N, 3, 6, 16], k: f32[N, 3, 6, 16], v: f32[N, 3, 6, 16], m: f32[N, 1, 1, 6]"), "O0"),
     "affine": Case(net("output 1 - x / 8", X4), "O0", ("affine",)),

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import NetDSLError
 from ..ir.dims import SymDim, evaluate
 from ..ir.graph import Graph
-from ..ir.types import NUMPY_DTYPES, TensorType, is_integer
+from ..ir.types import BOOL, NUMPY_DTYPES, TensorType, is_integer
 from ..ops import REGISTRY
 
 
@@ -54,6 +54,11 @@ def input_array(v, x, np_dtype) -> np.ndarray:
     takes float arrays (in the dtype the network runs in); anything else is a NetDSLError."""
     x = np.asarray(x)
     t: TensorType = v.type
+    if t.dtype == BOOL:
+        if x.dtype != np.bool_:
+            raise NetDSLError(f"input `{v.name}` expects {t} (a boolean mask), got an array of {x.dtype}",
+                              hint="pass a boolean array (true: may attend), e.g. `ids != pad_id`")
+        return x
     if is_integer(t.dtype):
         if not (np.issubdtype(x.dtype, np.integer) and x.dtype != np.bool_):
             raise NetDSLError(f"input `{v.name}` expects {t} (integers), got an array of {x.dtype}",
@@ -104,8 +109,8 @@ def bind_attrs_to_sizes(attrs: Mapping[str, Any], dims: Mapping[str, int]) -> Ma
 def run(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | np.ndarray,
         weights: Mapping[str, np.ndarray], dtype: str = "f32", trace: bool = False) -> dict[str, np.ndarray]:
     """Run ``graph``; return ``{output name: array}`` (and every value's array when ``trace``)."""
-    if dtype not in NUMPY_DTYPES or is_integer(dtype):
-        floats = [d for d in NUMPY_DTYPES if not is_integer(d)]
+    if dtype not in NUMPY_DTYPES or is_integer(dtype) or dtype == BOOL:
+        floats = [d for d in NUMPY_DTYPES if not is_integer(d) and d != BOOL]
         raise NetDSLError(f"the reference backend runs in {' or '.join(floats)}, not {dtype}")
     np_dtype = NUMPY_DTYPES[dtype]
     arrays = as_input_dict(graph, inputs)

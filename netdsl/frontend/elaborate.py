@@ -17,7 +17,7 @@ from ..errors import NetDSLError, SourceLoc, did_you_mean
 from ..ir.dims import SymDim
 from ..ir.graph import Graph, Node, ParamSpec, Value
 from ..ir.printer import format_attr
-from ..ir.types import DTYPES, TensorType, is_integer
+from ..ir.types import BOOL, DTYPES, TensorType, is_integer
 from ..ops import ALIASES, REGISTRY, OpKind, ShapeError, lookup
 from ..ops.registry import OpDef, bind_attrs
 from . import ast
@@ -119,7 +119,12 @@ class _Elaborator:
             if is_integer(t.dtype) and not _takes_integer_input(op, i):
                 raise NetDSLError(f"`{op.name}` takes a floating-point tensor, got {t}", loc,
                                   hint="an integer tensor holds token ids: look them up with `embedding(...)` first")
-        dtypes = {t.dtype for t in types}
+            if t.dtype == BOOL and i not in op.bool_inputs:
+                raise NetDSLError(f"`{op.name}` takes a floating-point tensor, got {t}", loc,
+                                  hint="a boolean tensor is an attention mask (true: may attend): "
+                                       "sdpa(q, k, v, mask)")
+        # the element types of the data (token ids and masks are checked by the op's shape rule)
+        dtypes = {t.dtype for i, t in enumerate(types) if i not in op.int_inputs and i not in op.bool_inputs}
         if len(dtypes) > 1:
             raise NetDSLError(f"`{op.name}` mixes element types {', '.join(sorted(dtypes))}", loc)
         try:
@@ -351,9 +356,11 @@ class _Elaborator:
     def affine(self, x: Tensor, scale, shift, written: str, scope: Scope, loc: SourceLoc) -> Tensor:
         """An ``affine(scale, shift)`` node for arithmetic written ``written`` between a tensor and a number."""
         t = x.value.type
-        if is_integer(t.dtype):
-            raise NetDSLError(f"`{written}` on an integer tensor ({t}) is not supported", loc,
-                              hint="an integer tensor holds token ids: look them up with `embedding(...)` first")
+        if is_integer(t.dtype) or t.dtype == BOOL:
+            ids = is_integer(t.dtype)
+            raise NetDSLError(f"`{written}` on {'an integer' if ids else 'a boolean'} tensor ({t}) is not supported",
+                              loc, hint="an integer tensor holds token ids: look them up with `embedding(...)` first"
+                              if ids else "a boolean tensor is an attention mask: sdpa(q, k, v, mask)")
         op = REGISTRY["affine"]
         try:
             attrs = bind_attrs(op, [], {"scale": scale, "shift": shift})

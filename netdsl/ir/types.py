@@ -10,10 +10,12 @@ import numpy as np
 from .dims import Dim, SymDim, evaluate, format_dim
 
 # dtype names used in .net files -> element size in bytes
-DTYPES = {"f32": 4, "f16": 2, "bf16": 2, "f64": 8, "i32": 4, "i64": 8}
+DTYPES = {"f32": 4, "f16": 2, "bf16": 2, "f64": 8, "i32": 4, "i64": 8, "bool": 1}
 # the integer element types: inputs of token ids (`input ids: i64[N, T]`), read only by ops that take them
 INTEGER_DTYPES = frozenset({"i32", "i64"})
-NUMPY_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
+NUMPY_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
+# the boolean element type: attention masks (`input m: bool[N, 1, 1, T]`), read only by ops that take them
+BOOL = "bool"
 
 
 def is_integer(dtype: str) -> bool:

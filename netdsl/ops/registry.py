@@ -94,6 +94,7 @@ class OpDef:
     attrs: tuple[Attr, ...] = ()
     arity: int | None = 1  # number of tensor inputs; None = one or more
     int_inputs: tuple[int, ...] = ()  # inputs that take integer tensors (token ids); all others float
+    bool_inputs: tuple[int, ...] = ()  # inputs that take boolean tensors (attention masks)
     params: Params = no_params
     doc: str = ""
     # an op with several results (``infer`` returns a tuple of types, ``reference`` a tuple of arrays):

@@ -509,4 +509,4 @@ register(OpDef(SDPA, OpKind.REDUCE, _sdpa_infer, _sdpa_ref, _sdpa_flops,
                 Attr("scale", "float", None, doc="multiplies q k^T; default 1/sqrt(E)")),
                arity=None,
                doc="F.scaled_dot_product_attention(q, k, v[, mask]): softmax(q k^T * scale + mask) v",
-               axis=-1, strided_inputs=True, strided_output=True), aliases=("sdpa",))
+               axis=-1, strided_inputs=True, strided_output=True, bool_inputs=(3,)), aliases=("sdpa",))

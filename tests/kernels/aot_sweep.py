@@ -108,6 +108,9 @@ def sweep_specs(dtypes):
                 for H in (33, 64, 128, 200):
                     add(f"recurrence {cell} {tag} H={H}", recurrence.specialization(
                         cell, 64, 35, 256, H, dt, bidirectional=True, initial_state=True, allow_tf32=tf32), mma)
+                # 64-bit offsets (a batch x time x features past 2^31 elements), streamed
+                add(f"recurrence {cell} {tag} H=200 int64", recurrence.specialization(
+                    cell, 65536, 128, 64, 200, dt, bidirectional=True, allow_tf32=tf32), mma)
         for j, pieces in enumerate(LIGHT):
             if name != "fp32":
                 add(f"conv {name} aligned light{j}", conv.specialization(

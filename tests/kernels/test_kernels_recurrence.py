@@ -171,3 +171,14 @@ def test_builds_for_sm80_and_sm90_without_spills():
         assert r.spills == 0 and r.registers <= aot.MAX_REGISTERS and r.fits_shared, aot.format_reports([r])
     # fp16/bf16 dots run on tensor cores (16-row tiles: HMMA on sm_90 too), exact fp32 on CUDA cores
     assert [r.mma for r in reports] == ["HMMA"] * 4 + ["", ""] * 2 + ["HMMA"] * 4
+
+
+def test_streamed_tiles_shrink_with_64_bit_offsets():
+    """A sequence of more than 2^31 elements needs 64-bit offsets, which cost registers: the fp16/bf16 GRU and
+    LSTM stream W_hh in column tiles of 32 instead of 64 (64 spills on sm_80; 0 spills either way on sm_90).
+    The specializations are built for both targets by tests/kernels/aot_sweep.py."""
+    for cell in ("gru", "lstm"):
+        big = R.specialization(cell, 65536, 128, 64, 200, torch.float16, bidirectional=True)[1]
+        small = R.specialization(cell, 64, 35, 64, 200, torch.float16, bidirectional=True)[1]
+        assert big["constexprs"]["USE_INT64"] and not small["constexprs"]["USE_INT64"]
+        assert (big["constexprs"]["BLOCK_H"], small["constexprs"]["BLOCK_H"]) == (32, 64)

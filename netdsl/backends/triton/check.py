@@ -40,7 +40,7 @@ class NodeCheck:
 
 def _round(array: np.ndarray, dtype: str) -> np.ndarray:
     """``array`` as the kernels see it in ``dtype`` (integer token ids are left as they are)."""
-    if np.issubdtype(np.asarray(array).dtype, np.integer):
+    if np.issubdtype(np.asarray(array).dtype, np.integer) or np.asarray(array).dtype == np.bool_:
         return np.asarray(array)
     t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(TORCH_DTYPES[dtype])
     return t.to(torch.float32).numpy()

@@ -40,7 +40,8 @@ from ...ops.tensor import sinusoidal_table
 from ...passes.layout import NHWC, LayoutPlan, stored_dim
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-TORCH_INT_DTYPES = {"i32": torch.int32, "i64": torch.int64}  # token ids keep their type
+# inputs that keep their element type: token ids, and boolean attention masks
+TORCH_INT_DTYPES = {"i32": torch.int32, "i64": torch.int64, "bool": torch.bool}
 
 
 @dataclass
