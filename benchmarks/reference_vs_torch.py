@@ -47,6 +47,10 @@ def _interleaved_times(fns, runs: int) -> list[list[float]]:
     return times
 
 
+def _runs(seconds: list[float]) -> str:
+    return ", ".join(f"{t * 1e3:.0f}" if t >= 0.01 else f"{t * 1e3:.2f}" for t in seconds)
+
+
 class BuiltOnce:
     """While active, ``torch.nn.<name>(...)`` for the given module classes returns, for the k-th call within
     one run of a twin (``next_run()`` starts a run), the module built by the k-th call of the first run,
@@ -165,8 +169,8 @@ def main(argv=None) -> int:
     print(f"{args.model} at {', '.join(f'{k}={v}' for k, v in sorted(dims.items()))} ({shapes}), {args.dtype}, "
           f"{threads} thread(s), median of {args.runs} interleaved runs after a warm-up")
     print(f"  numpy {np.__version__}, torch {torch.__version__}")
-    print(f"  reference (NumPy) : {t_ref * 1e3:9.1f} ms   runs: {', '.join(f'{t * 1e3:.3g}' for t in ref_all)}")
-    print(f"  torch CPU eager   : {t_torch * 1e3:9.1f} ms   runs: {', '.join(f'{t * 1e3:.3g}' for t in torch_all)}")
+    print(f"  reference (NumPy) : {t_ref * 1e3:9.1f} ms   runs: {_runs(ref_all)}")
+    print(f"  torch CPU eager   : {t_torch * 1e3:9.1f} ms   runs: {_runs(torch_all)}")
     print(f"  ratio reference / torch: {t_ref / t_torch:.2f}x (medians), {min(ref_all) / min(torch_all):.2f}x (fastest "
           f"runs)   max |diff| / max |out| = {err:.2e}")
 

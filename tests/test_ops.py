@@ -548,7 +548,7 @@ def _recurrent(cell):
         kw = {"nonlinearity": a["nonlinearity"]} if cell == "rnn" else {}
         module = getattr(torch.nn, cell.upper())(xs[0].shape[-1], a["hidden_size"], a["num_layers"], bias=a["bias"],
                                                  batch_first=True, bidirectional=a["bidirectional"],
-                                                 dtype=torch.float64, **kw)
+                                                 dropout=a["dropout"], dtype=torch.float64, **kw).eval()
         module.load_state_dict(p)
         state = (tuple(xs[1:]) if cell == "lstm" else xs[1]) if len(xs) > 1 else None
         with torch.no_grad():
@@ -561,13 +561,13 @@ ORACLES.update({cell: _recurrent(cell) for cell in ("rnn", "lstm", "gru")})
 CASES.update({
     "rnn": [([(2, 5, 3)], {"hidden_size": 4}),
             ([(1, 1, 6), (2, 1, 5)], {"hidden_size": 5, "nonlinearity": "relu", "bidirectional": True}),
-            ([(3, 4, 2), (2, 3, 3)], {"hidden_size": 3, "num_layers": 2, "bias": False})],
+            ([(3, 4, 2), (2, 3, 3)], {"hidden_size": 3, "num_layers": 2, "bias": False, "dropout": 0.1})],
     "lstm": [([(2, 5, 3)], {"hidden_size": 4}),
              ([(3, 4, 2), (4, 3, 5), (4, 3, 5)], {"hidden_size": 5, "num_layers": 2, "bidirectional": True}),
-             ([(1, 1, 3)], {"hidden_size": 2, "bias": False})],
+             ([(1, 1, 3)], {"hidden_size": 2, "bias": False, "dropout": 0.5})],
     "gru": [([(2, 5, 3)], {"hidden_size": 4}),
             ([(3, 4, 2), (4, 3, 5)], {"hidden_size": 5, "num_layers": 2, "bidirectional": True}),
-            ([(1, 1, 3), (1, 1, 7)], {"hidden_size": 7, "bias": False})],
+            ([(1, 1, 3), (1, 1, 7)], {"hidden_size": 7, "bias": False, "dropout": 0.2})],
 })
 
 

@@ -65,6 +65,9 @@ def _check_sizes(op: str, attrs: Mapping[str, Any]) -> None:
     for name, what in (("hidden_size", "the size of the state h"), ("num_layers", "how many layers are stacked")):
         if attrs[name] <= 0:
             raise ShapeError(f"`{op}` {name}={attrs[name]} must be at least 1", hint=f"{name} is {what}", arg=name)
+    if not 0.0 <= attrs["dropout"] <= 1.0:
+        raise ShapeError(f"`{op}` dropout={attrs['dropout']} is not a probability", arg="dropout",
+                         hint="0 <= dropout <= 1 (between layers in training; the identity at inference)")
 
 
 def _input_size(op: str, x: TensorType) -> int:
@@ -214,7 +217,8 @@ def _attrs(op: str) -> tuple[Attr, ...]:
             *(act if op == "rnn" else ()),
             Attr("num_layers", "int", 1, doc="layers stacked: each reads the previous layer's output sequence"),
             Attr("bias", "bool", True, doc="b_ih and b_hh"),
-            Attr("bidirectional", "bool", False, doc="a second direction reads the sequence backwards"))
+            Attr("bidirectional", "bool", False, doc="a second direction reads the sequence backwards"),
+            Attr("dropout", "float", 0.0, doc="dropout between layers (training only: the identity at inference)"))
 
 
 DOCS = {
