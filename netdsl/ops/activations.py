@@ -35,7 +35,7 @@ class Activation:
 def _gelu(x, a, _):
     # Python floats (not np.sqrt's float64 scalars), so that float32 stays float32
     if a["approximate"] == "tanh":
-        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * (x * x * x))))
     return 0.5 * x * (1 + special.erf(x / math.sqrt(2)))
 
 

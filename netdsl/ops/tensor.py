@@ -233,7 +233,7 @@ def _transposition(attrs, rank: int) -> tuple[int, ...]:
 
 
 register(OpDef("transpose", OpKind.INJECTIVE, _transpose_infer,
-               lambda xs, p, a: np.ascontiguousarray(np.swapaxes(xs[0], a["dim0"], a["dim1"])),
+               lambda xs, p, a: np.swapaxes(xs[0], a["dim0"], a["dim1"]),  # a view: readers take any strides
                lambda ins, out, a: 0, (Attr("dim0", "int"), Attr("dim1", "int")),
                doc="torch.transpose: swap two dims (the data moves)", axis=ORDERED, launches=0,
                permutation=_transposition))
@@ -263,7 +263,7 @@ def _permute_infer(types, attrs):
 
 
 register(OpDef("permute", OpKind.INJECTIVE, _permute_infer,
-               lambda xs, p, a: np.ascontiguousarray(np.transpose(xs[0], shape_items(a["dims"], "permute", "dims"))),
+               lambda xs, p, a: np.transpose(xs[0], shape_items(a["dims"], "permute", "dims")),  # a view
                lambda ins, out, a: 0,
                (Attr("dims", "shape", doc="the input's dims in their new order, e.g. (0, 2, 1, 3)"),),
                doc="Tensor.permute: reorder the dims (the data moves)", axis=ORDERED, launches=0,
