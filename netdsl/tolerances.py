@@ -2,8 +2,13 @@
 
 A result passes when ``max|got - ref| <= atol + rtol * max|ref|`` (errors are measured against the
 output's scale, since fp16/bf16 kernels round every stored value). fp32 assumes exact-fp32 (IEEE)
-dot products — TF32 is not "fp32" for checking. fp16 has a 10-bit mantissa (unit roundoff 4.9e-4),
-bf16 a 7-bit one (3.9e-3); the budgets allow a few roundings of accumulated error per node.
+dot products — TF32 is not "fp32" for checking. fp16 has a 10-bit mantissa (unit roundoff u = 4.9e-4),
+bf16 a 7-bit one (u = 3.9e-3). A node's kernel reads inputs already in its dtype and accumulates in fp32, so
+its error is the rounding of what it stores plus the roundings of what it packs ahead of time (a weight
+with a batchnorm folded into it) or keeps in the dtype between its stages (attention's probabilities):
+a few units of u relative to the output's scale. The budgets are 4 u (fp16 2e-3, bf16 1.6e-2); measured
+over every backend test case the worst node is 1.0 u in fp16 and 1.2 u in bf16 (tests run bf16 stores
+rounded to nearest even, as GPUs do: tests/conftest.py), so a rounding or accumulation defect fails.
 """
 
 from __future__ import annotations
@@ -37,6 +42,6 @@ TOLERANCES = {
     "f64": Tolerance(rtol=1e-10, atol=1e-12),
     "fp32": Tolerance(rtol=1e-4, atol=1e-6),
     "f32": Tolerance(rtol=1e-4, atol=1e-6),
-    "fp16": Tolerance(rtol=1e-2, atol=1e-4),
-    "bf16": Tolerance(rtol=4e-2, atol=1e-3),
+    "fp16": Tolerance(rtol=2e-3, atol=1e-4),
+    "bf16": Tolerance(rtol=1.6e-2, atol=1e-3),
 }
