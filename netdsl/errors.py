@@ -16,6 +16,7 @@ The CLI prints ``str(err)`` and exits non-zero; it never shows a Python tracebac
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -34,15 +35,42 @@ class SourceLoc:
         return f"{self.file}:{self.line}:{self.col}"
 
     def snippet(self) -> str:
-        if not self.source:
+        text = source_line(self.source, self.line) if self.source else None
+        if text is None:
             return ""
-        lines = self.source.splitlines()
-        if not 1 <= self.line <= len(lines):
-            return ""
-        text = lines[self.line - 1]
         gutter = f"{self.line:>5} | "
-        caret = " " * (len(gutter) - 2) + "| " + " " * (self.col - 1) + "^" * max(1, self.width)
+        col, width = self.col, max(1, self.width)
+        # the caret's padding copies the line's tabs, so that it lines up wherever the terminal puts tab stops
+        pad = "".join("\t" if ch == "\t" else " " for ch in text[: col - 1])
+        pad += " " * (col - 1 - len(pad))
+        caret = " " * (len(gutter) - 2) + "| " + pad + "^" * width
         return f"{gutter}{text}\n{caret}"
+
+
+# Characters shown as a space in a snippet: control characters other than tab (a form feed, a carriage
+# return, an escape sequence must not move the terminal's cursor) and the Unicode line and paragraph
+# separators. Each stays one column wide, so the caret still lines up.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def source_line(source: str, line: int) -> str | None:
+    """Line ``line`` (1-based) of ``source`` as a snippet shows it, or None when there is no such line.
+
+    Lines are split at ``\\n`` only, as Lark counts them (and as every line:col of the front end is
+    computed); ``str.splitlines`` would also split at a form feed, U+0085, U+2028, ... and show the wrong
+    line. A line's trailing ``\\r`` (a CRLF file) is dropped."""
+    if line < 1:
+        return None
+    start = 0
+    for _ in range(line - 1):
+        start = source.find("\n", start) + 1
+        if start == 0:
+            return None
+    end = source.find("\n", start)
+    text = source[start:] if end < 0 else source[start:end]
+    if end < 0 and not text and line > 1:  # the empty "line" after a final newline
+        return None
+    return _UNPRINTABLE.sub(" ", text.removesuffix("\r"))
 
 
 @dataclass

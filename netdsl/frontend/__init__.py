@@ -15,7 +15,7 @@ from ..errors import NetDSLError, did_you_mean
 from ..ir.graph import Graph
 from . import ast
 from .elaborate import elaborate
-from .parser import parse
+from .parser import decode, parse
 
 
 def stdlib_modules() -> list[str]:
@@ -29,11 +29,14 @@ def _read_import(imp: ast.Import, importer: str) -> tuple[str, str]:
         base = Path(importer).parent if importer and not importer.startswith("<") else Path.cwd()
         path = base / imp.target
         try:
-            return str(path), path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            why = e.strerror if isinstance(e, OSError) else "it is not UTF-8 text"
-            raise NetDSLError(f"cannot import \"{imp.target}\": {why} ({path})", imp.loc,
+            data = path.read_bytes()
+        except OSError as e:
+            raise NetDSLError(f"cannot import \"{imp.target}\": {e.strerror} ({path})", imp.loc,
                               hint="a quoted import names a file relative to the importing file") from None
+        try:
+            return str(path), decode(data, str(path))
+        except NetDSLError as err:  # at the bad byte in the imported file
+            raise err.with_note(f"imported from {Path(importer).name}", imp.loc) from None
     ref = resources.files("netdsl.stdlib").joinpath(imp.target + ".net")
     if not ref.is_file():
         names = stdlib_modules()
@@ -67,19 +70,24 @@ def resolve_imports(module: ast.Module, stack: tuple[str, ...] = ()) -> ast.Modu
     return module
 
 
-def load_source(source: str, file: str = "<string>", network: str | None = None) -> Graph:
-    """Parse and elaborate .net text into an IR graph."""
+def load_source(source: str | bytes, file: str = "<string>", network: str | None = None) -> Graph:
+    """Parse and elaborate .net text into an IR graph. Bytes are read as UTF-8 (as ``load`` reads a file)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = decode(bytes(source), file)
+    elif not isinstance(source, str):
+        raise NetDSLError(f"load_source takes the text of a .net file (a str), got {type(source).__name__}",
+                          hint="pass the file's text; netdsl.load(path) reads a file")
     return elaborate(resolve_imports(parse(source, file)), network)
 
 
 def load(path: str | Path, network: str | None = None) -> Graph:
-    """Parse and elaborate a .net file into an IR graph."""
+    """Parse and elaborate a .net file (UTF-8 text) into an IR graph."""
     path = Path(path)
     try:
-        source = path.read_text()
+        data = path.read_bytes()
     except OSError as e:
         raise NetDSLError(f"cannot read {path}: {e.strerror}", None) from None
-    return load_source(source, str(path), network)
+    return load_source(decode(data, str(path)), str(path), network)
 
 
 __all__ = ["parse", "elaborate", "load", "load_source", "resolve_imports", "stdlib_modules"]

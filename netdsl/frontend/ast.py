@@ -133,6 +133,7 @@ class Dim:
     value: int | str
     default: int | None
     loc: SourceLoc
+    default_loc: SourceLoc | None = None  # the default's digits (`H=224`)
 
 
 @dataclass

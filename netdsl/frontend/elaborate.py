@@ -14,18 +14,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NetDSLError, SourceLoc, did_you_mean
-from ..ir.dims import SymDim
+from ..ir.dims import DimTooDeep, SymDim
 from ..ir.graph import Graph, Node, ParamSpec, Value
-from ..ir.printer import format_attr
-from ..ir.types import BOOL, DTYPES, TensorType, is_integer
+from ..ir.types import BOOL, DTYPES, INT64_MAX, TensorType, is_integer
 from ..ops import ALIASES, REGISTRY, OpKind, ShapeError, lookup
-from ..ops.registry import OpDef, bind_attrs
+from ..ops.registry import OpDef, bind_attrs, show_value
 from . import ast
+from .parser import MAX_NESTING
 
 Scalar = Any  # int, float, str, bool, a SymDim (a network input's dim, in an attribute) or a tuple of those
 
 MAX_REPEAT = 1000  # a repetition count above this is surely a typo (and would elaborate for minutes)
 MAX_NODES = 100_000  # no model of the seeds comes near; a runaway nesting of repetitions does
+# integer arithmetic stops here, as the parser stops at integer literals this long (Python's limit for
+# printing one): far beyond any size (int64), and products of such numbers would run for minutes
+MAX_INT_DIGITS = 4300
+MAX_INT = 10**MAX_INT_DIGITS
+_DIM_TOO_DEEP = ("sizes are tracked symbolically, and this one has become too complex: give the input fixed "
+                 "sizes (f32[N, 3, 224, 224]) instead of symbolic dims")
+# the expressions that nest one level deeper, as the parser counts levels (MAX_NESTING)
+_NESTED = (ast.Call, ast.Tuple, ast.Neg, ast.Subscript)
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,22 @@ class _Elaborator:
         # the symbolic dims of the network's inputs (N, T, ...): names an attribute expression may use
         self.dims: dict[str, SymDim] = {}
         self.param_nodes: dict[str, Tensor] = {}  # parameter name -> the `parameter` node reading it
+        self.level = 0  # how deeply the expression being evaluated nests, through the blocks it is inside
+
+    def nest(self, loc: SourceLoc | None) -> None:
+        """Go one level deeper (the caller steps back up with ``self.level -= 1``).
+
+        The parser allows MAX_NESTING levels in one expression; a block's body nests inside the call that
+        expands it, so blocks expanding blocks could stack expressions deeper than Python's recursion limit
+        allows (each level is a few frames of this recursive evaluator). Counting the levels across blocks
+        turns that into an error at the construct that goes too deep, with the chain of block calls."""
+        if self.level >= MAX_NESTING:
+            raise NetDSLError(f"nesting deeper than {MAX_NESTING} levels"
+                              + (", counting the blocks being expanded" if self.block_stack else ""), loc,
+                              hint="blocks that expand blocks add up: flatten some of them, or give intermediate "
+                                   "results names" if self.block_stack else
+                              "give intermediate results names (`y1 = ...`, then use `y1`)")
+        self.level += 1
 
     # --- values and nodes ------------------------------------------------------------------------
     def _fresh_value_name(self, name: str) -> str:
@@ -132,6 +156,8 @@ class _Elaborator:
             specs = op.params(types, attrs)
         except ShapeError as e:
             raise NetDSLError(e.message, loc, e.hint) from None
+        except DimTooDeep as e:
+            raise NetDSLError(f"the output size of `{op.name}` is too complex: {e}", loc, hint=_DIM_TOO_DEEP) from None
         if len(self.nodes) >= MAX_NODES:
             raise NetDSLError(f"the network has more than {MAX_NODES:,} layers", loc,
                               hint="check the repetition counts (`block(...) * n`)")
@@ -217,43 +243,50 @@ class _Elaborator:
         return v
 
     def eval_results(self, e: ast.Expr, env, scope: Scope, pending) -> Tensor | Scalar | Results:
-        if isinstance(e, (ast.Num, ast.Str, ast.Bool)):
-            return e.value
-        if isinstance(e, ast.Name):
-            v = self.lookup_name(e, env, pending)
-            return self.read_param(v.name, e.loc) if isinstance(v, DeclaredParam) else v
-        if isinstance(e, ast.Qualified):
-            return self.lookup_qualified(e, env, scope)
-        if isinstance(e, ast.Subscript):
-            return self.subscript(e, env, scope, pending)
-        if isinstance(e, ast.Tuple):
-            items = [self.eval(i, env, scope, pending) for i in e.items]
-            if any(isinstance(i, Tensor) for i in items):
-                raise NetDSLError("a tuple holds numbers, not tensors", e.loc,
-                                  hint="to join tensors along channels use concat(a, b, ...)")
-            return tuple(items)
-        if isinstance(e, ast.Neg):
-            v = self.eval(e.operand, env, scope, pending)
-            if isinstance(v, Tensor):
-                return self.affine(v, -1.0, 0.0, "-", scope, e.loc)
-            if isinstance(v, (str, bool, tuple)):
-                raise NetDSLError(f"unary `-` applies to numbers and tensors, not {_show(v)}", e.loc)
-            return -v
-        if isinstance(e, ast.BinOp):
-            return self.binop(e, env, scope, pending)
-        if isinstance(e, ast.Call):
-            return self.call(e, None, env, scope, None, pending)
-        if isinstance(e, ast.Chain):
-            x = self.eval(e.source, env, scope, pending)
-            if not isinstance(x, Tensor):
-                raise NetDSLError("a chain starts from a tensor", _loc_of(e.source),
-                                  hint="write `x -> layer`, where x is an input or a named value")
-            for i, stage in enumerate(e.stages):
-                if isinstance(x, Results):
-                    raise _unbound_results(x, e.stages[i - 1].loc)
-                x = self.apply_stage(x, stage, env, scope, pending)
-            return x
-        raise AssertionError(f"unknown expression {e!r}")
+        nested = isinstance(e, _NESTED)
+        if nested:  # a call, a tuple, a unary minus or a subscript: one level deeper (see `nest`)
+            self.nest(e.loc)
+        try:
+            if isinstance(e, (ast.Num, ast.Str, ast.Bool)):
+                return e.value
+            if isinstance(e, ast.Name):
+                v = self.lookup_name(e, env, pending)
+                return self.read_param(v.name, e.loc) if isinstance(v, DeclaredParam) else v
+            if isinstance(e, ast.Qualified):
+                return self.lookup_qualified(e, env, scope)
+            if isinstance(e, ast.Subscript):
+                return self.subscript(e, env, scope, pending)
+            if isinstance(e, ast.Tuple):
+                items = [self.eval(i, env, scope, pending) for i in e.items]
+                if any(isinstance(i, Tensor) for i in items):
+                    raise NetDSLError("a tuple holds numbers, not tensors", e.loc,
+                                      hint="to join tensors along channels use concat(a, b, ...)")
+                return tuple(items)
+            if isinstance(e, ast.Neg):
+                v = self.eval(e.operand, env, scope, pending)
+                if isinstance(v, Tensor):
+                    return self.affine(v, -1.0, 0.0, "-", scope, e.loc)
+                if isinstance(v, (str, bool, tuple)):
+                    raise NetDSLError(f"unary `-` applies to numbers and tensors, not {_show(v)}", e.loc)
+                return -v
+            if isinstance(e, ast.BinOp):
+                return self.binop(e, env, scope, pending)
+            if isinstance(e, ast.Call):
+                return self.call(e, None, env, scope, None, pending)
+            if isinstance(e, ast.Chain):
+                x = self.eval(e.source, env, scope, pending)
+                if not isinstance(x, Tensor):
+                    raise NetDSLError("a chain starts from a tensor", _loc_of(e.source),
+                                      hint="write `x -> layer`, where x is an input or a named value")
+                for i, stage in enumerate(e.stages):
+                    if isinstance(x, Results):
+                        raise _unbound_results(x, e.stages[i - 1].loc)
+                    x = self.apply_stage(x, stage, env, scope, pending)
+                return x
+            raise AssertionError(f"unknown expression {e!r}")
+        finally:
+            if nested:
+                self.level -= 1
 
     def subscript(self, e: ast.Subscript, env, scope: Scope, pending) -> Tensor:
         """``x[:, 0]``, ``pos[:T]``, ``x[1:-1:2]``: basic indexing as in torch, one index per leading dim; an
@@ -297,8 +330,27 @@ class _Elaborator:
         return self.apply_op(op, [x], attrs, scope, None, loc)
 
     def binop(self, e: ast.BinOp, env, scope, pending):
-        left = self.eval(e.left, env, scope, pending)
-        right = self.eval(e.right, env, scope, pending)
+        # `x + x + ... + x` is a tree as deep as the sum is long (leaning left): walk down its left spine in a
+        # loop and fold back up, so that any length of such a run costs no recursion. A right operand that is
+        # itself an operation (`1 + (2 * 3)`) nests one level deeper.
+        spine = [e]
+        while isinstance(spine[-1].left, ast.BinOp):
+            spine.append(spine[-1].left)
+        acc = self.eval(spine[-1].left, env, scope, pending)
+        for b in reversed(spine):
+            if isinstance(b.right, ast.BinOp):
+                self.nest(b.right.loc)
+                try:
+                    right = self.eval(b.right, env, scope, pending)
+                finally:
+                    self.level -= 1
+            else:
+                right = self.eval(b.right, env, scope, pending)
+            acc = self.combine(b, acc, right, scope)
+        return acc
+
+    def combine(self, e: ast.BinOp, left, right, scope: Scope):
+        """``left e.op right`` for the values of the two operands of ``e``."""
         lt, rt = isinstance(left, Tensor), isinstance(right, Tensor)
         if lt and rt:
             if e.op in ("+", "*"):
@@ -315,9 +367,13 @@ class _Elaborator:
         if isinstance(left, SymDim) or isinstance(right, SymDim):
             return _dim_arith(e, left, right)
         try:
-            return _arith(e.op, left, right)
+            value = _arith(e.op, left, right)
         except OverflowError:  # a huge integer mixed with a float
             raise NetDSLError(f"the result of `{e.op}` is too large", e.loc) from None
+        if isinstance(value, int) and abs(value) >= MAX_INT:  # (a product of products would take minutes)
+            raise NetDSLError(f"the result of `{e.op}` is too large: an integer of more than {MAX_INT_DIGITS} digits",
+                              e.loc, hint="sizes and attributes are 64-bit integers")
+        return value
 
     def tensor_and_number(self, e: ast.BinOp, left, right, scope: Scope) -> Tensor:
         """``x * c``, ``c * x``, ``x / c``, ``x + c``, ``c + x``, ``x - c``, ``c - x``: one ``affine`` node
@@ -337,8 +393,8 @@ class _Elaborator:
                                    "`x / 8` or `x * 0.125`")
         if e.op == "/" and side == "left":
             raise NetDSLError("`/` of a number by a tensor is not supported", e.loc,
-                              hint=f"a tensor can be divided by a number (`x / {format_attr(c)}`), but "
-                                   f"`{format_attr(c)} / x` is not an affine map of x")
+                              hint=f"a tensor can be divided by a number (`x / {show_value(c)}`), but "
+                                   f"`{show_value(c)} / x` is not an affine map of x")
         if e.op == "/" and c == 0:
             raise NetDSLError("division of a tensor by zero", e.loc, hint="divide by a non-zero number")
         if e.op == "*":
@@ -362,14 +418,14 @@ class _Elaborator:
                               loc, hint="an integer tensor holds token ids: look them up with `embedding(...)` first"
                               if ids else "a boolean tensor is an attention mask: sdpa(q, k, v, mask)")
         op = REGISTRY["affine"]
+        # `x * 1e400`: the literal is inf (said here in terms of the source, before check_attr says it of `scale`)
+        if not all(math.isfinite(v) for v in (scale, shift) if isinstance(v, float)):
+            raise NetDSLError(f"`{written}` with a number that is not finite ({show_value(scale)}, "
+                              f"{show_value(shift)} as scale, shift)", loc, hint="the number is too large for a float")
         try:
             attrs = bind_attrs(op, [], {"scale": scale, "shift": shift})
         except ShapeError as err:  # a number too large for a float
             raise NetDSLError(err.message, loc, err.hint) from None
-        if not all(math.isfinite(v) for v in attrs.values()):  # `x * 1e400`: the literal is inf
-            raise NetDSLError(f"`{written}` with a number that is not finite ({format_attr(attrs['scale'])}, "
-                              f"{format_attr(attrs['shift'])} as scale, shift)", loc,
-                              hint="the number is too large for a float")
         return self.apply_op(op, [x], attrs, scope, None, loc)
 
     def split_args(self, call: ast.Call, env, scope, pending) -> tuple[list[Tensor], list, dict, dict]:
@@ -463,25 +519,32 @@ class _Elaborator:
         return x
 
     def apply_body(self, x, body, env, scope: Scope, label, label_loc, pending) -> Tensor:
-        if isinstance(body, ast.Call):
-            return self.call(body, x, env, scope, label, pending)
-        # a group: without a label its steps are named in the current scope
-        if label is None:
+        nested = isinstance(body, ast.Group) or bool(body.args or body.kwargs)  # a group or a call: a level deeper
+        if nested:
+            self.nest(body.loc)
+        try:
+            if isinstance(body, ast.Call):
+                return self.call(body, x, env, scope, label, pending)
+            # a group: without a label its steps are named in the current scope
+            if label is None:
+                for st in body.stages:
+                    x = self.apply_stage(x, st, env, scope, pending)
+                return x
+            # with a label, its unlabelled steps are numbered children, as in a PyTorch nn.Sequential:
+            # `layer3: (down(256) -> block(256) * 5)` gives layer3.0, layer3.1, ..., layer3.5
+            inner = scope.child(scope.claim(label, "", label_loc))
+            index = 0
             for st in body.stages:
-                x = self.apply_stage(x, st, env, scope, pending)
+                if st.label is not None:
+                    x = self.apply_stage(x, st, env, inner, pending)
+                    continue
+                for _ in range(self.repeat_count(st, env, inner, pending)):
+                    x = self.apply_body(x, st.body, env, inner, str(index), st.loc, pending)
+                    index += 1
             return x
-        # with a label, its unlabelled steps are numbered children, as in a PyTorch nn.Sequential:
-        # `layer3: (down(256) -> block(256) * 5)` gives layer3.0, layer3.1, ..., layer3.5
-        inner = scope.child(scope.claim(label, "", label_loc))
-        index = 0
-        for st in body.stages:
-            if st.label is not None:
-                x = self.apply_stage(x, st, env, inner, pending)
-                continue
-            for _ in range(self.repeat_count(st, env, inner, pending)):
-                x = self.apply_body(x, st.body, env, inner, str(index), st.loc, pending)
-                index += 1
-        return x
+        finally:
+            if nested:
+                self.level -= 1
 
     # --- blocks ---------------------------------------------------------------------------------
     def instantiate(self, block: ast.BlockDef, inputs: list[Tensor], scalars: list, kwargs: dict, arg_locs: dict,
@@ -524,6 +587,7 @@ class _Elaborator:
             else:
                 raise NetDSLError(f"block `{block.name}` needs parameter `{p.name}`", call.loc, hint=usage)
         inner = scope.child(scope.claim(label, block.name, call.loc))
+        self.nest(call.loc)  # the block's body nests inside this call
         self.block_stack.append(block.name)
         try:
             return self.run_body(block.body, env, inner, given=inputs, where=block.loc)
@@ -531,6 +595,7 @@ class _Elaborator:
             raise err.with_note(f"in block `{block.name}`, instantiated", call.loc)
         finally:
             self.block_stack.pop()
+            self.level -= 1
 
     # --- statements -----------------------------------------------------------------------------
     def run_body(self, body: list, env: dict[str, Binding], scope: Scope, given: list[Tensor] | None = None,
@@ -620,6 +685,8 @@ class _Elaborator:
                                   _loc_of(d), hint="give the size as an integer or a block parameter")
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise NetDSLError(f"a parameter's dims are positive integers, got {_show(v)}", _loc_of(d))
+            if v > INT64_MAX:
+                raise NetDSLError(f"a parameter's dim must fit a 64-bit integer, got {_show(v)}", _loc_of(d))
             shape.append(v)
         pname = scope.full(st.name)
         if pname in self.params:
@@ -659,7 +726,7 @@ class _Elaborator:
         values = {}
         for k, e in given.items():
             v = self.eval(e, env, scope, {})
-            if not _is_number(v) or not math.isfinite(v) or (k != "value" and v <= 0):
+            if not _is_number(v) or not _fits_float(v) or (k != "value" and v <= 0):
                 raise NetDSLError(f"`{k}` of `{call.func}` must be a {'finite' if k == 'value' else 'positive'} "
                                   f"number, got {_show(v)}", _loc_of(e))
             values[k] = float(v)
@@ -691,14 +758,10 @@ class _Elaborator:
             raise NetDSLError(f"network input `{d.name}` needs a type", d.loc,
                               hint=f"e.g. `input {d.name}: f32[N, 3, H, W]`")
         t = d.type
-        if t.dtype not in DTYPES:
-            raise NetDSLError(f"unknown element type `{t.dtype}`", t.dtype_loc,
-                              hint=did_you_mean(t.dtype, DTYPES) or f"one of {', '.join(DTYPES)}")
+        _check_type(t)
         dims = []
         for dim in t.dims:
             if isinstance(dim.value, int):
-                if dim.value < 1:
-                    raise NetDSLError("a dimension must be at least 1", dim.loc)
                 dims.append(dim.value)
                 continue
             if dim.default is not None:
@@ -714,11 +777,32 @@ class _Elaborator:
 
     def _check_block_input(self, d: ast.InputDecl, value: Tensor) -> None:
         t, actual = d.type, value.value.type
+        if t.dtype != actual.dtype:
+            raise NetDSLError(f"block input `{d.name}` expects element type {t.dtype}, got {actual}", d.loc,
+                              hint=f"pass a {t.dtype} tensor, or change the type written for the input")
         ok = len(t.dims) == actual.rank and all(
             not isinstance(dim.value, int) or dim.value == got for dim, got in zip(t.dims, actual.shape))
         if not ok:
             raise NetDSLError(f"block input `{d.name}` expects a tensor of shape "
                               f"[{', '.join(str(x.value) for x in t.dims)}], got {actual}", d.loc)
+
+
+def _check_type(t: ast.TypeExpr) -> None:
+    """A written tensor type (a network's or a block's input): a known element type, sizes of at least 1
+    that fit int64, and defaults of symbolic dims likewise."""
+    if t.dtype not in DTYPES:
+        raise NetDSLError(f"unknown element type `{t.dtype}`", t.dtype_loc,
+                          hint=did_you_mean(t.dtype, DTYPES) or f"one of {', '.join(DTYPES)}")
+    for dim in t.dims:
+        size, loc = (dim.value, dim.loc) if isinstance(dim.value, int) else (dim.default, dim.default_loc)
+        if size is None:
+            continue
+        if size < 1:
+            raise NetDSLError("a dimension must be at least 1", loc or dim.loc,
+                              hint=None if isinstance(dim.value, int) else
+                              f"`{dim.value}={size}` is the default size of `{dim.value}`; give one of at least 1")
+        if size > INT64_MAX:
+            raise NetDSLError(f"a dimension must fit a 64-bit integer, got {show_value(size)}", loc or dim.loc)
 
 
 def _result_names(r: Results) -> list[str]:
@@ -751,39 +835,34 @@ def _find_cycle(start: str, pending: dict[str, ast.Assign]) -> list[str] | None:
 
 
 def _collect_names(e, out: list[str]) -> None:
-    if isinstance(e, ast.Name):
-        out.append(e.id)
-    elif isinstance(e, ast.BinOp):
-        _collect_names(e.left, out)
-        _collect_names(e.right, out)
-    elif isinstance(e, (ast.Neg,)):
-        _collect_names(e.operand, out)
-    elif isinstance(e, ast.Tuple):
-        for i in e.items:
-            _collect_names(i, out)
-    elif isinstance(e, ast.Subscript):
-        _collect_names(e.value, out)
-        for i in e.indices:
-            for part in ((i.start, i.stop, i.step) if isinstance(i, ast.SliceIndex) else (i,)):
-                if part is not None:
-                    _collect_names(part, out)
-    elif isinstance(e, ast.Call):
-        for a in e.args:
-            _collect_names(a, out)
-        for k in e.kwargs:
-            _collect_names(k.value, out)
-    elif isinstance(e, ast.Chain):
-        _collect_names(e.source, out)
-        for st in e.stages:
-            _collect_stage(st, out)
-
-
-def _collect_stage(st: ast.Stage, out: list[str]) -> None:
-    if isinstance(st.body, ast.Call):
-        _collect_names(st.body, out)
-    else:
-        for s in st.body.stages:
-            _collect_stage(s, out)
+    """Append the names ``e`` reads, in order (with an explicit stack: a long sum is a deep tree)."""
+    todo = [e]
+    while todo:
+        e = todo.pop()
+        if isinstance(e, ast.Name):
+            out.append(e.id)
+            continue
+        if isinstance(e, ast.BinOp):
+            parts = [e.left, e.right]
+        elif isinstance(e, ast.Neg):
+            parts = [e.operand]
+        elif isinstance(e, ast.Tuple):
+            parts = e.items
+        elif isinstance(e, ast.Subscript):
+            parts = [e.value]
+            for i in e.indices:
+                parts += [i.start, i.stop, i.step] if isinstance(i, ast.SliceIndex) else [i]
+        elif isinstance(e, ast.Call):
+            parts = [*e.args, *(k.value for k in e.kwargs)]
+        elif isinstance(e, ast.Chain):
+            parts = [e.source, *e.stages]
+        elif isinstance(e, ast.Stage):
+            parts = [e.body]
+        elif isinstance(e, ast.Group):
+            parts = e.stages
+        else:
+            continue
+        todo.extend(p for p in reversed(parts) if p is not None)
 
 
 def _arith(op: str, left, right):
@@ -804,6 +883,14 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _fits_float(v: int | float) -> bool:
+    """Whether a number is a finite float (an integer beyond 1.8e308 is not)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _dim_arith(e: ast.BinOp, left, right):
     """Arithmetic on symbolic dims in an attribute (``T * 2``, ``D // 8``, ``H - 1``), by dims.py's rules:
     sums and differences of dims and integers, products with an integer, floor division by a positive one."""
@@ -820,7 +907,10 @@ def _dim_arith(e: ast.BinOp, left, right):
     if e.op == "//" and (isinstance(right, SymDim) or right < 0):
         raise NetDSLError(f"a dimension divides only by a positive integer, not {_show(right)}", e.loc,
                           hint="e.g. `D // 8`")
-    return _arith(e.op, left, right)
+    try:
+        return _arith(e.op, left, right)
+    except DimTooDeep as err:
+        raise NetDSLError(f"this size is too complex: {err}", e.loc, hint=_DIM_TOO_DEEP) from None
 
 
 def _takes_integer_input(op: OpDef, index: int) -> bool:
@@ -873,8 +963,9 @@ def _loc_of(e) -> SourceLoc | None:
 
 
 def _show(v) -> str:
-    """A value for a message: a number, string or tuple as the language writes it; "a tensor" otherwise."""
-    return "a tensor" if isinstance(v, Tensor) else format_attr(v)
+    """A value for a message: a number, string or tuple as the language writes it (a very long integer
+    shortened); "a tensor" otherwise."""
+    return "a tensor" if isinstance(v, Tensor) else show_value(v)
 
 
 def _choose_initialisers(nodes: list[Node], params: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
@@ -907,6 +998,43 @@ def _choose_initialisers(nodes: list[Node], params: dict[str, ParamSpec]) -> dic
     return out
 
 
+def _check_default_sizes(nodes: list[Node], defaults: dict[str, int], default_locs: dict[str, SourceLoc]) -> None:
+    """Every symbolic size is at least 1 at the file's default sizes (and N=1). A shape rule cannot reject
+    a 3x3 conv of an H x W input, but with the default H=2 its output would be 0 high (and `show` would print
+    it). The first node with such an output is the error. A size that uses a dim without a default is not
+    checked (it is known only at run time); a static size is the shape rule's business (a slice may be empty)."""
+    env = {"N": 1, **defaults}
+    known: dict[int, int | SymDim] = {}  # id(dim) -> its size: values mostly share their dims' objects
+    for node in nodes:
+        for v in node.outputs:
+            sizes, empty = [], []
+            for d in v.type.shape:
+                if type(d) is not int:
+                    size = known.get(id(d))
+                    if size is None:
+                        try:
+                            size = d.evaluate(env)
+                        except KeyError:  # a dim without a default
+                            size = d
+                        known[id(d)] = size
+                    if type(size) is int and size < 1:
+                        empty.append(d)
+                    d = size
+                sizes.append(d)
+            if not empty:
+                continue
+            names = [k for k in env if any(k in d.symbols() for d in empty)]
+            concrete = f"{v.type.dtype}[{', '.join(map(str, sizes))}]"
+            err = NetDSLError(f"`{node.op}` gives an empty output ({concrete}, from {v.type}) for the default sizes "
+                              f"{', '.join(f'{k}={env[k]}' for k in names)}", node.loc,
+                              hint="the input is too small for this layer at these sizes: give larger defaults, or "
+                                   "check the layer's kernel size, stride and padding")
+            for k in names:
+                if k in default_locs:
+                    err.with_note(f"the default of `{k}`", default_locs[k])
+            raise err
+
+
 def elaborate(module: ast.Module, network: str | None = None) -> Graph:
     """Build the IR graph of one network of a parsed file."""
     if network is None:
@@ -929,6 +1057,10 @@ def elaborate(module: ast.Module, network: str | None = None) -> Graph:
             if p.name in seen:
                 raise NetDSLError(f"block `{block.name}` has two parameters named `{p.name}`", p.loc)
             seen.add(p.name)
+        for st in block.body:  # every type written is checked, in blocks used or not
+            for d in (st.decls if isinstance(st, ast.InputStmt) else ()):
+                if d.type is not None:
+                    _check_type(d.type)
     for st in net.body:  # the dims of every network input can be named in attribute expressions
         if isinstance(st, ast.InputStmt):
             for d in st.decls:
@@ -938,6 +1070,7 @@ def elaborate(module: ast.Module, network: str | None = None) -> Graph:
     env: dict[str, Binding] = {}
     outputs = e.run_body(net.body, env, Scope(""), where=net.loc)
     inputs = tuple(b.value.value for b in env.values() if b.is_input)
+    _check_default_sizes(e.nodes, e.dim_defaults, e.dim_default_locs)
     params = _choose_initialisers(e.nodes, e.params)
     return Graph(
         name=net.name,

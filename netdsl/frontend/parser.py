@@ -6,13 +6,22 @@ import functools
 import re
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from ..errors import NetDSLError, SourceLoc
 from . import ast
 
 KEYWORDS = {"block", "network", "input", "output", "param", "import", "true", "false"}
+
+# How deeply constructs may nest inside one another: parentheses of calls, groups, tuples and subscripts,
+# unary minus, and the right operand of an operator (`1 + (1 + (1 + ...))`). A left-associative run of
+# operators (`x + x + ... + x`, any length) is one level: the elaborator folds it in a loop. The limit keeps
+# the elaborator's recursion (a few Python frames per level) well inside Python's default recursion limit
+# (1000 frames), whoever calls it; no model needs more than a dozen levels.
+MAX_NESTING = 100
+_NESTING = frozenset({"call", "stage_call", "group", "tuple", "neg", "subscript"})
+_BINOPS = frozenset({"add", "sub", "mul", "div", "floordiv"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -33,11 +42,52 @@ _TOKEN_NAMES = {
 
 
 class _Builder(Transformer):
-    """Parse tree -> AST. Method names are the grammar's rule (and alias) names."""
+    """Parse tree -> AST. Method names are the grammar's rule (and alias) names.
+
+    ``transform`` walks the tree with explicit stacks, not by recursion (Lark's ``Transformer`` recurses once
+    per level, and a 2000-term sum is a tree 2000 levels deep), and rejects nesting deeper than
+    ``MAX_NESTING`` levels before any AST is built."""
 
     def __init__(self, file: str, source: str):
         super().__init__()
         self.file, self.source = file, source
+        self._line_lengths: list[int] | None = None
+
+    def transform(self, tree: Tree):
+        # pre-order, with each subtree's nesting level: the reverse of the order the builder needs
+        rev_postfix: list = []
+        todo: list = [(tree, 0)]
+        while todo:
+            t, level = todo.pop()
+            rev_postfix.append(t)
+            if not isinstance(t, Tree):
+                continue
+            right = t.children[-1] if t.data in _BINOPS else None
+            for c in t.children:
+                deeper = isinstance(c, Tree) and (c.data in _NESTING or (c is right and c.data in _BINOPS))
+                if deeper and level >= MAX_NESTING:
+                    raise self._too_deep(c)
+                todo.append((c, level + deeper))
+        # post-order: build each node from its children's results
+        stack: list = []
+        for x in reversed(rev_postfix):
+            if isinstance(x, Tree):
+                n = len(x.children)
+                args = stack[len(stack) - n:]
+                del stack[len(stack) - n:]
+                stack.append(self._call_userfunc(x, args))
+            else:
+                stack.append(x)
+        (result,) = stack
+        return result
+
+    def _too_deep(self, t: Tree) -> NetDSLError:
+        first = t.children[0] if t.children else None
+        loc = self._loc(first) if isinstance(first, Token) and first.start_pos == t.meta.start_pos else \
+            SourceLoc(self.file, t.meta.line, t.meta.column, 1, self.source)
+        return NetDSLError(f"nesting deeper than {MAX_NESTING} levels", loc,
+                           hint="give intermediate results names (`y1 = ...`, then use `y1`), or write a chain "
+                                "as `a -> b -> c`, without nested parentheses")
 
     def _loc(self, meta_or_token) -> SourceLoc:
         m = meta_or_token
@@ -45,14 +95,20 @@ class _Builder(Transformer):
             return SourceLoc(self.file, m.line, m.column, len(str(m)), self.source)
         if getattr(m, "empty", False) or not hasattr(m, "line"):
             return SourceLoc(self.file, 1, 1, 1, self.source)
-        width = m.end_column - m.column if m.end_line == m.line else len(self.source.splitlines()[m.line - 1]) - m.column + 1
+        if m.end_line == m.line:
+            width = m.end_column - m.column
+        else:  # a span over several lines: underline the rest of its first line (lines end at \n only)
+            if self._line_lengths is None:
+                self._line_lengths = [len(line) for line in self.source.split("\n")]
+            width = self._line_lengths[m.line - 1] - m.column + 1
         return SourceLoc(self.file, m.line, m.column, max(1, width), self.source)
 
     def _int(self, t: Token) -> int:
         try:
             return int(t)
         except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
-            raise NetDSLError("this integer is too long", self._loc(t)) from None
+            raise NetDSLError("this integer is too long", self._loc(t),
+                              hint="sizes and attributes are 64-bit integers") from None
 
     # --- atoms -------------------------------------------------------------------------------
     def int(self, children):
@@ -178,7 +234,9 @@ class _Builder(Transformer):
 
     def symbolic_dim(self, children):
         name, default = children
-        return ast.Dim(str(name), self._int(default) if default is not None else None, self._loc(name))
+        if default is None:
+            return ast.Dim(str(name), None, self._loc(name))
+        return ast.Dim(str(name), self._int(default), self._loc(name), self._loc(default))
 
     @v_args(meta=True)
     def tensor_type(self, meta, children):
@@ -252,8 +310,26 @@ class _Builder(Transformer):
         return module
 
 
-def parse(source: str, file: str = "<string>") -> ast.Module:
+def decode(data: bytes, file: str = "<string>") -> str:
+    """The text of a .net file read as bytes: UTF-8, with a byte order mark at the start dropped. Bytes that
+    are not UTF-8 are a NetDSLError at the first of them."""
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        text = data.decode("utf-8", errors="replace")  # for the snippet: the bad bytes show as U+FFFD
+        offset = len(data[:e.start].decode("utf-8"))  # characters before the bad byte (they decode)
+        if text.startswith("\ufeff"):
+            text, offset = text[1:], offset - 1
+        raise NetDSLError(f"the file is not UTF-8 text: byte 0x{data[e.start]:02x} is not part of a UTF-8 character",
+                          _loc_at(text, file, offset), hint="save the file as UTF-8 (this byte is how another "
+                          "encoding, e.g. latin-1 or cp1252, writes a non-ASCII character)") from None
+
+
+def parse(source: str | bytes, file: str = "<string>") -> ast.Module:
     """Parse .net text into an AST; a syntax error is a NetDSLError pointing at the offending token."""
+    if isinstance(source, (bytes, bytearray)):
+        source = decode(bytes(source), file)
+    source = source.removeprefix("\ufeff")  # a byte order mark (some editors write one) is not text
     try:
         tree = _parser().parse(source)
     except UnexpectedInput as e:
@@ -300,8 +376,9 @@ def _syntax_error(e: UnexpectedInput, source: str, file: str) -> NetDSLError:
     if isinstance(e, UnexpectedCharacters):
         return _character_error(e, source, file)
     if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
-        lines = source.splitlines() or [""]
-        loc = SourceLoc(file, len(lines), len(lines[-1]) + 1, 1, source)
+        # the end of the last line that is not empty (lines end at \n only, as Lark counts them)
+        lines = source.removesuffix("\n").split("\n")
+        loc = SourceLoc(file, len(lines), len(lines[-1].removesuffix("\r")) + 1, 1, source)
         err = NetDSLError("unexpected end of file", loc, hint=_expected_hint(e) or "is a `}` or `)` missing?")
         return _note_unclosed(err, e, source, file, len(source))
     assert isinstance(e, UnexpectedToken)
@@ -324,7 +401,10 @@ def _character_error(e: UnexpectedCharacters, source: str, file: str) -> NetDSLE
         hint = "a string ends on the line where it starts"
     elif ch == ";":
         hint = "statements are separated by line breaks, not `;`"
-    return NetDSLError(f"unexpected character `{ch}`", SourceLoc(file, line, col, 1, source), hint)
+    shown = f"`{ch}`" if ch.isprintable() and not ch.isspace() else f"U+{ord(ch):04X}"  # (an invisible one)
+    if ch == "\ufeff":
+        hint = "a byte order mark (U+FEFF) may only start the file"
+    return NetDSLError(f"unexpected character {shown}", SourceLoc(file, line, col, 1, source), hint)
 
 
 def _token_error(e: UnexpectedToken, source: str, file: str) -> NetDSLError:

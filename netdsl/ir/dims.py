@@ -14,6 +14,16 @@ from typing import Mapping, Union
 
 Dim = Union[int, "SymDim"]
 
+# How deeply floor divisions may nest in one size expression. Most shape rules keep expressions flat
+# (``((H - 1)//2 + 1 - 1)//2`` is ``(H - 1)//4``), but a scaling between divisions cannot be merged:
+# 200 pool -> upsample pairs on a symbolic H nest 200 deep, and every operation on a dim (printing,
+# hashing, evaluating) recurses once per level.
+MAX_DEPTH = 32
+
+
+class DimTooDeep(ValueError):
+    """A size expression would nest floor divisions deeper than MAX_DEPTH."""
+
 
 @dataclass(frozen=True)
 class FloorDiv:
@@ -90,6 +100,8 @@ class SymDim:
             (atom, coeff), = rest.items()
             if isinstance(atom, FloorDiv) and coeff == 1:  # (x // a + r) // k == (x + a*r) // (a*k)
                 return quotient + (atom.expr + atom.divisor * (self.const % k)) // (atom.divisor * k)
+        if _depth(remainder) >= MAX_DEPTH:
+            raise DimTooDeep(f"it would nest more than {MAX_DEPTH} floor divisions")
         return quotient + SymDim._make({FloorDiv(remainder, k): 1}, 0)
 
     def symbols(self) -> set[str]:
@@ -122,6 +134,13 @@ class SymDim:
         return out
 
     __repr__ = __str__
+
+
+def _depth(d: Dim) -> int:
+    """How deeply floor divisions nest in ``d`` (at most MAX_DEPTH, so this recursion is bounded)."""
+    if not isinstance(d, SymDim):
+        return 0
+    return max((1 + _depth(a.expr) for a, _ in d.terms if isinstance(a, FloorDiv)), default=0)
 
 
 def _as_sym(d: Dim) -> SymDim:

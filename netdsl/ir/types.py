@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -16,6 +17,8 @@ INTEGER_DTYPES = frozenset({"i32", "i64"})
 NUMPY_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
 # the boolean element type: attention masks (`input m: bool[N, 1, 1, T]`), read only by ops that take them
 BOOL = "bool"
+# the range of a size, an index or an integer attribute: int64, as in every backend
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def is_integer(dtype: str) -> bool:
@@ -50,4 +53,6 @@ class TensorType:
 
 
 def numel(shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+    """The number of elements of a concrete shape, exactly (a Python int: int64 arithmetic would wrap around
+    for a huge shape, and a size beyond int64 would not convert)."""
+    return math.prod(int(d) for d in shape)

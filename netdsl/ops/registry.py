@@ -10,14 +10,16 @@ composes the parts.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..ir.dims import FloorDiv, SymDim
 from ..ir.graph import ParamSpec
-from ..ir.printer import format_attr as _show  # a value as the model language writes it, for messages
-from ..ir.types import TensorType
+from ..ir.printer import format_attr
+from ..ir.types import INT64_MAX, INT64_MIN, TensorType
 
 
 class OpKind(enum.Enum):
@@ -192,8 +194,72 @@ def lookup(name: str) -> OpDef | None:
     return REGISTRY.get(ALIASES.get(name, name))
 
 
+_LONG_INT = 10**30  # an integer from this size on is shown shortened in a message
+
+
+def show_value(value: Any) -> str:
+    """A value for a message, as the model language writes it (``format_attr``), with a very long integer
+    shortened to its leading digits and its length: ``12345678901234567890...(6000 digits)``. (Python
+    refuses to print an integer of more than 4300 digits, and a message has no use for them all.)"""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _LONG_INT:
+        a = abs(value)
+        digits = int(a.bit_length() * math.log10(2)) + 1  # the exact count, or one more
+        if a < 10 ** (digits - 1):
+            digits -= 1
+        return f"{'-' if value < 0 else ''}{a // 10 ** (digits - 20)}...({digits} digits)"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(show_value, value)) + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(show_value, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={show_value(v)}" for k, v in value.items()) + "}"
+    return format_attr(value)
+
+
+_show = show_value
+
+
+def _check_numbers(attr: Attr, value: Any) -> None:
+    """Every integer in an attribute value fits int64 (sizes and indices are int64 in every backend, and a
+    larger one would overflow there, or print a wrong size) and every float is finite (``1e999`` is inf,
+    ``1e999 - 1e999`` nan)."""
+    t = type(value)  # the common cases first: this runs for every attribute of every node
+    if t is int and INT64_MIN <= value <= INT64_MAX or t is float and math.isfinite(value) or t in (bool, str):
+        return
+    if t is tuple and all(type(v) is int and INT64_MIN <= v <= INT64_MAX for v in value):
+        return
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            if not INT64_MIN <= v <= INT64_MAX:
+                raise ShapeError(f"attribute `{attr.name}` is out of range: {show_value(v)} does not fit a 64-bit "
+                                 "integer", hint=attr.doc or None, arg=attr.name)
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise ShapeError(f"attribute `{attr.name}` must be a finite number, got {show_value(v)}",
+                                 hint="a number beyond 1.8e308 is inf as a float, and inf - inf is nan",
+                                 arg=attr.name)
+        elif isinstance(v, (tuple, list)):
+            todo.extend(v)
+        elif isinstance(v, dict):
+            todo.extend(v.values())
+        elif isinstance(v, SymDim):  # `N * 100000000000000000000`: its coefficients and constant
+            todo.append(v.const)
+            for atom, coeff in v.terms:
+                todo += [coeff, atom.expr, atom.divisor] if isinstance(atom, FloorDiv) else [coeff]
+
+
 def check_attr(attr: Attr, value: Any) -> Any:
     """Validate one attribute value and return it normalised; raise ShapeError when it is wrong."""
+    value = _check_attr_type(attr, value)
+    _check_numbers(attr, value)
+    return value
+
+
+def _check_attr_type(attr: Attr, value: Any) -> Any:
     t = attr.type
 
     def bad(expected: str):
@@ -275,7 +341,7 @@ def bind_attrs(op: OpDef, positional: Sequence[Any], keywords: Mapping[str, Any]
         elif attr.required:
             raise ShapeError(f"`{op.name}` needs attribute `{attr.name}`", hint=_signature(op))
         else:
-            out[attr.name] = None if attr.default is None else check_attr(attr, attr.default)
+            out[attr.name] = None if attr.default is None else _check_attr_type(attr, attr.default)  # (numbers fit)
     return out
 
 
