@@ -5,19 +5,21 @@
     netdsl init model.net -o weights.safetensors                      write default-initialised weights
 
 A user's mistake prints one NetDSLError (file:line:col, the line, a caret, a hint) and exits with 2;
-never a Python traceback.
+never a Python traceback. Sizes are checked before anything is allocated: every array must fit the
+memory budget (half of physical memory; --memory-budget or NETDSL_MEMORY_BUDGET to change it), and
+files are written whole or not at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from .errors import NetDSLError
-from .ir.sizes import concrete_dims, parse_dims
+from .ir.sizes import BUDGET_ENV, INT64_MAX, concrete_dims, memory_budget_set, parse_dims
 
 
 def _load(args):
@@ -35,23 +37,36 @@ def cmd_show(args) -> int:
     return 0
 
 
+def parse_seed(text: str | int) -> int:
+    """A --seed: a whole number from 0 to 2^63 - 1, in the digits 0-9."""
+    if isinstance(text, int) or (re.fullmatch(r"[0-9]+", text, re.ASCII) and int(text) <= INT64_MAX):
+        return int(text)
+    raise NetDSLError(f"bad --seed `{text}`: a seed is a whole number from 0 to {INT64_MAX:,}",
+                      hint="write e.g. --seed 0")
+
+
 def cmd_run(args) -> int:
     from .backends import reference
-    from .params import init_weights, load_weights, parameter_count
+    from .params import (
+        check_arrays_target,
+        init_weights,
+        load_array,
+        load_weights,
+        parameter_count,
+        save_arrays,
+    )
 
+    seed = parse_seed(args.seed)
     graph = _load(args)
-    weights = load_weights(args.weights, graph) if args.weights else init_weights(graph, args.seed)
+    if args.output:  # before running: a bad target should not cost a whole run
+        check_arrays_target(args.output, graph.output_names, f"outputs of `{graph.name}`")
     if args.input:
         if len(args.input) != len(graph.inputs):
             raise NetDSLError(f"`{graph.name}` takes {len(graph.inputs)} input(s), got {len(args.input)} --input")
-        inputs = {}
-        for v, path in zip(graph.inputs, args.input):
-            try:
-                inputs[v.name] = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as e:
-                raise NetDSLError(f"cannot read input `{path}`: {e}", hint="give a .npy file") from None
+        inputs = {v.name: load_array(path, "input") for v, path in zip(graph.inputs, args.input)}
     else:
-        inputs = _random_inputs(graph, args.dims, args.seed)
+        inputs = _random_inputs(graph, args.dims, seed)
+    weights = load_weights(args.weights, graph) if args.weights else init_weights(graph, seed)
     if args.pipeline != "O0":  # passes rewrite the graph only; the weights keep their names
         from .passes import run_pipeline
 
@@ -67,23 +82,17 @@ def cmd_run(args) -> int:
         if out.ndim == 2 and out.shape[1] > 1:
             print(f"         argmax per row: {out.argmax(axis=1).tolist()[:16]}")
     if args.output:
-        np.save(_writable(args.output), next(iter(outputs.values())))
+        save_arrays(args.output, outputs)
     return 0
 
 
-def _writable(path: str) -> str:
-    """``path``, once its directory is known to exist (safetensors' own error for that is obscure)."""
-    parent = Path(path).parent
-    if not parent.is_dir():
-        raise NetDSLError(f"cannot write `{path}`: there is no directory `{parent}`")
-    return path
-
-
 def cmd_init(args) -> int:
-    from .params import init_weights, parameter_count, save_weights
+    from .params import check_writable, init_weights, parameter_count, save_weights
 
+    seed = parse_seed(args.seed)
     graph = _load(args)
-    save_weights(_writable(args.output), init_weights(graph, args.seed))
+    check_writable(args.output, "weights file")
+    save_weights(args.output, init_weights(graph, seed))
     print(f"wrote {parameter_count(graph):,} parameters of `{graph.name}` to {args.output}")
     return 0
 
@@ -96,16 +105,18 @@ def _random_inputs(graph, dims_text, seed):
 
 def cmd_check(args) -> int:
     from .compiler import prepare
+    from .params import random_inputs
 
-    graph, fused, weights = prepare(args.model, args.weights, args.seed, args.network, args.pipeline)
+    seed, dims = parse_seed(args.seed), parse_dims(args.dims)
+    graph, fused, weights = prepare(args.model, args.weights, seed, args.network, args.pipeline)
+    inputs = random_inputs(graph, concrete_dims(graph, dims), seed)  # sizes checked before the GPU is touched
     from .backends.triton import device
     from .backends.triton.check import check, format_checks
 
-    inputs = _random_inputs(graph, args.dims, args.seed)
     if args.random_weights:
         from .params import random_weights
 
-        weights = random_weights(graph, args.seed)
+        weights = random_weights(graph, seed)
     checks = check(fused, weights, inputs, dtype=args.dtype, device=device())
     print(f"network {graph.name}: Triton ({args.dtype}, {device()}) vs reference, "
           f"{len(fused.nodes)} fused nodes, inputs {', '.join(str(list(x.shape)) for x in inputs.values())}")
@@ -118,9 +129,9 @@ def cmd_compile(args) -> int:
     from .compiler import prepare
     from .kernels.aot import format_reports
 
-    ccs = parse_targets(args.target)
+    ccs, dims = parse_targets(args.target), parse_dims(args.dims)
     graph, fused, weights = prepare(args.model, None, 0, args.network, args.pipeline)
-    build = compile_ahead_of_time(fused, weights, ccs, parse_dims(args.dims), args.dtype, args.configs, args.jobs)
+    build = compile_ahead_of_time(fused, weights, ccs, dims, args.dtype, args.configs, args.jobs)
     reports = build.reports
     print(f"network {graph.name}: {len(fused.nodes)} fused nodes, {len(build.specs)} kernel specializations "
           f"({args.dtype}, {', '.join(f'{k}={v}' for k, v in sorted(build.dims.items()))}), "
@@ -142,10 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="netdsl", description="Compile and run .net neural network models.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def model_cmd(name, help_):
+    def model_cmd(name, help_, allocates=False):
         c = sub.add_parser(name, help=help_)
         c.add_argument("model", help="a .net file")
         c.add_argument("--network", help="which network of the file (when it has several)")
+        if allocates:
+            c.add_argument("--memory-budget", metavar="BYTES",
+                           help="the most memory one array (or one file, or all weights) may take, e.g. 8G or "
+                                f"512M; sizes are checked before anything is allocated (default: half of "
+                                f"physical memory; also {BUDGET_ENV})")
         return c
 
     s = model_cmd("show", "print the IR with shapes, the parameter table and FLOPs")
@@ -158,29 +174,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print FLOPs, memory traffic and launches per node: unfused, fused (O1) and ideal")
     s.set_defaults(fn=cmd_show)
 
-    r = model_cmd("run", "run the model on the reference (NumPy) backend")
+    r = model_cmd("run", "run the model on the reference (NumPy) backend", allocates=True)
     r.add_argument("--input", action="append", help=".npy file per network input (default: random)")
     r.add_argument("--weights", help=".safetensors or .npz weights (default: seeded initialisation)")
     r.add_argument("--dims", help="sizes of symbolic dims for random inputs, e.g. N=2,H=224,W=224")
     r.add_argument("--dtype", default="f32", choices=["f32", "f64"])
     r.add_argument("--pipeline", default="O0", help="pass pipeline to run first (O0 = none, O1 = all)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--output", help="save the first output to this .npy file")
+    r.add_argument("--seed", default="0", help="seed of the default weights and random inputs (0 or more)")
+    r.add_argument("--output", help="save the outputs: a .npy file for a network with one output, a .npz "
+                                    "file (one array per output name) for any number")
     r.set_defaults(fn=cmd_run)
 
-    i = model_cmd("init", "write default-initialised weights")
+    i = model_cmd("init", "write default-initialised weights", allocates=True)
     i.add_argument("-o", "--output", required=True, help="a .safetensors or .npz file")
-    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--seed", default="0", help="seed of the initialisation (0 or more)")
     i.set_defaults(fn=cmd_init)
 
-    c = model_cmd("check", "run the Triton backend and the reference on the same inputs, node by node")
+    c = model_cmd("check", "run the Triton backend and the reference on the same inputs, node by node",
+                  allocates=True)
     c.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     c.add_argument("--dims", help="input sizes, e.g. N=2,H=32,W=32 (default: the file's defaults)")
     c.add_argument("--weights", help=".safetensors or .npz weights (default: seeded initialisation)")
     c.add_argument("--random-weights", action="store_true",
                    help="randomise every tensor (batchnorm statistics too) instead of the default init")
     c.add_argument("--pipeline", default="O1")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", default="0", help="seed of the weights and random inputs (0 or more)")
     c.set_defaults(fn=cmd_check)
 
     k = model_cmd("compile", "build every kernel the model needs ahead of time for a GPU target")
@@ -198,12 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        with memory_budget_set(getattr(args, "memory_budget", None)):
+            return args.fn(args)
     except NetDSLError as e:
         print(e, file=sys.stderr)
         return 2
     except OSError as e:  # a file the user named cannot be read or written
         print(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
+        return 2
+    except MemoryError as e:  # an allocation the size checks could not foresee (a backend's scratch space)
+        print(NetDSLError(f"out of memory: {e}" if str(e) else "out of memory",
+                          hint=f"give smaller sizes (--dims); --memory-budget ({BUDGET_ENV}) bounds each array "
+                               f"before it is made, but not a backend's scratch space"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

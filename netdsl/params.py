@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import NetDSLError, did_you_mean
 from .ir.graph import Graph, ParamSpec
-from .ir.sizes import INT64_MAX, check_allocation, format_bytes, tensor_bytes
+from .ir.sizes import INT64_MAX, check_allocation, check_sizes, tensor_bytes
 from .ir.types import BOOL, DTYPES, NUMPY_DTYPES, is_integer
 
 Weights = dict[str, np.ndarray]
@@ -105,15 +105,13 @@ def random_inputs(graph: Graph, dims: Mapping[str, int], seed: int = 0) -> dict[
     (token ids) uniform ids that every reader can index: below the rows of the smallest table
     (``weight``) of a node reading them; for boolean inputs (attention masks) true with probability 0.8."""
     rng = np.random.default_rng(check_seed(seed))
+    check_sizes(graph, dims)  # no value empty or beyond int64 at these sizes
     shapes = {v.name: v.type.concrete(dims) for v in graph.inputs}
-    for v in graph.inputs:
-        if any(d < 1 for d in shapes[v.name]):
-            raise NetDSLError(f"input `{v.name}`: {v.type} is {'x'.join(map(str, shapes[v.name]))} at these sizes",
-                              hint="every size must be at least 1")
     # standard_normal draws float64 before the cast: 12 bytes per float32 element at the peak
-    check_allocation(sum(tensor_bytes(shapes[v.name], 12 if v.type.dtype.startswith("f") else DTYPES[v.type.dtype])
-                         for v in graph.inputs),
-                     f"the random inputs of `{graph.name}` ({', '.join(f'{v.name}: {list(shapes[v.name])}' for v in graph.inputs)})")
+    drawn = {v.name: 12 if v.type.dtype.startswith("f") else DTYPES[v.type.dtype] for v in graph.inputs}
+    listed = ", ".join(f"{name}: {list(shape)}" for name, shape in shapes.items())
+    check_allocation(sum(tensor_bytes(shapes[name], size) for name, size in drawn.items()),
+                     f"the random inputs of `{graph.name}` ({listed}; float inputs are drawn in float64, then cast)")
     out = {}
     for v in graph.inputs:
         shape = shapes[v.name]
@@ -134,40 +132,254 @@ def parameter_count(graph: Graph) -> int:
                if not n.endswith(("running_mean", "running_var")))
 
 
-def save_weights(path: str | Path, weights: Mapping[str, np.ndarray]) -> None:
-    path = Path(path)
-    arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
-    if path.suffix == ".safetensors":
-        from safetensors.numpy import save_file
+# --- files ---------------------------------------------------------------------------------------------
 
-        save_file(arrays, str(path))
-    elif path.suffix == ".npz":
-        np.savez(path, **arrays)
-    else:
-        raise NetDSLError(f"cannot write weights to `{path}`: unknown format",
-                          hint="use a .safetensors or .npz file name")
+# element types a file may hold, by NumPy kind: booleans, signed and unsigned integers, floats
+_NUMERIC_KINDS = "biuf"
+_KIND_NAMES = {"c": "complex numbers", "U": "text", "S": "bytes", "O": "Python objects", "V": "records",
+               "M": "dates", "m": "time spans"}
+# safetensors element types -> bytes; the ones NumPy holds, and bf16, which it does not
+_SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+                       "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
+_MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
+_BAD_WEIGHTS = "is it a valid .safetensors / .npz file? `netdsl init -o FILE` writes one"
+
+
+def _describe_dtype(dtype: np.dtype) -> str:
+    if dtype.fields is not None or dtype.kind == "V":
+        return f"records ({dtype})"
+    return f"{_KIND_NAMES.get(dtype.kind, dtype.name)} ({dtype})"
+
+
+def _open(path: Path, what: str) -> IO[bytes]:
+    """``path`` opened for reading; the reason it cannot be (missing, a directory, no permission, ...)
+    is a NetDSLError naming the file. An empty file is one too."""
+    try:
+        f = open(path, "rb")
+        empty = os.fstat(f.fileno()).st_size == 0
+    except FileNotFoundError:
+        raise NetDSLError(f"{what} `{path}` does not exist", hint="check the file's name") from None
+    except OSError as e:
+        raise NetDSLError(f"cannot read {what} `{path}`: {e.strerror or e}",
+                          hint="check that it is a file you may read") from None
+    if empty:
+        f.close()
+        raise NetDSLError(f"cannot read {what} `{path}`: the file is empty",
+                          hint="write it again (numpy.save for an input, `netdsl init` for weights)")
+    return f
+
+
+def _npy_header(f: IO[bytes], where: str, hint: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from a .npy header, the file left at the start of the data; nothing else is read."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = read(f)
+    except (ValueError, EOFError, OSError, SyntaxError) as e:
+        raise NetDSLError(f"cannot read {where}: not a .npy array ({e})", hint=hint) from None
+    return tuple(int(d) for d in shape), dtype
+
+
+def _check_array_header(shape: tuple[int, ...], dtype: np.dtype, where: str, accepted: str) -> int:
+    """The array's bytes, once its element type is numeric and its size fits int64 and the budget."""
+    if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.hasobject:
+        raise NetDSLError(f"{where} holds {_describe_dtype(dtype)}; {accepted}",
+                          hint="convert it first, e.g. `np.save(path, x.astype(np.float32))`"
+                               + ("; for complex numbers keep the part you mean (x.real)" if dtype.kind == "c" else ""))
+    nbytes = tensor_bytes(shape, dtype.itemsize)
+    check_allocation(nbytes, f"{where} (shape {list(shape)}, {dtype})")
+    return nbytes
+
+
+def load_array(path: str | Path, what: str = "input") -> np.ndarray:
+    """One array from a .npy file: booleans, integers or floats; its header (shape, element type) is
+    checked before any data is read; never a pickle."""
+    path = Path(path)
+    accepted = "an input must be a .npy array of floats, integers or booleans"
+    with _open(path, what) as f:
+        if f.read(4) == b"PK\x03\x04":
+            raise NetDSLError(f"{what} `{path}` is a .npz archive", hint="give one .npy file per input (np.save)")
+        f.seek(0)
+        shape, dtype = _npy_header(f, f"{what} `{path}`", "write it with numpy.save (one array, not a pickle)")
+        _check_array_header(shape, dtype, f"{what} `{path}`", accepted)
+        f.seek(0)
+        try:
+            return np.load(f, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as e:  # a header that promises more data than the file holds
+            raise NetDSLError(f"cannot read {what} `{path}`: {e}", hint="the file is truncated or corrupt; "
+                              "write it again with numpy.save") from None
+
+
+def _check_safetensors_header(path: Path, f: IO[bytes]) -> None:
+    """Every tensor's dtype and shape, from the JSON header, against the budget (nothing else is read)."""
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    n = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if not 0 < n <= min(size - 8, _MAX_HEADER):
+        raise NetDSLError(f"cannot read weights file `{path}`: not safetensors (its header length is "
+                          f"{n if n >= 0 else 'missing'} in a file of {size:,} bytes)", hint=_BAD_WEIGHTS)
+    try:
+        header = json.loads(f.read(n))
+        tensors = {k: (str(v["dtype"]), tuple(int(d) for d in v["shape"]))
+                   for k, v in header.items() if k != "__metadata__"}
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise NetDSLError(f"cannot read weights file `{path}`: not safetensors (bad header: {e})",
+                          hint=_BAD_WEIGHTS) from None
+    for name, (dtype, shape) in tensors.items():
+        if dtype == "BF16":
+            raise NetDSLError(f"weights file `{path}`: tensor `{name}` is bf16, which NumPy cannot hold",
+                              hint="save the weights as float32 (e.g. `{k: v.float() for k, v in sd.items()}`)")
+        if dtype not in _SAFETENSORS_DTYPES:
+            raise NetDSLError(f"weights file `{path}`: tensor `{name}` has element type {dtype}",
+                              hint="weights are floating point (F32, F16 or F64)")
+    check_allocation(sum(tensor_bytes(s, _SAFETENSORS_DTYPES[d]) for d, s in tensors.values()),
+                     f"weights file `{path}` ({len(tensors)} tensors)")
+
+
+def _check_npz_headers(path: Path, f: IO[bytes]) -> None:
+    """Every member's .npy header: a numeric element type, and all of them within the budget."""
+    accepted = "weights must be arrays of floats"
+    total = 0
+    try:
+        with zipfile.ZipFile(f) as z:
+            for info in z.infolist():
+                name = info.filename.removesuffix(".npy")
+                with z.open(info) as member:
+                    shape, dtype = _npy_header(member, f"weights file `{path}` (tensor `{name}`)", _BAD_WEIGHTS)
+                total += _check_array_header(shape, dtype, f"tensor `{name}` of weights file `{path}`", accepted)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as e:
+        raise NetDSLError(f"cannot read weights file `{path}`: {e}", hint=_BAD_WEIGHTS) from None
+    check_allocation(total, f"weights file `{path}`")
 
 
 def read_weights(path: str | Path) -> Weights:
+    """The tensors of a .safetensors or .npz file, once its header is known to hold numeric tensors
+    within the memory budget."""
     path = Path(path)
-    if not path.exists():
-        raise NetDSLError(f"weights file `{path}` does not exist")
+    if path.suffix not in (".safetensors", ".npz"):
+        raise NetDSLError(f"cannot read weights from `{path}`: unknown format", hint="use .safetensors or .npz")
+    with _open(path, "weights file") as f:
+        if path.suffix == ".safetensors":
+            _check_safetensors_header(path, f)
+        else:
+            _check_npz_headers(path, f)
     try:
         if path.suffix == ".safetensors":
             from safetensors.numpy import load_file
 
             return dict(load_file(str(path)))
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except NetDSLError:
+        raise
     except Exception as e:  # corrupt or truncated files raise many different errors
-        raise NetDSLError(f"cannot read weights file `{path}`: {e}",
-                          hint="is it a valid .safetensors / .npz file?") from None
-    raise NetDSLError(f"cannot read weights from `{path}`: unknown format", hint="use .safetensors or .npz")
+        raise NetDSLError(f"cannot read weights file `{path}`: {e}", hint=_BAD_WEIGHTS) from None
 
 
-def check_weights(graph: Graph, weights: Mapping[str, np.ndarray], origin: str = "weights") -> Weights:
-    """Strictly match weights to the graph's parameters; return them as float32 arrays."""
+def check_writable(path: str | Path, what: str = "file") -> Path:
+    """``path``, once it can be a file: not a directory, in a directory that exists."""
+    path = Path(path)
+    if path.is_dir():
+        raise NetDSLError(f"cannot write {what} `{path}`: it is a directory", hint="give a file name inside it")
+    if not path.parent.is_dir():
+        raise NetDSLError(f"cannot write {what} `{path}`: there is no directory `{path.parent}`",
+                          hint="create the directory first, or write somewhere else")
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomically(path: str | Path, write: Callable[[str], None], what: str = "file") -> None:
+    """Run ``write(temporary path)`` on a temporary file next to ``path``, then rename it into place with
+    the usual mode (0666 less the umask); on any failure remove the temporary file and raise a
+    NetDSLError — the target is either the old file or the whole new one, never part of one."""
+    path = check_writable(path, what)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise NetDSLError(f"cannot write {what} `{path}`: {e.strerror or e}",
+                          hint=f"check that you may write to `{path.parent}`") from None
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, Exception) and not isinstance(e, NetDSLError):  # disk full, quota, a device error...
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise NetDSLError(f"cannot write {what} `{path}`: {reason}", hint="nothing was written; "
+                              "check the free space and that you may write there") from None
+        raise
+
+
+def save_weights(path: str | Path, weights: Mapping[str, np.ndarray]) -> None:
+    """Write ``weights`` to a .safetensors or .npz file, atomically (``write_atomically``)."""
+    path = Path(path)
+    if path.suffix not in (".safetensors", ".npz"):
+        raise NetDSLError(f"cannot write weights to `{path}`: unknown format",
+                          hint="use a .safetensors or .npz file name")
+    arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+
+    def write(tmp: str) -> None:
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import save_file
+
+            save_file(arrays, tmp)
+        else:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+    write_atomically(path, write, "weights file")
+
+
+def check_arrays_target(path: str | Path, names, what: str = "arrays") -> Path:
+    """``path``, once ``save_arrays`` can write arrays ``names`` there: a .npz file for any number of
+    arrays, a .npy file for one."""
+    path = check_writable(path, "output file")
+    names = list(names)
+    if path.suffix != ".npz" and len(names) != 1:
+        raise NetDSLError(f"cannot save the {len(names)} {what} ({', '.join(names)}) to the .npy file `{path}`",
+                          hint=f"name a .npz file (`{path.with_suffix('.npz')}`): each is saved under its name")
+    return path
+
+
+def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write arrays atomically: one array to a .npy file; any number (to a path ending in .npz) to a .npz
+    file, each under its name."""
+    path = check_arrays_target(path, arrays)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            if path.suffix == ".npz":
+                np.savez(f, **arrays)
+            else:
+                np.save(f, next(iter(arrays.values())), allow_pickle=False)
+
+    write_atomically(path, write, "output file")
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(f"`{n}`" for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def match_weights(graph: Graph, weights: Mapping[str, np.ndarray], origin: str = "weights",
+                  allow_extra: bool = False) -> dict[str, np.ndarray]:
+    """The graph's used parameters from ``weights`` as arrays, each checked by name, shape and element
+    type (real numbers); a missing tensor (and, unless ``allow_extra``, an extra one) is a NetDSLError
+    that names them, with the closest name as a hint; a wrong shape names the parameter, both shapes
+    and the layer that uses it."""
+    if not isinstance(weights, Mapping):
+        raise NetDSLError(f"{origin} must be a dict of arrays keyed by parameter name, not {type(weights).__name__}",
+                          hint="e.g. netdsl.init_weights(graph), or netdsl.load_weights(path, graph)")
     specs = graph.used_params()
     # PyTorch's batchnorm keeps a step counter next to its statistics; it means nothing at inference
     weights = {k: v for k, v in weights.items()
@@ -176,23 +388,38 @@ def check_weights(graph: Graph, weights: Mapping[str, np.ndarray], origin: str =
     extra = [k for k in weights if k not in specs]
     if missing:
         hint = did_you_mean(missing[0], extra) if extra else None
-        raise NetDSLError(f"{origin}: missing tensor `{missing[0]}`"
-                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+        raise NetDSLError(f"{origin}: missing tensor{'s' if len(missing) > 1 else ''} {_names(missing)}"
+                          + (f"; unexpected: {_names(extra)}" if extra else ""),
                           hint=hint or f"the model has {len(specs)} parameter tensors; `netdsl show` lists them")
-    if extra:
-        raise NetDSLError(f"{origin}: unexpected tensor `{extra[0]}`"
-                          + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""),
+    if extra and not allow_extra:
+        raise NetDSLError(f"{origin}: unexpected tensor{'s' if len(extra) > 1 else ''} {_names(extra)}",
                           hint=did_you_mean(extra[0], specs) or "it is not a parameter of this model")
+    users = {p: n for n in reversed(graph.nodes) for p in n.params.values()}
     out = {}
     for name, spec in specs.items():
-        w = np.asarray(weights[name])
-        if tuple(w.shape) != tuple(spec.shape):
-            raise NetDSLError(f"{origin}: tensor `{name}` has shape {tuple(w.shape)}, the model expects "
-                              f"{tuple(spec.shape)}")
-        if not np.issubdtype(w.dtype, np.floating):
-            raise NetDSLError(f"{origin}: tensor `{name}` has element type {w.dtype}, expected floating point")
-        out[name] = w.astype(np.float32, copy=False)
+        w = weights[name]
+        shape = tuple(np.shape(w))
+        if shape != tuple(spec.shape):
+            raise NetDSLError(f"{origin}: tensor `{name}` has shape {shape}, the model expects {tuple(spec.shape)}",
+                              users[name].loc, hint="are these the weights of this model (and of this version of it)?")
+        w = np.asarray(w)
+        if w.dtype.kind not in "fiu":
+            raise NetDSLError(f"{origin}: tensor `{name}` has element type {w.dtype}, expected floating point",
+                              users[name].loc, hint="convert it, e.g. `w.astype(np.float32)`")
+        out[name] = w
     return out
+
+
+def check_weights(graph: Graph, weights: Mapping[str, np.ndarray], origin: str = "weights") -> Weights:
+    """Strictly match weights to the graph's parameters; return them as float32 arrays."""
+    matched = match_weights(graph, weights, origin)
+    for name, w in matched.items():
+        if not np.issubdtype(w.dtype, np.floating):
+            raise NetDSLError(f"{origin}: tensor `{name}` has element type {w.dtype}, expected floating point",
+                              hint="convert it, e.g. `w.astype(np.float32)`")
+    check_allocation(sum(tensor_bytes(w.shape, 4) for w in matched.values() if w.dtype != np.float32),
+                     f"{origin}: the float32 copy of the weights")
+    return {name: w.astype(np.float32, copy=False) for name, w in matched.items()}
 
 
 def load_weights(path: str | Path, graph: Graph) -> Weights:

@@ -4,6 +4,8 @@ Runs nodes in order with each op's registry reference, in float32 or float64, dr
 after its last use. ``trace=True`` keeps every intermediate value (for `netdsl check`). Inputs of an
 integer type (token ids, ``i64[N, T]``) are taken as integer arrays, never cast to float. Symbolic
 dims in attributes (``reshape(N, T, 8, -1)``) are bound to the input sizes before each reference runs.
+Before anything runs, the inputs, the weights (by name and shape) and every value's size at the bound
+dims are checked: an empty value or one over the memory budget is an error at the layer that makes it.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import NetDSLError
+from ..errors import NetDSLError, did_you_mean
 from ..ir.dims import SymDim, evaluate
 from ..ir.graph import Graph
-from ..ir.types import BOOL, NUMPY_DTYPES, TensorType, is_integer
+from ..ir.sizes import check_allocation, check_sizes, tensor_bytes
+from ..ir.types import BOOL, DTYPES, NUMPY_DTYPES, TensorType, is_integer
 from ..ops import REGISTRY
+from ..params import match_weights
 
 
 def bind_dims(graph: Graph, arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
@@ -24,22 +28,32 @@ def bind_dims(graph: Graph, arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
     env: dict[str, int] = {}
     for v in graph.inputs:
         if v.name not in arrays:
-            raise NetDSLError(f"no value given for input `{v.name}`")
+            given = [k for k in arrays if k not in {u.name for u in graph.inputs}]
+            raise NetDSLError(f"no value given for input `{v.name}`"
+                              + (f" (given: {', '.join(f'`{k}`' for k in given)})" if given else ""),
+                              hint=(did_you_mean(v.name, given) if given else None)
+                              or f"`{graph.name}` takes {', '.join(f'`{u.name}`' for u in graph.inputs)}")
         shape = np.shape(arrays[v.name])
         t: TensorType = v.type
+        hint = f"`{v.name}` takes an array of {t.rank} dimensions: {', '.join(map(str, t.shape))}"
         if len(shape) != t.rank:
-            raise NetDSLError(f"input `{v.name}` expects {t}, got an array of shape {tuple(shape)}")
+            raise NetDSLError(f"input `{v.name}` expects {t}, got an array of shape {tuple(shape)}", hint=hint)
         for d, got in zip(t.shape, shape):
+            if got < 1 and isinstance(d, SymDim):
+                raise NetDSLError(f"input `{v.name}` expects {t}, got an empty array of shape {tuple(shape)}",
+                                  hint="every size must be at least 1")
             if isinstance(d, SymDim):
                 (sym,) = d.symbols()
                 if env.setdefault(sym, got) != got:
-                    raise NetDSLError(f"input `{v.name}`: dimension {sym} is {env[sym]} elsewhere, got {got}")
+                    raise NetDSLError(f"input `{v.name}`: dimension {sym} is {env[sym]} elsewhere, got {got}",
+                                      hint=f"every input must agree on the size of {sym}")
             elif d != got:
-                raise NetDSLError(f"input `{v.name}` expects {t}, got an array of shape {tuple(shape)}")
+                raise NetDSLError(f"input `{v.name}` expects {t}, got an array of shape {tuple(shape)}", hint=hint)
     return env
 
 
 def as_input_dict(graph: Graph, inputs) -> dict[str, np.ndarray]:
+    """``inputs`` (a dict by input name, a list in the graph's order, or one array) as a dict."""
     if isinstance(inputs, Mapping):
         return dict(inputs)
     if isinstance(inputs, np.ndarray):
@@ -109,12 +123,19 @@ def bind_attrs_to_sizes(attrs: Mapping[str, Any], dims: Mapping[str, int]) -> Ma
 def run(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | np.ndarray,
         weights: Mapping[str, np.ndarray], dtype: str = "f32", trace: bool = False) -> dict[str, np.ndarray]:
     """Run ``graph``; return ``{output name: array}`` (and every value's array when ``trace``)."""
-    if dtype not in NUMPY_DTYPES or is_integer(dtype) or dtype == BOOL:
-        floats = [d for d in NUMPY_DTYPES if not is_integer(d) and d != BOOL]
-        raise NetDSLError(f"the reference backend runs in {' or '.join(floats)}, not {dtype}")
+    floats = [d for d in NUMPY_DTYPES if not is_integer(d) and d != BOOL]
+    if dtype not in floats:
+        raise NetDSLError(f"the reference backend runs in {' or '.join(floats)}, not {dtype}",
+                          hint="pass dtype=\"f32\" or dtype=\"f64\"; fp16 and bf16 run on the Triton backend "
+                               "(netdsl.compile(..., dtype=\"fp16\"))")
     np_dtype = NUMPY_DTYPES[dtype]
+    weights = match_weights(graph, weights, allow_extra=True)
     arrays = as_input_dict(graph, inputs)
     dims = bind_dims(graph, arrays)
+    held = {d: (DTYPES[d] if is_integer(d) or d == BOOL else np.dtype(np_dtype).itemsize) for d in DTYPES}
+    check_sizes(graph, dims, held)  # every value, before anything is allocated or run
+    check_allocation(sum(tensor_bytes(w.shape, np.dtype(np_dtype).itemsize) for w in weights.values()),
+                     f"the weights of `{graph.name}` in {dtype}")
     env: dict[str, np.ndarray] = {v.name: input_array(v, arrays[v.name], np_dtype) for v in graph.inputs}
     last_use: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):

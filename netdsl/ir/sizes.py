@@ -23,9 +23,8 @@ from typing import Iterator, Mapping
 
 from ..errors import NetDSLError, SourceLoc
 from .graph import Graph
-from .types import DTYPES
+from .types import DTYPES, INT64_MAX
 
-INT64_MAX = 2**63 - 1
 BUDGET_ENV = "NETDSL_MEMORY_BUDGET"
 _FALLBACK_MEMORY = 16 * 2**30  # when the machine's memory cannot be read: a budget of half of this
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
@@ -72,12 +71,12 @@ def concrete_dims(graph: Graph, overrides: Mapping[str, int]) -> dict[str, int]:
 
 
 def _format_env(dims: Mapping[str, int]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(dims.items()))
+    return ", ".join(f"{k}={v}" for k, v in sorted(dims.items())) or "these sizes"
 
 
 def check_sizes(graph: Graph, dims: Mapping[str, int], itemsize: Mapping[str, int] | None = None) -> None:
-    """Check every value's concrete shape at ``dims``: each dimension at least 1 and the element count
-    within int64 — a NetDSLError located at the first node whose output fails. With ``itemsize``
+    """Check every value's concrete shape at ``dims``: each dimension that depends on them at least 1 and
+    the element count within int64 — a NetDSLError located at the first node whose output fails. With ``itemsize``
     (element type -> bytes, as the values will be held), each value and each node's inputs and outputs
     together (a lower bound of what must be live while it runs) must also fit the memory budget."""
     for sym, size in dims.items():
@@ -94,13 +93,13 @@ def check_sizes(graph: Graph, dims: Mapping[str, int], itemsize: Mapping[str, in
         what = f"input `{v.name}`" if node is None else f"`{node.op}`" + (f" `{node.name}`" if node.name else "")
         loc = node.loc if node is not None else None
         for i, (d, got) in enumerate(zip(v.type.shape, shape)):
-            if got < 1:
-                expr = f"`{d}` = {got}" if not isinstance(d, int) else f"{got}"
+            # a size of the file's own (an empty slice, `split` with a 0 section) is the front end's to judge
+            if got < 1 and not isinstance(d, int):
                 raise NetDSLError(
                     f"{what} would give an empty output at {_format_env(dims)}: dimension {i} of {v.type} is "
-                    f"{expr}", loc,
-                    hint="the input is too small for this layer; give larger sizes (--dims)"
-                         + (f", so that {d} is at least 1" if not isinstance(d, int) else ""))
+                    f"`{d}` = {got}", loc,
+                    hint=f"the input is too small for this layer; give larger sizes (--dims), so that {d} is at "
+                         f"least 1")
         elements = math.prod(shape)
         if elements > INT64_MAX:
             raise NetDSLError(f"{what} would have {elements:,} elements at {_format_env(dims)}, more than "
@@ -163,11 +162,13 @@ def memory_budget_set(budget: int | str | None) -> Iterator[None]:
         _budget_override = old
 
 
-def format_bytes(n: int) -> str:
-    """``98.2 TiB (107,999,999,999,892 bytes)``."""
+def format_bytes(n: int, note: str = "") -> str:
+    """``98.2 TiB (107,999,999,999,892 bytes)``, with ``note`` inside the parentheses after a semicolon."""
     unit, scale = next(((u, s) for u, s in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20),
                                               ("KiB", 2**10)) if n >= s), ("bytes", 1))
-    return f"{n:,} bytes" if scale == 1 else f"{n / scale:.1f} {unit} ({n:,} bytes)"
+    exact = f"{n:,} bytes" + (f"; {note}" if note else "")
+    return exact if scale == 1 and not note else f"{n / scale:.1f} {unit} ({exact})" if scale > 1 else \
+        f"{n:,} bytes ({note})"
 
 
 def tensor_bytes(shape: tuple[int, ...], itemsize: int) -> int:
@@ -185,5 +186,5 @@ def check_allocation(nbytes: int, what: str, loc: SourceLoc | None = None) -> No
         origin = ("--memory-budget" if _budget_override is not None
                   else BUDGET_ENV if os.environ.get(BUDGET_ENV) else "half of this machine's memory")
         raise NetDSLError(f"{what} would take {format_bytes(nbytes)}, over the memory budget of "
-                          f"{format_bytes(budget)} ({origin})", loc,
+                          f"{format_bytes(budget, origin)}", loc,
                           hint=f"check the sizes; to allow more, set {BUDGET_ENV} or --memory-budget (e.g. 64G)")
