@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 
+from . import __version__
 from .errors import NetDSLError
 from .ir.sizes import BUDGET_ENV, INT64_MAX, concrete_dims, memory_budget_set, parse_dims
 
@@ -151,6 +152,7 @@ def cmd_compile(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="netdsl", description="Compile and run .net neural network models.")
+    p.add_argument("--version", action="version", version=f"netdsl {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def model_cmd(name, help_, allocates=False):

@@ -122,3 +122,12 @@ def test_the_console_script(tmp_path):
         pytest.skip("the netdsl console script is not installed next to this python")
     proc = subprocess.run([exe, "show", str(LENET)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("network lenet5(")
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"netdsl {version('netdsl')}" == f"netdsl {netdsl.__version__}"
