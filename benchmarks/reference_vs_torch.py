@@ -31,6 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from dims import model_dims  # noqa: E402
 
 
 def _interleaved_times(fns, runs: int) -> list[list[float]]:
@@ -95,23 +98,6 @@ class BuiltOnce:
             setattr(self.nn, name, cls)
 
 
-def model_dims(graph, batch: int | None, size: int | None, seq: int | None, dims_text: str | None = None):
-    """Concrete sizes of the inputs' symbolic dims: ``dims_text`` ("T=128,S=64"), then N = ``batch``,
-    H = W = ``size`` and every other dim (T, S) = ``seq``, where the inputs have them; then the file's
-    defaults."""
-    from netdsl.ir.sizes import concrete_dims, parse_dims
-
-    symbols = set().union(*(v.type.symbols() for v in graph.inputs))
-    over = {}
-    for sym in symbols:
-        if sym == "N" and batch is not None:
-            over[sym] = batch
-        elif sym in ("H", "W") and size is not None:
-            over[sym] = size
-        elif sym not in ("N", "H", "W") and seq is not None:
-            over[sym] = seq
-    over.update(parse_dims(dims_text))
-    return concrete_dims(graph, over)
 
 
 def main(argv=None) -> int:

@@ -29,11 +29,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from dims import model_dims
 from fusion import SUMMARY_HEADER, fuse, summary_row
 
 import netdsl
 from netdsl.frontend import load_source
-from netdsl.ir.sizes import concrete_dims, parse_dims
 from netdsl.ir.types import DTYPES
 from netdsl.passes import run_pipeline
 from netdsl.passes.cost import Cost, cost_report, node_costs, total
@@ -52,17 +52,6 @@ def _shape(shape) -> str:
     return "x".join(map(str, shape))
 
 
-def model_dims(graph, batch: int | None = None, seq: int | None = None, dims: str | None = None) -> dict[str, int]:
-    """Concrete sizes: ``dims`` ("N=1,T=128"), then ``batch`` (N) and ``seq`` (each input dim other than
-    N, H and W: T, S), then the file's defaults (netdsl.ir.sizes.concrete_dims)."""
-    symbols = set().union(*(v.type.symbols() for v in graph.inputs))
-    over: dict[str, int] = {}
-    if batch is not None and "N" in symbols:
-        over["N"] = batch
-    if seq is not None:
-        over.update((s, seq) for s in symbols - {"N", "H", "W"})
-    over.update(parse_dims(dims))
-    return concrete_dims(graph, over)
 
 
 def cost_by_op(graph, dims) -> dict[str, tuple[int, Cost]]:
@@ -190,7 +179,7 @@ def main(argv=None) -> int:
             p.error(f"no example `{name}` (examples/{name}.net)")
     for name in args.model:
         graph = netdsl.load(EXAMPLES / f"{name}.net")
-        report(name, model_dims(graph, args.batch, args.seq, args.dims), args.nodes,
+        report(name, model_dims(graph, batch=args.batch, seq=args.seq, dims_text=args.dims), args.nodes,
                log=lambda *a, flush=False: print(*a, flush=flush))
     return 0
 

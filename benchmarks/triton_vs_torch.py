@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dims import model_dims
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -264,24 +265,6 @@ def _max_rel_diff(a, b) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
-def model_dims(graph, batch: int | None = None, size: int | None = None, seq: int | None = None,
-               dims_text: str | None = None) -> dict[str, int]:
-    """Concrete sizes of the inputs' symbolic dims: ``dims_text`` ("T=128,S=64"), then N = ``batch``,
-    H = W = ``size`` and every other dim (T, S) = ``seq``, where the inputs have them; then the file's
-    defaults (netdsl.ir.sizes.concrete_dims)."""
-    from netdsl.ir.sizes import concrete_dims, parse_dims
-
-    symbols = set().union(*(v.type.symbols() for v in graph.inputs))
-    over = {}
-    for sym in symbols:
-        if sym == "N" and batch is not None:
-            over[sym] = batch
-        elif sym in ("H", "W") and size is not None:
-            over[sym] = size
-        elif sym not in ("N", "H", "W") and seq is not None:
-            over[sym] = seq
-    over.update(parse_dims(dims_text))
-    return concrete_dims(graph, over)
 
 
 def example_inputs(graph, dims, device, torch_dtype=torch.float32, seed: int = 0) -> list[torch.Tensor]:
