@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 # torch first and pinned: an open range would pull a multi-GB CUDA build on a CPU-only machine.
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[triton,test]"
+python -m pip install -q -e ".[triton,test,onnx]"
 if [ "${1:-}" != "--no-demo" ]; then
     echo "== ResNet-18: the fused IR's cost (netdsl show --pipeline O1 --cost)"
     netdsl show examples/resnet18.net --pipeline O1 --cost --dims N=1,H=224,W=224 | tail -n 5

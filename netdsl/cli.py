@@ -212,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--pipeline", default="O1")
     k.add_argument("--jobs", type=int, default=2, help="parallel build workers")
     k.set_defaults(fn=cmd_compile)
+
+    from . import graph_view
+    from .frontend import fmt
+    from .interop import onnx_export, onnx_import
+
+    for module in (onnx_import, onnx_export, graph_view, fmt):
+        module.add_parser(sub)
     return p
 
 
