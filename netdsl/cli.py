@@ -63,7 +63,9 @@ def cmd_run(args) -> int:
         check_arrays_target(args.output, graph.output_names, f"outputs of `{graph.name}`")
     if args.input:
         if len(args.input) != len(graph.inputs):
-            raise NetDSLError(f"`{graph.name}` takes {len(graph.inputs)} input(s), got {len(args.input)} --input")
+            raise NetDSLError(f"`{graph.name}` takes {len(graph.inputs)} input(s), got {len(args.input)} --input",
+                              hint="give one --input per network input, in the order of the `input` lines: "
+                                   + ", ".join(v.name for v in graph.inputs))
         inputs = {v.name: load_array(path, "input") for v, path in zip(graph.inputs, args.input)}
     else:
         inputs = _random_inputs(graph, args.dims, seed)
@@ -109,6 +111,9 @@ def cmd_check(args) -> int:
     from .params import random_inputs
 
     seed, dims = parse_seed(args.seed), parse_dims(args.dims)
+    if args.weights and args.random_weights:
+        raise NetDSLError("--weights and --random-weights both say where the weights come from",
+                          hint="give one of them: --random-weights replaces every tensor with random values")
     graph, fused, weights = prepare(args.model, args.weights, seed, args.network, args.pipeline)
     inputs = random_inputs(graph, concrete_dims(graph, dims), seed)  # sizes checked before the GPU is touched
     from .backends.triton import device

@@ -322,7 +322,7 @@ def write_atomically(path: str | Path, write: Callable[[str], None], what: str =
 
 def save_weights(path: str | Path, weights: Mapping[str, np.ndarray]) -> None:
     """Write ``weights`` to a .safetensors or .npz file, atomically (``write_atomically``)."""
-    path = Path(path)
+    path = check_writable(path, "weights file")
     if path.suffix not in (".safetensors", ".npz"):
         raise NetDSLError(f"cannot write weights to `{path}`: unknown format",
                           hint="use a .safetensors or .npz file name")
@@ -345,6 +345,9 @@ def check_arrays_target(path: str | Path, names, what: str = "arrays") -> Path:
     arrays, a .npy file for one."""
     path = check_writable(path, "output file")
     names = list(names)
+    if path.suffix not in (".npy", ".npz"):
+        raise NetDSLError(f"cannot save {what} to `{path}`: unknown format",
+                          hint=f"name a .npz file (`{path.with_suffix('.npz')}`), or a .npy file for one array")
     if path.suffix != ".npz" and len(names) != 1:
         raise NetDSLError(f"cannot save the {len(names)} {what} ({', '.join(names)}) to the .npy file `{path}`",
                           hint=f"name a .npz file (`{path.with_suffix('.npz')}`): each is saved under its name")
@@ -419,6 +422,13 @@ def check_weights(graph: Graph, weights: Mapping[str, np.ndarray], origin: str =
                               hint="convert it, e.g. `w.astype(np.float32)`")
     check_allocation(sum(tensor_bytes(w.shape, 4) for w in matched.values() if w.dtype != np.float32),
                      f"{origin}: the float32 copy of the weights")
+    for name, w in matched.items():
+        finite = np.isfinite(w)
+        if not finite.all():
+            bad = w.size - int(np.count_nonzero(finite))
+            raise NetDSLError(f"{origin}: tensor `{name}` holds {bad:,} NaN or infinite value(s)",
+                              hint="every output would be NaN; the file is damaged, or the training that "
+                                   "wrote it diverged")
     return {name: w.astype(np.float32, copy=False) for name, w in matched.items()}
 
 

@@ -59,7 +59,9 @@ def as_input_dict(graph: Graph, inputs) -> dict[str, np.ndarray]:
     if isinstance(inputs, np.ndarray):
         inputs = [inputs]
     if len(inputs) != len(graph.inputs):
-        raise NetDSLError(f"network `{graph.name}` takes {len(graph.inputs)} input(s), got {len(inputs)}")
+        raise NetDSLError(f"network `{graph.name}` takes {len(graph.inputs)} input(s), got {len(inputs)}",
+                          hint="pass one array per input, in order, or a dict by name: "
+                               + ", ".join(v.name for v in graph.inputs))
     return {v.name: x for v, x in zip(graph.inputs, inputs)}
 
 

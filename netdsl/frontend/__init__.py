@@ -46,11 +46,17 @@ def _read_import(imp: ast.Import, importer: str) -> tuple[str, str]:
     return f"<netdsl>/stdlib/{imp.target}.net", ref.read_text(encoding="utf-8")
 
 
+MAX_IMPORT_DEPTH = 64  # files importing files: far beyond any real model, far below Python's recursion limit
+
+
 def resolve_imports(module: ast.Module, stack: tuple[str, ...] = ()) -> ast.Module:
     """``module`` with the blocks of everything it imports (transitively) added to its own."""
     stack = stack + (module.file,)
     origin = {name: module.file for name in module.blocks}
     for imp in module.imports:
+        if len(stack) >= MAX_IMPORT_DEPTH:
+            raise NetDSLError(f"imports nest more than {MAX_IMPORT_DEPTH} files deep", imp.loc,
+                              hint="import the files a model needs from one place instead of a long chain")
         file, text = _read_import(imp, module.file)
         if file in stack or (imp.is_file and Path(file).resolve() in {Path(f).resolve() for f in stack
                                                                           if not f.startswith("<")}):
@@ -86,7 +92,9 @@ def load(path: str | Path, network: str | None = None) -> Graph:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise NetDSLError(f"cannot read {path}: {e.strerror}", None) from None
+        raise NetDSLError(f"cannot read {path}: {e.strerror}", None,
+                          hint="give the path of a .net file" if path.is_dir() or not path.exists()
+                          else "check that you may read it") from None
     return load_source(decode(data, str(path)), str(path), network)
 
 

@@ -18,6 +18,7 @@ from ..ir.dims import DimTooDeep, SymDim
 from ..ir.graph import Graph, Node, ParamSpec, Value
 from ..ir.types import BOOL, DTYPES, INT64_MAX, TensorType, is_integer
 from ..ops import ALIASES, REGISTRY, OpKind, ShapeError, lookup
+from ..ops.registry import signature
 from ..ops.registry import OpDef, bind_attrs, show_value
 from . import ast
 from .parser import MAX_NESTING
@@ -108,6 +109,7 @@ class _Elaborator:
         self.block_stack: list[str] = []
         self.dim_defaults: dict[str, int] = {}
         self.dim_default_locs: dict[str, SourceLoc] = {}
+        self.dim_locs: dict[str, SourceLoc] = {}  # where each symbolic input dim is first written
         # the symbolic dims of the network's inputs (N, T, ...): names an attribute expression may use
         self.dims: dict[str, SymDim] = {}
         self.param_nodes: dict[str, Tensor] = {}  # parameter name -> the `parameter` node reading it
@@ -150,12 +152,13 @@ class _Elaborator:
         # the element types of the data (token ids and masks are checked by the op's shape rule)
         dtypes = {t.dtype for i, t in enumerate(types) if i not in op.int_inputs and i not in op.bool_inputs}
         if len(dtypes) > 1:
-            raise NetDSLError(f"`{op.name}` mixes element types {', '.join(sorted(dtypes))}", loc)
+            raise NetDSLError(f"`{op.name}` mixes element types {', '.join(sorted(dtypes))}", loc,
+                              hint="the tensors a layer combines share one element type: declare the inputs alike")
         try:
             out_types = op.result_types(types, attrs)
             specs = op.params(types, attrs)
         except ShapeError as e:
-            raise NetDSLError(e.message, loc, e.hint) from None
+            raise NetDSLError(e.message, loc, e.hint or signature(op)) from None
         except DimTooDeep as e:
             raise NetDSLError(f"the output size of `{op.name}` is too complex: {e}", loc, hint=_DIM_TOO_DEEP) from None
         if len(self.nodes) >= MAX_NODES:
@@ -233,7 +236,8 @@ class _Elaborator:
         if lookup(node.id) or node.id in self.module.blocks:
             raise NetDSLError(f"`{node.id}` is a layer, not a value", node.loc,
                               hint=f"apply it to a value: `x -> {node.id}` or `{node.id}(x)`")
-        raise NetDSLError(f"undefined name `{node.id}`", node.loc, hint=did_you_mean(node.id, [*env, *self.dims]))
+        raise NetDSLError(f"undefined name `{node.id}`", node.loc, hint=did_you_mean(node.id, [*env, *self.dims])
+                          or f"define it before it is used (`{node.id} = ...`), or declare it: `input {node.id}: ...`")
 
     def eval(self, e: ast.Expr, env, scope: Scope, pending) -> Tensor | Scalar:
         """An expression's value: a tensor or a scalar (several results must be bound by an assignment)."""
@@ -361,9 +365,10 @@ class _Elaborator:
         if lt or rt:
             return self.tensor_and_number(e, left, right, scope)
         if not all(_is_number(v) or isinstance(v, SymDim) for v in (left, right)):
-            raise NetDSLError(f"`{e.op}` needs numbers, got {_show(left)} and {_show(right)}", e.loc)
+            raise NetDSLError(f"`{e.op}` needs numbers, got {_show(left)} and {_show(right)}", e.loc,
+                              hint="arithmetic on attributes takes numbers and dims; on tensors, tensors and numbers")
         if e.op in ("/", "//") and not isinstance(right, SymDim) and right == 0:
-            raise NetDSLError("division by zero", e.loc)
+            raise NetDSLError("division by zero", e.loc, hint="the divisor of an attribute's expression is 0")
         if isinstance(left, SymDim) or isinstance(right, SymDim):
             return _dim_arith(e, left, right)
         try:
@@ -491,7 +496,9 @@ class _Elaborator:
         try:
             attrs = bind_attrs(op, scalars, kwargs)
         except ShapeError as e:
-            raise NetDSLError(e.message, _arg_loc(op, e.arg, arg_locs) or call.loc, e.hint) from None
+            # an attribute's own rule is the best hint; else the op's signature shows what it takes
+            raise NetDSLError(e.message, _arg_loc(op, e.arg, arg_locs) or call.loc,
+                              e.hint or signature(op)) from None
         return self.apply_op(op, inputs, attrs, scope, label, call.loc)
 
     def repeat_count(self, stage: ast.Stage, env, scope: Scope, pending) -> int:
@@ -502,7 +509,8 @@ class _Elaborator:
             raise NetDSLError(f"a repetition count must be a positive integer, got {_show(n)}", _loc_of(stage.repeat),
                               hint="`layer * n` applies the layer n times in a chain")
         if n > MAX_REPEAT:
-            raise NetDSLError(f"a repetition count must be at most {MAX_REPEAT}, got {n}", _loc_of(stage.repeat))
+            raise NetDSLError(f"a repetition count must be at most {MAX_REPEAT}, got {n}", _loc_of(stage.repeat),
+                              hint="a longer stack is a block that repeats a block: `(layer * 100) * 100`")
         return n
 
     def apply_stage(self, x: Tensor, stage: ast.Stage, env, scope: Scope, pending) -> Tensor:
@@ -641,10 +649,12 @@ class _Elaborator:
                 for i, item in enumerate(st.items):
                     value = self.eval(item.value, env, scope, pending)
                     if not isinstance(value, Tensor):
-                        raise NetDSLError("an output must be a tensor", item.loc)
+                        raise NetDSLError("an output must be a tensor", item.loc,
+                                          hint="output a value of the network, e.g. `output y`")
                     name = item.name or (item.value.id if isinstance(item.value, ast.Name) else f"output{len(outputs)}")
                     if any(name == o[0] for o in outputs):
-                        raise NetDSLError(f"output `{name}` is declared twice", item.loc)
+                        raise NetDSLError(f"output `{name}` is declared twice", item.loc,
+                                          hint="give each output its own name: `output a = ..., b = ...`")
                     outputs.append((name, value, item.loc))
         for name, b in env.items():
             if b.is_input and not b.used:
@@ -684,9 +694,11 @@ class _Elaborator:
                 raise NetDSLError(f"a parameter's shape is static, but `{v}` is a dimension of the inputs",
                                   _loc_of(d), hint="give the size as an integer or a block parameter")
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise NetDSLError(f"a parameter's dims are positive integers, got {_show(v)}", _loc_of(d))
+                raise NetDSLError(f"a parameter's dims are positive integers, got {_show(v)}", _loc_of(d),
+                                  hint="a parameter has no empty dims: give sizes of at least 1")
             if v > INT64_MAX:
-                raise NetDSLError(f"a parameter's dim must fit a 64-bit integer, got {_show(v)}", _loc_of(d))
+                raise NetDSLError(f"a parameter's dim must fit a 64-bit integer, got {_show(v)}", _loc_of(d),
+                                  hint=f"sizes go up to {INT64_MAX:,}")
             shape.append(v)
         pname = scope.full(st.name)
         if pname in self.params:
@@ -728,7 +740,9 @@ class _Elaborator:
             v = self.eval(e, env, scope, {})
             if not _is_number(v) or not _fits_float(v) or (k != "value" and v <= 0):
                 raise NetDSLError(f"`{k}` of `{call.func}` must be a {'finite' if k == 'value' else 'positive'} "
-                                  f"number, got {_show(v)}", _loc_of(e))
+                                  f"number, got {_show(v)}", _loc_of(e),
+                                  hint=f"{'a value' if k == 'value' else 'a scale'} below 1.8e308, e.g. "
+                                       f"{call.func}({k}=0.02)")
             values[k] = float(v)
         if call.func in ("normal", "uniform") and not values:
             if call.func == "uniform":
@@ -768,9 +782,11 @@ class _Elaborator:
                 old = self.dim_defaults.get(dim.value)
                 if old is not None and old != dim.default:
                     raise NetDSLError(f"dimension `{dim.value}` is given two defaults ({old} and {dim.default})",
-                                      dim.loc).with_note("first default", self.dim_default_locs[dim.value])
+                                      dim.loc, hint="a dim has one size: give its default once, or the same "
+                                      "default everywhere").with_note("first default", self.dim_default_locs[dim.value])
                 self.dim_defaults[dim.value] = dim.default
                 self.dim_default_locs[dim.value] = dim.loc
+            self.dim_locs.setdefault(dim.value, dim.loc)
             dims.append(SymDim.symbol(dim.value))
         value = Value(self._fresh_value_name(d.name), TensorType(tuple(dims), t.dtype))
         return Tensor(value)
@@ -784,7 +800,8 @@ class _Elaborator:
             not isinstance(dim.value, int) or dim.value == got for dim, got in zip(t.dims, actual.shape))
         if not ok:
             raise NetDSLError(f"block input `{d.name}` expects a tensor of shape "
-                              f"[{', '.join(str(x.value) for x in t.dims)}], got {actual}", d.loc)
+                              f"[{', '.join(str(x.value) for x in t.dims)}], got {actual}", d.loc,
+                              hint="pass a tensor of that shape, or change the shape written for the input")
 
 
 def _check_type(t: ast.TypeExpr) -> None:
@@ -799,10 +816,11 @@ def _check_type(t: ast.TypeExpr) -> None:
             continue
         if size < 1:
             raise NetDSLError("a dimension must be at least 1", loc or dim.loc,
-                              hint=None if isinstance(dim.value, int) else
-                              f"`{dim.value}={size}` is the default size of `{dim.value}`; give one of at least 1")
+                              hint="a tensor has no empty dims: give a size of at least 1" if isinstance(dim.value, int)
+                              else f"`{dim.value}={size}` is the default size of `{dim.value}`; give one of at least 1")
         if size > INT64_MAX:
-            raise NetDSLError(f"a dimension must fit a 64-bit integer, got {show_value(size)}", loc or dim.loc)
+            raise NetDSLError(f"a dimension must fit a 64-bit integer, got {show_value(size)}", loc or dim.loc,
+                              hint=f"sizes go up to {INT64_MAX:,}")
 
 
 def _result_names(r: Results) -> list[str]:
@@ -1055,7 +1073,8 @@ def elaborate(module: ast.Module, network: str | None = None) -> Graph:
         seen = set()
         for p in block.params:
             if p.name in seen:
-                raise NetDSLError(f"block `{block.name}` has two parameters named `{p.name}`", p.loc)
+                raise NetDSLError(f"block `{block.name}` has two parameters named `{p.name}`", p.loc,
+                                  hint="rename one of them")
             seen.add(p.name)
         for st in block.body:  # every type written is checked, in blocks used or not
             for d in (st.decls if isinstance(st, ast.InputStmt) else ()):
@@ -1081,4 +1100,5 @@ def elaborate(module: ast.Module, network: str | None = None) -> Graph:
         output_names=tuple(name for name, _, _ in outputs),
         dim_defaults=dict(e.dim_defaults),
         source=module.file,
+        annotations={"dim_locs": dict(e.dim_locs)},
     )

@@ -55,17 +55,27 @@ def parse_dims(text: str | None) -> dict[str, int]:
 
 def concrete_dims(graph: Graph, overrides: Mapping[str, int]) -> dict[str, int]:
     """Bind every symbolic input dim: ``overrides``, then the file's defaults, then N=1; any other
-    symbol left without a size is a NetDSLError, and so is a value whose shape would be empty or
+    symbol left without a size is a NetDSLError (at the input that names it), and so is a size given for
+    a dim no input has (a typo would otherwise be ignored), or a value whose shape would be empty or
     beyond int64 at these sizes (``check_sizes``)."""
+    from ..errors import did_you_mean
+
+    symbols = sorted({s for v in graph.inputs for s in v.type.symbols()})
+    locs = graph.annotations.get("dim_locs", {})
+    unknown = sorted(set(overrides) - set(symbols))
+    if unknown:
+        name = unknown[0]
+        raise NetDSLError(f"--dims gives `{name}`, but no input of `{graph.name}` has a dimension `{name}`",
+                          hint=did_you_mean(name, symbols) or (f"its symbolic dims are {', '.join(symbols)}"
+                                                               if symbols else "its inputs have static shapes"))
     env = {**graph.dim_defaults, **overrides}
-    for v in graph.inputs:
-        for sym in sorted(v.type.symbols()):
-            if sym not in env:
-                if sym == "N":
-                    env[sym] = 1
-                else:
-                    raise NetDSLError(f"input dimension `{sym}` has no size",
-                                      hint=f"give one with --dims {sym}=SIZE, or a default in the file ({sym}=224)")
+    for sym in symbols:
+        if sym not in env:
+            if sym == "N":
+                env[sym] = 1
+            else:
+                raise NetDSLError(f"input dimension `{sym}` has no size", locs.get(sym),
+                                  hint=f"give one with --dims {sym}=SIZE, or a default in the file ({sym}=224)")
     check_sizes(graph, env)
     return env
 

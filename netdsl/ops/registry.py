@@ -59,6 +59,7 @@ class Attr:
     choices: tuple | None = None
     positive: bool = False
     doc: str = ""
+    bounds: tuple[float, float] | None = None  # a number's closed range (a probability: (0, 1))
 
     @property
     def required(self) -> bool:
@@ -309,6 +310,10 @@ def _check_attr_type(attr: Attr, value: Any) -> Any:
         )
     if attr.positive and value <= 0:
         raise ShapeError(f"attribute `{attr.name}` must be positive, got {_show(value)}", arg=attr.name)
+    if attr.bounds is not None and math.isfinite(value) and not attr.bounds[0] <= value <= attr.bounds[1]:
+        lo, hi = attr.bounds
+        raise ShapeError(f"attribute `{attr.name}` must be from {_show(lo)} to {_show(hi)}, got {_show(value)}",
+                         hint=attr.doc or None, arg=attr.name)
     return value
 
 
@@ -316,7 +321,7 @@ def bind_attrs(op: OpDef, positional: Sequence[Any], keywords: Mapping[str, Any]
     """Map call arguments to the op's attributes, check them, and fill in defaults."""
     if len(positional) > len(op.attrs):
         most = f"at most {len(op.attrs)} attribute argument(s)" if op.attrs else "no attribute arguments"
-        raise ShapeError(f"`{op.name}` takes {most}, got {len(positional)}", hint=_signature(op),
+        raise ShapeError(f"`{op.name}` takes {most}, got {len(positional)}", hint=signature(op),
                          arg=len(op.attrs))
     values: dict[str, Any] = {}
     for attr, value in zip(op.attrs, positional):
@@ -327,24 +332,24 @@ def bind_attrs(op: OpDef, positional: Sequence[Any], keywords: Mapping[str, Any]
 
             raise ShapeError(
                 f"`{op.name}` has no attribute `{key}`",
-                hint=did_you_mean(key, [a.name for a in op.attrs]) or _signature(op),
+                hint=did_you_mean(key, [a.name for a in op.attrs]) or signature(op),
                 arg=key,
             )
         if key in values:
             raise ShapeError(f"attribute `{key}` of `{op.name}` is given twice (by position and by name)",
-                             hint=_signature(op), arg=key)
+                             hint=signature(op), arg=key)
         values[key] = value
     out: dict[str, Any] = {}
     for attr in op.attrs:
         if attr.name in values:
             out[attr.name] = check_attr(attr, values[attr.name])
         elif attr.required:
-            raise ShapeError(f"`{op.name}` needs attribute `{attr.name}`", hint=_signature(op))
+            raise ShapeError(f"`{op.name}` needs attribute `{attr.name}`", hint=signature(op))
         else:
             out[attr.name] = None if attr.default is None else _check_attr_type(attr, attr.default)  # (numbers fit)
     return out
 
 
-def _signature(op: OpDef) -> str:
+def signature(op: OpDef) -> str:
     parts = [a.name if a.required else f"{a.name}={_show(a.default)}" for a in op.attrs]
     return f"usage: {op.name}({', '.join(parts)})"
