@@ -1,6 +1,31 @@
-"""`netdsl import model.onnx -o model.net`: an ONNX model as a readable .net file and its weights."""
+"""`netdsl import model.onnx -o model.net`: an ONNX model as a readable .net file and its weights.
+
+The importer reads the model (``onnx`` is imported only here, inside functions, so the CLI starts
+without it), folds what is constant (initializers, Constant nodes, and shape arithmetic such as
+``x.view(x.size(0), -1)``), converts each node that computes the outputs through the per-op table
+(``onnx_import_ops.CONVERTERS``) and writes the layers as chains. Every node the language cannot
+express is reported at once, before anything is written. The text is then loaded back with the front
+end and the weights matched to it strictly, so an import that succeeds is a model netdsl runs.
+"""
 
 from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import NetDSLError
+from .onnx_import_ops import CONVERTERS, Step, Unsupported
+
+_DTYPES = {1: "f32", 10: "f16", 11: "f64", 16: "bf16", 6: "i32", 7: "i64", 9: "bool"}  # onnx.TensorProto
+_INFIX = {"+", "*", "-"}
+_SHORT = {"conv2d": "conv", "conv_transpose2d": "deconv", "linear": "fc", "batchnorm": "bn", "layernorm": "ln",
+          "prelu": "act"}  # labels of layers whose node has no name
+_WIDTH = 100  # a chain longer than this is continued on the next line, one `->` per step
+_RESERVED = {"block", "network", "input", "output", "param", "import", "true", "false"}
 
 
 def add_parser(sub) -> None:
@@ -12,6 +37,470 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..errors import NetDSLError
+    """Import ``args.model``; write ``args.output`` and the weights beside it, or nothing at all."""
+    from ..params import check_writable, save_weights, write_atomically
 
-    raise NetDSLError("`netdsl import` is not built yet")
+    out = Path(args.output)
+    weights_path = out.with_suffix(".safetensors")
+    if out.suffix == ".safetensors":
+        raise NetDSLError(f"`{out}` would be both the model and its weights", hint="name the model `model.net`")
+    check_writable(out, ".net file")
+    check_writable(weights_path, "weights file")
+    text, weights = import_onnx(args.model, network_file=out.name)
+    save_weights(weights_path, weights)
+    try:
+        write_atomically(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), ".net file")
+    except BaseException:
+        weights_path.unlink(missing_ok=True)  # both files or neither
+        raise
+    count = sum(int(np.prod(w.shape)) for w in weights.values())
+    print(f"wrote {out} and {weights_path} ({len(weights)} tensors, {count:,} values)")
+    return 0
+
+
+# --- reading the model ------------------------------------------------------------------------------
+
+def _load(source) -> tuple[Any, str]:
+    """(ModelProto, name for messages) from a path, bytes or a ModelProto; a NetDSLError if it is no model."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if isinstance(source, onnx.ModelProto):
+        return source, source.graph.name or "model"
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            model, where = onnx.load_from_string(bytes(source)), "the ONNX model"
+        else:
+            where = f"ONNX file `{source}`"
+            model = onnx.load(str(source))
+    except FileNotFoundError:
+        raise NetDSLError(f"{where} does not exist", hint="check the file's name") from None
+    except OSError as e:
+        raise NetDSLError(f"cannot read {where}: {e.strerror or e}", hint="check that it is a file you may read") from None
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise NetDSLError(f"{where} is not an ONNX model ({e})", hint="is it a .onnx file, complete?") from None
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid"
+        raise NetDSLError(f"{where} is not a valid ONNX model: {first}", hint="is it a .onnx file, complete?") from None
+    return model, where
+
+
+def _ident(text: str, digit_prefix: str) -> str:
+    """``text`` as a netdsl name: other characters become ``_``; one starting with a digit gets a prefix."""
+    ident = re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_")
+    if ident and ident[0].isdigit():
+        ident = digit_prefix + ident
+    return ident + "_" if ident in _RESERVED else ident
+
+
+def _module_path(node_name: str, op_type: str) -> str:
+    """``/layer1/layer1.0/conv1/Conv`` (a PyTorch export's node name) -> ``layer1.0.conv1``."""
+    parts = [p for p in node_name.split("/") if p]
+    scoped = "/" in node_name  # the last part of a scoped name is the op's (`Conv_1`, or `MatMul` of a Gemm)
+    if parts and re.fullmatch(re.escape(op_type) + r"(_\d+)?" + (r"|[A-Z][A-Za-z0-9]*(_\d+)?" if scoped else ""),
+                              parts[-1]):
+        parts.pop()
+    return ".".join(p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].startswith(p + ".")))
+
+
+class _Names:
+    """One namespace for the file's names: inputs, dims, values, labels and params are all distinct, and
+    none is a keyword or an op's name."""
+
+    def __init__(self) -> None:
+        from ..ops.registry import ALIASES, REGISTRY
+
+        self.taken = set(REGISTRY) | set(ALIASES) | _RESERVED
+
+    def new(self, base: str, fallback: str) -> str:
+        """``base``, or ``base_1``, ``base_2``, ... when taken; without a base, ``fallback1``, ``fallback2``, ..."""
+        name, k = (base, 1) if base else (f"{fallback}1", 2)
+        while name in self.taken:
+            name, k = (f"{base}_{k}" if base else f"{fallback}{k}"), k + 1
+        self.taken.add(name)
+        return name
+
+
+class _Model:
+    """The ONNX graph as the converters see it (``onnx_import_ops.Context``): attributes, constants,
+    inferred shapes (dims as ints or the network's symbols) and which values are used."""
+
+    def __init__(self, model) -> None:
+        import onnx
+
+        self.onnx = onnx
+        self.graph = model.graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model).graph
+        except Exception:  # shape inference is a help, not a requirement
+            inferred = model.graph
+        self.consts: dict[str, np.ndarray] = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+        self.producer = {o: n for n in model.graph.node for o in n.output if o}
+        for n in model.graph.node:
+            if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+                self.consts[n.output[0]] = self._constant(n)
+        self.types = {v.name: v.type for v in (*inferred.input, *inferred.value_info, *inferred.output)}
+        self.uses = Counter(i for n in model.graph.node for i in n.input if i)
+        self.uses.update(o.name for o in model.graph.output)
+        self.symbols: dict[str, str] = {}  # ONNX dim_param -> the network's dim name
+
+    def _constant(self, node) -> np.ndarray:
+        a = node.attribute[0]
+        value = self.onnx.helper.get_attribute_value(a)
+        if a.name == "value":
+            return self.onnx.numpy_helper.to_array(value)
+        if a.name.startswith("value_float"):
+            return np.array(value, np.float32)
+        if a.name.startswith("value_int"):
+            return np.array(value, np.int64)
+        return np.array(value)
+
+    def attr(self, node, name: str, default: Any = None) -> Any:
+        for a in node.attribute:
+            if a.name == name:
+                value = self.onnx.helper.get_attribute_value(a)
+                return value.decode() if isinstance(value, bytes) else value
+        return default
+
+    def is_integer(self, name: str) -> bool:
+        t = self.types.get(name)
+        return t is not None and t.HasField("tensor_type") and _DTYPES.get(t.tensor_type.elem_type) in ("i32", "i64")
+
+    def const(self, name: str) -> np.ndarray | None:
+        return self.consts.get(name)
+
+    def used(self, name: str) -> bool:
+        return self.uses[name] > 0
+
+    def dims(self, name: str) -> tuple | None:
+        """The value's shape: ints, the network's dim names, None for a size ONNX does not know."""
+        if name in self.consts:
+            return tuple(int(d) for d in self.consts[name].shape)
+        t = self.types.get(name)
+        if t is None or not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+            return None
+        return tuple(d.dim_value if d.HasField("dim_value") else self.symbols.get(d.dim_param)
+                     for d in t.tensor_type.shape.dim)
+
+    def shape_list(self, name: str) -> list | None:
+        """A 1-D shape tensor's entries (ints, dim names, None where unknown), folded through Shape, Gather,
+        Concat, Unsqueeze, Squeeze, Cast and Slice; None when it depends on other computation."""
+        if name in self.consts:
+            value = self.consts[name]
+            return [int(v) for v in value.reshape(-1)] if value.dtype.kind in "iu" else None
+        node = self.producer.get(name)
+        if node is None:
+            return None
+        op = node.op_type
+        if op == "Shape":
+            dims = self.dims(node.input[0])
+            if dims is None:
+                return None
+            return list(dims)[self.attr(node, "start", 0):self.attr(node, "end", len(dims))]
+        if op in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+            return self.shape_list(node.input[0])
+        if op == "Concat":
+            parts = [self.shape_list(i) for i in node.input]
+            return None if any(p is None for p in parts) else [d for p in parts for d in p]
+        if op == "Gather" and self.attr(node, "axis", 0) == 0 and node.input[1] in self.consts:
+            data = self.shape_list(node.input[0])
+            index = self.consts[node.input[1]].reshape(-1)
+            return None if data is None else [data[int(i)] for i in index]
+        if op in ("Add", "Sub", "Mul", "Div"):  # sizes computed from sizes (a chunk's bounds)
+            a, b = (self.shape_list(i) for i in node.input[:2])
+            if a is None or b is None or not all(isinstance(v, int) for v in a + b) or (op == "Div" and 0 in b):
+                return None
+            fn = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.floor_divide}[op]
+            return [int(v) for v in np.atleast_1d(fn(np.array(a), np.array(b)))]
+        if op == "Slice" and all(i in self.consts for i in node.input[1:3]):
+            data = self.shape_list(node.input[0])
+            start, end = (int(self.consts[i].reshape(-1)[0]) for i in node.input[1:3])
+            return None if data is None else data[start:end]
+        return None
+
+
+# --- converting -------------------------------------------------------------------------------------
+
+class _Rewrites:
+    """Patterns of ONNX nodes that are one netdsl layer, each replaced by one node at the place of its last:
+    ``MatMul(x, W) + b`` (PyTorch's linear on a 3-D input) by a Gemm (one ``linear`` with a bias), and
+    ``x * 0.5 * (1 + erf(x / sqrt 2))`` (PyTorch's GELU before opset 20) by a Gelu."""
+
+    def __init__(self, model: _Model):
+        self.model, self.nodes = model, list(model.graph.node)
+        self.users: dict[str, list] = {}
+        for n in self.nodes:
+            for i in n.input:
+                self.users.setdefault(i, []).append(n)
+        self.replace: dict[int, Any] = {}
+        self.drop: set[int] = set()
+
+    def nodes_after(self) -> list:
+        for n in self.nodes:
+            self.matmul_add(n)
+            self.erf_gelu(n)
+        return [self.replace.get(id(n), n) for n in self.nodes if id(n) not in self.drop]
+
+    def only_user(self, value: str, op_type: str):
+        """The node that alone reads ``value``, when it is an ``op_type``."""
+        users = self.users.get(value, [])
+        if self.model.uses[value] == 1 and len(users) == 1 and users[0].op_type == op_type \
+                and id(users[0]) not in self.drop:
+            return users[0]
+        return None
+
+    def other(self, node, value: str) -> str:
+        return node.input[1] if node.input[0] == value else node.input[0]
+
+    def is_number(self, name: str, value: float) -> bool:
+        c = self.model.const(name)
+        return c is not None and c.size == 1 and bool(np.isclose(float(c.reshape(())), value, rtol=1e-6, atol=0))
+
+    def merge(self, pattern: list, new) -> None:
+        self.drop.update(id(n) for n in pattern[:-1])
+        self.replace[id(pattern[-1])] = new
+
+    def matmul_add(self, n) -> None:
+        w = self.model.const(n.input[1]) if n.op_type == "MatMul" else None
+        add = self.only_user(n.output[0], "Add") if w is not None and w.ndim == 2 else None
+        if add is None:
+            return
+        bias = self.other(add, n.output[0])
+        b, dims = self.model.const(bias), self.model.dims(n.output[0])
+        if b is not None and b.dtype.kind == "f" and b.size == w.shape[1] == b.shape[-1] \
+                and b.ndim <= (len(dims) if dims is not None else 1):
+            self.merge([n, add], self.model.onnx.helper.make_node(
+                "Gemm", [n.input[0], n.input[1], bias], [add.output[0]], name=n.name))
+
+    def erf_gelu(self, erf) -> None:
+        div = self.model.producer.get(erf.input[0]) if erf.op_type == "Erf" else None
+        if div is None or div.op_type != "Div" or not self.is_number(div.input[1], 2 ** 0.5) \
+                or self.only_user(div.output[0], "Erf") is not erf:
+            return
+        x, add = div.input[0], self.only_user(erf.output[0], "Add")
+        times = self.only_user(add.output[0], "Mul") if add and self.is_number(self.other(add, erf.output[0]), 1) else None
+        if times is None:
+            return
+        factor, half = self.other(times, add.output[0]), None
+        if factor == x:  # (x * (1 + erf)) * 0.5
+            half = self.only_user(times.output[0], "Mul")
+            pattern = [div, erf, add, times, half]
+            ok = half is not None and self.is_number(self.other(half, times.output[0]), 0.5)
+        else:  # (x * 0.5) * (1 + erf)
+            half = self.model.producer.get(factor)
+            pattern = [half, div, erf, add, times]
+            ok = half is not None and half.op_type == "Mul" and self.model.uses[factor] == 1 \
+                and x in half.input and self.is_number(self.other(half, x), 0.5)
+        if ok:
+            self.merge(pattern, self.model.onnx.helper.make_node("Gelu", [x], [pattern[-1].output[0]], name=erf.name))
+
+
+def _needed(model: _Model, nodes: list) -> list:
+    """The nodes that compute the outputs, in graph order; constant inputs (a shape, a weight) are not walked."""
+    producer = {o: n for n in nodes for o in n.output if o}
+    needed: set[int] = set()
+    stack = [o.name for o in model.graph.output]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or id(node) in needed or node.op_type == "Constant":
+            continue
+        needed.add(id(node))
+        if node.op_type in CONVERTERS:
+            constant = CONVERTERS[node.op_type][1]
+            stack += [i for k, i in enumerate(node.input) if i and k not in constant and i not in model.consts]
+        else:  # an op without a converter: its float inputs, not the shape arithmetic feeding its sizes
+            stack += [i for i in node.input if i and i not in model.consts and not model.is_integer(i)]
+    return [n for n in nodes if id(n) in needed]
+
+
+def _convert(model: _Model, nodes: list, where: str) -> list[Step]:
+    """Every node as steps; every node that cannot be converted listed in one NetDSLError."""
+    steps: list[Step] = []
+    problems: list[str] = []
+    for node in nodes:
+        name = f"{node.op_type} node `{node.name or node.output[0]}`"
+        try:
+            if node.domain not in ("", "ai.onnx"):
+                raise Unsupported(f"its domain `{node.domain}` is not the standard one", "use standard ONNX ops")
+            if node.op_type not in CONVERTERS:
+                raise Unsupported("the language has no layer for it",
+                                  f"replace it in the source model, or add a converter for `{node.op_type}`")
+            for step in CONVERTERS[node.op_type][0](node, model):
+                step.origin = (node.name, node.op_type)
+                steps.append(step)
+        except Unsupported as u:
+            problems.append(f"  - {name}: {u.problem}; {u.todo}")
+    for v in model.graph.input:
+        if v.name not in model.consts and v.type.tensor_type.elem_type not in _DTYPES:
+            problems.append(f"  - input `{v.name}`: element type {v.type.tensor_type.elem_type} has no netdsl type; "
+                            "give it a float or integer type")
+    if problems:
+        raise NetDSLError(f"{where}: {len(problems)} node{'s' if len(problems) > 1 else ''} cannot be imported:\n"
+                          + "\n".join(problems),
+                          hint="nothing was written; the supported ONNX ops are " + ", ".join(sorted(CONVERTERS)))
+    return steps
+
+
+# --- writing the text ---------------------------------------------------------------------------------
+
+class _Writer:
+    """Steps as .net statements: a value with one reader, which takes it as its chain input, is written
+    inline (``x -> conv -> relu``); every other value gets a name."""
+
+    def __init__(self, model: _Model, steps: list[Step], names: _Names):
+        self.model, self.names = model, names
+        self.labels = _Names()  # labels are never read as values: a chain's result may share its last label
+        self.alias = {}
+        for s in steps:
+            if s.op == "=":
+                self.alias[s.output] = self.resolve(s.inputs[0])
+        self.steps = [s for s in steps if s.op != "="]
+        for s in self.steps:
+            s.inputs = tuple(self.resolve(i) for i in s.inputs)
+        self.producer = {s.output: s for s in self.steps}
+        self.outputs = [self.resolve(o.name) for o in model.graph.output]
+        self.uses = Counter(i for s in self.steps for i in s.inputs) + Counter(self.outputs)
+        self.value: dict[str, str] = {}  # ONNX value -> netdsl name
+        self.weights: dict[str, np.ndarray] = {}
+
+    def resolve(self, name: str) -> str:
+        return self.alias.get(name, name)
+
+    def inline(self, v: str) -> bool:
+        s = self.producer.get(v)
+        if s is None or self.uses[v] != 1 or v in self.outputs:
+            return False
+        reader = next(r for r in self.steps if v in r.inputs)
+        return reader.op not in _INFIX and len(reader.inputs) == 1
+
+    def ref(self, v: str) -> str:
+        return self.expr(self.producer[v]) if self.inline(v) else self.value[v]
+
+    def expr(self, s: Step) -> str:
+        if s.op in _INFIX:
+            a, b = (self.value[i] for i in s.inputs)
+            return f"{a} * {b}" if s.op == "*" else f"{a} + {'-' if s.op == '-' else ''}{b}"
+        if len(s.inputs) > 1:
+            return f"{s.op}({', '.join([self.value[i] for i in s.inputs] + list(s.args))})"
+        label = f"{s.label}: " if s.params else ""
+        call = f"{s.op}({', '.join(s.args)})" if s.args else s.op
+        return f"{self.ref(s.inputs[0])} -> {label}{call}"
+
+    def label(self, s: Step) -> str:
+        """A layer's label: from its weight's name (PyTorch's ``conv1.weight``), else its node's name."""
+        for name in s.label_from:
+            if name and "." in name and ":" not in name:
+                return self.labels.new(_ident(name.rsplit(".", 1)[0], "layer"), s.op)
+        return self.labels.new(_ident(_module_path(*s.origin), "layer"), _SHORT.get(s.op, s.op))
+
+    def lines(self) -> list[str]:
+        out = []
+        for v in self.model.graph.output:  # outputs keep their ONNX names
+            r = self.resolve(v.name)
+            if r in self.producer and r not in self.value:
+                self.value[r] = self.names.new(_ident(v.name, "out"), "out")
+        for s in self.steps:
+            if s.params:
+                s.label = self.label(s)
+                self.weights.update({f"{s.label}.{role}": w for role, w in s.params.items()})
+            for i in s.inputs:
+                if i not in self.value and i in self.model.consts:
+                    out.append(self.param(i))
+            if not self.inline(s.output):
+                self.value.setdefault(s.output, self.names.new(_ident(_module_path(*s.origin), "v"),
+                                                               s.origin[1].lower()))
+        for s in self.steps:
+            if not self.inline(s.output):
+                out.append(_wrap(f"    {self.value[s.output]} = {self.expr(s)}"))
+        items: list[str] = []
+        for v in self.model.graph.output:  # an input passed on, or a value given twice, gets a name of its own
+            r = self.resolve(v.name)
+            if r not in self.value and r in self.model.consts:  # an initializer given as an output
+                out.append(self.param(r))
+            if r in self.producer and self.value[r] not in items:
+                items.append(self.value[r])
+            else:
+                items.append(f"{self.names.new(_ident(v.name, 'out'), 'out')} = {self.value[r]}")
+        return out + [f"    output {', '.join(items)}"]
+
+    def param(self, name: str) -> str:
+        value = self.model.consts[name].astype(np.float32)
+        value = value.reshape(1) if value.ndim == 0 else value
+        own = self.names.new(_ident(name, "p"), "const")
+        while own in self.labels.taken:  # a label's parameters would be named beside this one
+            own = self.names.new(_ident(name, "p"), "const")
+        self.labels.taken.add(own)
+        self.value[name] = own
+        self.weights[self.value[name]] = value
+        return f"    param {self.value[name]}: [{', '.join(map(str, value.shape))}]"
+
+
+def _wrap(line: str) -> str:
+    """A statement whose chain is too long for one line, as one ``->`` step per continuation line."""
+    if len(line) <= _WIDTH:
+        return line
+    head, *stages = line.split(" -> ")
+    return "\n        -> ".join([head, *stages])
+
+
+def _inputs(model: _Model, names: _Names) -> tuple[list[str], dict[str, str]]:
+    """``input x: f32[N, 3, 32, 32]`` declarations, and each input's netdsl name; ONNX's dim_params become
+    the network's dim names (a dim with neither size nor name gets a fresh one)."""
+    fresh = (f"D{i}" for i in range(1, 10**6))
+    typed = []
+    for v in model.graph.input:
+        if v.name in model.consts:
+            continue
+        dims = []
+        for d in v.type.tensor_type.shape.dim:
+            if d.HasField("dim_value"):
+                dims.append(str(d.dim_value))
+            elif d.dim_param:
+                if d.dim_param not in model.symbols:
+                    model.symbols[d.dim_param] = names.new(_ident(d.dim_param, "D"), next(fresh))
+                dims.append(model.symbols[d.dim_param])
+            else:
+                dims.append(names.new(next(fresh), "D"))
+        if not dims:
+            raise NetDSLError(f"input `{v.name}` has no shape", hint="export the model with its input shapes")
+        typed.append((v.name, f"{_DTYPES.get(v.type.tensor_type.elem_type, 'f32')}[{', '.join(dims)}]"))
+    declared = {name: names.new(_ident(name, "in"), "x") for name, _ in typed}
+    return [f"    input {declared[name]}: {t}" for name, t in typed], declared
+
+
+def import_onnx(source, network_file: str | None = None) -> tuple[str, dict[str, np.ndarray]]:
+    """An ONNX model (a path, its bytes or a ModelProto) as (.net text, weights by parameter name).
+
+    The text is checked by loading it with the front end and matching the weights to it strictly, so
+    what this returns is a model netdsl runs; anything the language cannot express is one NetDSLError
+    that lists every node at fault."""
+    from ..frontend import load_source
+    from ..params import check_weights
+
+    model_proto, where = _load(source)
+    model = _Model(model_proto)
+    names = _Names()
+    stem = Path(source).stem if isinstance(source, (str, Path)) else model_proto.graph.name
+    network = _ident(stem, "net") or "model"
+    inputs, input_names = _inputs(model, names)
+    steps = _convert(model, _needed(model, _Rewrites(model).nodes_after()), where)
+    writer = _Writer(model, steps, names)
+    writer.value.update(input_names)
+    body = writer.lines()
+    origin = Path(source).name if isinstance(source, (str, Path)) else "an ONNX model"
+    producer = f", from {model_proto.producer_name} {model_proto.producer_version}".rstrip() \
+        if model_proto.producer_name else ""
+    text = "\n".join([f"# imported from {origin} (ONNX opset {model.opset}{producer})", "",
+                      f"network {network} {{", *inputs, *body, "}", ""])
+    file = network_file or f"{network}.net"
+    try:
+        graph = load_source(text, file)
+        weights = check_weights(graph, writer.weights, origin=f"the weights imported from {origin}")
+    except NetDSLError as e:
+        snippet = e.loc.snippet() if e.loc else ""
+        raise NetDSLError(f"{where} converts, but netdsl rejects the result: {e.message}"
+                          + (f"\n{snippet}" if snippet else ""), hint=e.hint) from None
+    return text, weights
