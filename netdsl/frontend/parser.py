@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import re
+import sys
+import tempfile
 from importlib import resources
+from pathlib import Path
 
+import lark
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
@@ -24,10 +30,66 @@ _NESTING = frozenset({"call", "stage_call", "group", "tuple", "neg", "subscript"
 _BINOPS = frozenset({"add", "sub", "mul", "div", "floordiv"})
 
 
+_OPTIONS = dict(parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True)
+CACHE_ENV = "NETDSL_CACHE_DIR"
+# How the parser of this process was made: "hit" (read from the cache), "miss" (built, then cached) or
+# "off" (built; no cache directory could be written). Tests read it from a second process.
+cache_status = "off"
+
+
+def cache_dir() -> Path:
+    """Where netdsl keeps what it may rebuild: ``$NETDSL_CACHE_DIR``, else ``$XDG_CACHE_HOME/netdsl``,
+    else ``~/.cache/netdsl``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "netdsl"
+
+
+def cache_file(grammar: str) -> Path:
+    """The cache file of the parser built from ``grammar``: keyed by the grammar's text, the options, Lark's
+    and Python's versions, so that a change to any of them builds (and caches) a new parser."""
+    key = "\0".join([grammar, repr(sorted(_OPTIONS.items())), lark.__version__, sys.version])
+    return cache_dir() / f"parser-{hashlib.sha256(key.encode()).hexdigest()[:24]}.lark"
+
+
+def build_parser(grammar: str) -> Lark:
+    """The LALR parser of ``grammar``, from the per-user cache when it holds one (building the tables takes
+    most of a second, reading them a few milliseconds). A missing, unreadable or damaged cache file, or a
+    directory that cannot be written, costs only the time to build the parser. The file is a pickle (Lark's
+    format), so the directory is made private to the user; it is written whole or not at all."""
+    global cache_status
+    try:
+        path = cache_file(grammar)
+    except RuntimeError:  # no home directory to find a cache in
+        cache_status = "off"
+        return Lark(grammar, **_OPTIONS)
+    try:
+        with open(path, "rb") as f:
+            parser = Lark.load(f)
+        cache_status = "hit"
+        return parser
+    except Exception:  # not there yet, or damaged (a crash mid-write elsewhere): rebuild it
+        pass
+    parser = Lark(grammar, **_OPTIONS)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                parser.save(f)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        cache_status = "miss"
+    except OSError:
+        cache_status = "off"
+    return parser
+
+
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
-    grammar = resources.files("netdsl.grammar").joinpath("netdsl.lark").read_text()
-    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True)
+    return build_parser(resources.files("netdsl.grammar").joinpath("netdsl.lark").read_text(encoding="utf-8"))
 
 
 # Lark's terminal names, as a user would write them.
@@ -134,6 +196,10 @@ class _Builder(Transformer):
     def name(self, children):
         (t,) = children
         return ast.Name(str(t), self._loc(t))
+
+    def kw_name(self, children):
+        (t,) = children  # a NAME, or a keyword used as a name (`block: ...`): its token either way
+        return t
 
     @v_args(meta=True)
     def kwarg(self, meta, children):
@@ -342,10 +408,30 @@ def parse(source: str | bytes, file: str = "<string>") -> ast.Module:
         raise
 
 
+def tokens_and_tree(source: str, file: str = "<string>") -> tuple[list[Token], Tree]:
+    """Every token of ``source`` as the parser reads it (the contextual lexer: comments and spaces left out)
+    and the parse tree, for tools that keep the text (``netdsl fmt``); ``parse``'s errors, from one parse."""
+    source = source.removeprefix("\ufeff")
+    ip = _parser().parse_interactive(source)
+    try:
+        tokens = list(ip.iter_parse())
+        tree = ip.resume_parse()
+    except UnexpectedInput as e:
+        raise _syntax_error(e, source, file) from None
+    try:
+        _Builder(file, source).transform(tree)  # the checks made while building the AST
+    except VisitError as e:
+        if isinstance(e.orig_exc, NetDSLError):
+            raise e.orig_exc from None
+        raise
+    return tokens, tree
+
+
 _STATEMENT = "a statement is `name = expression`, `input ...` or `output ...`"
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 _OPENERS = {v: k for k, v in _CLOSERS.items()}
 _CLOSER_TOKENS = {")": "RPAR", "]": "RSQB", "}": "RBRACE"}  # Lark's names for them
+_KEYWORD_TERMINALS = frozenset(k.upper() for k in KEYWORDS)
 # the tokens of .net text, roughly: enough to find brackets and the token before an error
 _SCAN = re.compile(r'#[^\n]*|"[^"\n]*"|[A-Za-z_]\w*|[0-9][\w.]*|->|\S')
 
@@ -375,6 +461,17 @@ def _loc_at(source: str, file: str, offset: int, width: int = 1) -> SourceLoc:
 def _syntax_error(e: UnexpectedInput, source: str, file: str) -> NetDSLError:
     if isinstance(e, UnexpectedCharacters):
         return _character_error(e, source, file)
+    word = _keyword_taken_as_name(e)
+    if word is not None:
+        # a keyword the parser took as the start of a label, dotted name or keyword argument, and what came
+        # next does not fit one: the keyword is the mistake (`y = network`, `x -> relu -> output`)
+        err = NetDSLError(f"unexpected `{word}`", _loc_at(source, file, word.start_pos, len(word)),
+                          hint=f"`{word}` is a keyword; as a name it may only label a layer (`{word}: ...`), be "
+                               f"part of a dotted name (`{word}.weight`) or name a keyword argument")
+        stack = _open_brackets(_tokens_before(source, word.start_pos))
+        if stack and stack[-1][1] != "{":
+            err.with_note(f"`{stack[-1][1]}` opened here is not closed", _loc_at(source, file, stack[-1][0]))
+        return err
     if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
         # the end of the last line that is not empty (lines end at \n only, as Lark counts them)
         lines = source.removesuffix("\n").split("\n")
@@ -441,6 +538,27 @@ def _token_error(e: UnexpectedToken, source: str, file: str) -> NetDSLError:
     return err
 
 
+def _keyword_taken_as_name(e: UnexpectedInput) -> Token | None:
+    """The keyword just read as a name (the grammar's kw_name) when the error is that no `:`, `.` or `=`
+    followed, so it could not be one; None for any other error. Read from the parser's state: either every
+    action left is reducing the keyword to kw_name, or it was reduced and nothing fits after it."""
+    ip = getattr(e, "interactive_parser", None)
+    if ip is None or not ip.parser_state.value_stack:
+        return None
+    *below, top = ip.parser_state.value_stack
+    if below and isinstance(below[-1], Token) and below[-1].type in ("PARAM", "DOT"):
+        return None  # a parameter's name or a part of a dotted name: a name there, whatever follows
+    if isinstance(top, Tree) and top.data == "kw_name":
+        top = top.children[0]
+    elif isinstance(top, Token):
+        actions = ip.parser_state.parse_conf.parse_table.states[ip.parser_state.position].values()
+        if not all(getattr(arg, "origin", None) is not None and arg.origin.name == "kw_name" for _, arg in actions):
+            return None
+    else:
+        return None
+    return top if isinstance(top, Token) and top.type in _KEYWORD_TERMINALS else None
+
+
 def _note_unclosed(err: NetDSLError, e: UnexpectedInput, source: str, file: str, end: int) -> NetDSLError:
     """Add a note pointing at the innermost bracket left open before ``end``, if there is one (and say in
     the hint that its closer is missing, when the parser would have taken it here)."""
@@ -455,7 +573,10 @@ def _note_unclosed(err: NetDSLError, e: UnexpectedInput, source: str, file: str,
 
 
 def _expected_hint(e: UnexpectedInput) -> str | None:
-    expected = sorted({_TOKEN_NAMES.get(t, t) for t in (getattr(e, "expected", None) or ())})
+    terminals = set(getattr(e, "expected", None) or ())
+    if _KEYWORD_TERMINALS <= terminals:  # a name (kw_name) may come: the keywords are names there, not keywords
+        terminals -= _KEYWORD_TERMINALS - ({"TRUE", "FALSE"} if "INT" in terminals else set())
+    expected = sorted({_TOKEN_NAMES.get(t, t) for t in terminals})
     if not expected:
         return None
     if len(expected) > 6:
