@@ -4,7 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernel_tolerances import DTYPE_IDS, DTYPES, assert_close, rand
+import kernel_tolerances
+from kernel_tolerances import DTYPE_IDS, DTYPES, rand
+
+
+def assert_close(actual, expected, **kw):
+    """The probabilities are rounded to the I/O dtype for the P @ V dot (as FlashAttention does): one stage."""
+    kernel_tolerances.assert_close(actual, expected, stages=1, **kw)
 from netdsl.kernels import _host
 from netdsl.kernels import attention as attention_module
 from netdsl.kernels.attention import attention

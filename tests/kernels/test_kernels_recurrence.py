@@ -61,8 +61,11 @@ def check(cell, N, T, I, H, dtype, layers=1, bidirectional=False, initial=False,
     c0 = torch.randn(layers * D, N, H).to(dtype) if initial and cell == "lstm" else None
     got = run_stack(cell, module, x, dtype, h0, c0, act, resident)
     expected = oracle(cell, module, x, dtype, h0, c0)
+    # intermediates kept in the I/O dtype: each layer's input projection (one GEMM over all steps) and
+    # the sequence the next layer reads; streamed, the state is re-read from the output at every step
+    stages = layers * (T + 1) if resident is False else 2 * layers - 1
     for ours, theirs in zip(got, expected):
-        assert_close(ours, theirs, dtype)
+        assert_close(ours, theirs, dtype, stages=stages)
     return got
 
 
