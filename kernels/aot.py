@@ -18,7 +18,10 @@ environment has TRITON_INTERPRET=0 before triton is imported, and names kernels 
 
 Reports are cached on disk (``NETDSL_CACHE_DIR`` or ``~/.cache/netdsl/aot``), keyed by the
 source text of the kernel's module and of the kernel modules it imports, the signature,
-constexprs, warps, stages, target and triton version; cached jobs never start a worker.
+constexprs, warps, stages, target and triton version; cached jobs never start a worker. Next to
+each report the cache keeps the build's cubin and PTX (:func:`artifact`), for a caller that ships
+them (`netdsl compile -o DIR`); ``build_many(..., artifacts=True)`` rebuilds a cached report whose
+files are missing.
 
 The jobs come from each kernel module's ``specialization(...)`` (a dict with module,
 kernel, signature, constexprs, num_warps, num_stages), computed by the same code that
@@ -41,6 +44,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 # Per-block shared memory limits (opt-in maximum) by compute capability, in bytes.
 SHARED_LIMIT = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448}
@@ -69,6 +73,7 @@ class KernelReport:
     constexprs: dict = field(default_factory=dict)
     compile_s: float = 0.0      # wall time of the build (0 for a cache hit)
     cached: bool = False
+    key: str = ""               # the cache key (names the cached cubin and PTX: see artifact)
 
 
 def _cuda_tool(name: str) -> str:
@@ -101,7 +106,14 @@ def _analyse_sass(sass: str) -> dict:
 
 def build(fn, signature: dict, constexprs: dict, cc: int, num_warps: int = 4, num_stages: int = 3,
           divisible_by_16=()) -> KernelReport:
-    """Compile one kernel for ``sm_<cc>`` in this process and report its resource use.
+    """Compile one kernel for ``sm_<cc>`` in this process and report its resource use (see
+    :func:`build_with_code`, which also returns the cubin and the PTX)."""
+    return build_with_code(fn, signature, constexprs, cc, num_warps, num_stages, divisible_by_16)[0]
+
+
+def build_with_code(fn, signature: dict, constexprs: dict, cc: int, num_warps: int = 4, num_stages: int = 3,
+                    divisible_by_16=()) -> tuple:
+    """(report, cubin bytes, PTX text) of one kernel compiled for ``sm_<cc>`` in this process.
 
     ``divisible_by_16`` names the arguments that get Triton's divisibility hint (pointers
     16-byte aligned, integers multiples of 16), as the JIT does for such values.
@@ -132,7 +144,7 @@ def build(fn, signature: dict, constexprs: dict, cc: int, num_warps: int = 4, nu
     res = _parse_resource_usage(usage)
     code = _analyse_sass(sass)
     shared = int(compiled.metadata.shared) + res["static_shared"]
-    return KernelReport(
+    report = KernelReport(
         name=fn.__name__, module=fn.fn.__module__, cc=cc, num_warps=num_warps, num_stages=num_stages,
         registers=res["registers"], spills=code["spill_stores"] + code["spill_loads"],
         spill_stores=code["spill_stores"], spill_loads=code["spill_loads"],
@@ -141,6 +153,7 @@ def build(fn, signature: dict, constexprs: dict, cc: int, num_warps: int = 4, nu
         uses_mma=bool(code["mma"]), mma=code["mma"], ptx_lines=len(compiled.asm["ptx"].splitlines()),
         sass_lines=code["sass_lines"], constexprs=dict(constexprs), compile_s=round(time.time() - start, 3),
     )
+    return report, bytes(compiled.asm["cubin"]), str(compiled.asm["ptx"])
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -154,6 +167,26 @@ def jobs(specs, ccs=(80, 90)) -> list:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("NETDSL_CACHE_DIR") or Path.home() / ".cache" / "netdsl" / "aot")
+
+
+ARTIFACTS = ("cubin", "ptx")
+
+
+def artifact(report: KernelReport, kind: str) -> Path:
+    """Where the cache keeps the ``kind`` ("cubin" or "ptx") of a report's build."""
+    if kind not in ARTIFACTS or not report.key:
+        raise ValueError(f"no {kind} for a report without a cache key ({report.name})")
+    return cache_dir() / f"{report.key}.{kind}"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write a temporary file next to ``path`` and rename it into place: readers see all or nothing."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _source_files(module_name: str) -> list:
@@ -184,12 +217,17 @@ def job_key(job: dict) -> str:
     return h.hexdigest()[:32]
 
 
-def _build_job(job: dict) -> dict:
-    """Worker entry point: import the kernel by name and build it (compiled mode)."""
+def _build_job(job: dict, folder: Optional[str] = None, key: str = "") -> dict:
+    """Worker entry point: import the kernel by name and build it (compiled mode); with ``folder``,
+    keep the cubin and PTX there as ``<key>.cubin`` and ``<key>.ptx``."""
     fn = getattr(importlib.import_module(job["module"]), job["kernel"])
-    report = build(fn, job["signature"], job["constexprs"], job["cc"], job["num_warps"], job["num_stages"],
-                   job.get("divisible_by_16", ()))
-    return asdict(report)
+    report, cubin, ptx = build_with_code(fn, job["signature"], job["constexprs"], job["cc"], job["num_warps"],
+                                         job["num_stages"], job.get("divisible_by_16", ()))
+    if folder is not None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        _write_atomically(Path(folder) / f"{key}.cubin", cubin)
+        _write_atomically(Path(folder) / f"{key}.ptx", ptx.encode())
+    return {**asdict(report), "key": key}
 
 
 def _init_worker() -> None:
@@ -216,18 +254,30 @@ def _compile_mode_environment():
             os.environ["TRITON_INTERPRET"] = saved
 
 
-def build_many(job_list, max_workers: int = 2, use_cache: bool = True) -> list:
-    """Build every job (dicts from :func:`jobs`) in spawn workers; reports in job order."""
+def build_many(job_list, max_workers: int = 2, use_cache: bool = True,
+               on_done: Optional[Callable[[int, KernelReport], None]] = None, artifacts: bool = False) -> list:
+    """Build every job (dicts from :func:`jobs`) in spawn workers; reports in job order.
+
+    ``on_done(number of reports ready, the latest)`` follows the builds (cache hits first).
+    ``artifacts``: every report's cubin and PTX must be in the cache (see :func:`artifact`).
+    """
+    if artifacts and not use_cache:
+        raise ValueError("artifacts are kept in the cache: artifacts=True needs use_cache=True")
     job_list = list(job_list)
     reports = [None] * len(job_list)
     keys = [job_key(job) for job in job_list]
     folder = cache_dir()
-    missing = []
+    missing, ready = [], 0
     for i, key in enumerate(keys):
         path = folder / f"{key}.json"
-        if use_cache and path.exists():
+        complete = not artifacts or all((folder / f"{key}.{kind}").exists() for kind in ARTIFACTS)
+        if use_cache and complete and path.exists():
             try:
-                reports[i] = KernelReport(**{**json.loads(path.read_text()), "cached": True, "compile_s": 0.0})
+                reports[i] = KernelReport(**{**json.loads(path.read_text()), "cached": True, "compile_s": 0.0,
+                                             "key": key})
+                ready += 1
+                if on_done is not None:
+                    on_done(ready, reports[i])
                 continue
             except (ValueError, TypeError):
                 pass  # a stale or corrupt entry: rebuild it
@@ -237,30 +287,40 @@ def build_many(job_list, max_workers: int = 2, use_cache: bool = True) -> list:
         with _compile_mode_environment():
             pool = cf.ProcessPoolExecutor(max_workers=max(1, min(max_workers, len(missing))), mp_context=ctx,
                                           initializer=_init_worker)
-            futures = {pool.submit(_build_job, job_list[i]): i for i in missing}
+            keep = str(folder) if use_cache else None
+            futures = {pool.submit(_build_job, job_list[i], keep, keys[i]): i for i in missing}
         with pool:
             for future in cf.as_completed(futures):
                 i = futures[future]
                 job = job_list[i]
                 try:
                     data = future.result()
+                except OSError:  # the cache folder cannot be written: the caller reports the path
+                    raise
                 except Exception as e:
                     raise RuntimeError(f"AOT build of {job['module']}.{job['kernel']} for sm_{job['cc']} "
                                        f"({job['constexprs']}) failed: {e}") from e
                 reports[i] = KernelReport(**data)
                 if use_cache:
                     folder.mkdir(parents=True, exist_ok=True)
-                    tmp = folder / f"{keys[i]}.{os.getpid()}.tmp"
-                    tmp.write_text(json.dumps(data, default=str))
-                    tmp.replace(folder / f"{keys[i]}.json")
+                    _write_atomically(folder / f"{keys[i]}.json", json.dumps(data, default=str).encode())
+                ready += 1
+                if on_done is not None:
+                    on_done(ready, reports[i])
     return reports
 
 
-def format_reports(reports) -> str:
-    """A small table: kernel, cc, warps/stages, registers, spills, shared, MMA."""
-    lines = [f"{'kernel':28} {'cc':>3} {'w/s':>5} {'regs':>4} {'spill':>5} {'smem':>7} {'mma':>6}  constexprs"]
-    for r in reports:
+def format_reports(reports, nodes=None) -> str:
+    """A small table: kernel, cc, warps/stages, registers, spills, shared, MMA; with ``nodes`` (one
+    sequence of names per report), the nodes each kernel serves (the first three, and how many more)."""
+    served = [", ".join(n[:3]) + (f" +{len(n) - 3} more" if len(n) > 3 else "") for n in nodes] \
+        if nodes is not None else None
+    width = max([len(n) for n in served or ()] + [5])
+    head = f"{'nodes':{width}}  " if served is not None else ""
+    lines = [f"{'kernel':28} {'cc':>3} {'w/s':>5} {'regs':>4} {'spill':>5} {'smem':>7} {'mma':>6}  {head}constexprs"]
+    for i, r in enumerate(reports):
         tiles = {k: v for k, v in r.constexprs.items() if k.startswith("BLOCK") or k in ("DTYPE",)}
+        cell = f"{served[i]:{width}}  " if served is not None else ""
         lines.append(f"{r.name:28} {r.cc:>3} {r.num_warps:>2}/{r.num_stages:<2} {r.registers:>4} {r.spills:>5} "
-                     f"{r.shared_bytes:>7} {r.mma or '-':>6}  {tiles}")
+                     f"{r.shared_bytes:>7} {r.mma or '-':>6}  {cell}{tiles}")
     return "\n".join(lines)

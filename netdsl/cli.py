@@ -3,6 +3,18 @@
     netdsl show model.net [--pipeline O1] [--dims N=1,H=224,W=224]   IR, parameter table, FLOPs
     netdsl run model.net [--input x.npy] [--weights w.safetensors]   run on the reference backend
     netdsl init model.net -o weights.safetensors                      write default-initialised weights
+    netdsl check model.net [--dtype bf16] [--json]                    Triton kernels vs the reference, per node
+    netdsl compile model.net [--target sm_80,sm_90] [-o DIR] [--json] build every kernel ahead of time
+
+Every --dtype takes the same names (``DTYPE_NAMES``: fp32/f32/float32, fp16/f16/half, bf16/bfloat16,
+fp64/f64/float64), normalised once by ``parse_dtype``; a command says which of them it runs.
+
+``--json`` (show --cost, check, compile) prints one JSON object on stdout and nothing else. Every
+report has ``"schema": "netdsl.<report>"`` (cost, check or compile), ``"schema_version"``
+(``JSON_SCHEMA_VERSION``: raised whenever a field changes meaning or goes away; new fields may appear
+without it), ``"netdsl"`` (the version) and ``"network"``; numbers are plain (bytes, FLOPs, seconds),
+and an error that is not finite is null; a compile report's kernels name their "cubin" and "ptx"
+files when -o wrote them. Progress goes to stderr (``netdsl.progress``).
 
 A user's mistake prints one NetDSLError (file:line:col, the line, a caret, a hint) and exits with 2;
 never a Python traceback. Sizes are checked before anything is allocated: every array must fit the
@@ -13,14 +25,67 @@ files are written whole or not at all.
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .errors import NetDSLError
 from .ir.sizes import BUDGET_ENV, INT64_MAX, concrete_dims, memory_budget_set, parse_dims
+from .progress import Progress
+
+JSON_SCHEMA_VERSION = 1
+
+# Every dtype name a user may write -> its canonical name (the Triton backend's and the tolerances').
+DTYPE_NAMES = {"fp32": "fp32", "f32": "fp32", "float32": "fp32", "fp16": "fp16", "f16": "fp16", "half": "fp16",
+               "float16": "fp16", "bf16": "bf16", "bfloat16": "bf16", "fp64": "fp64", "f64": "fp64",
+               "float64": "fp64", "double": "fp64"}
+# What each command runs in, and why (for the message when a dtype is not one of them).
+COMMAND_DTYPES = {"run": (("fp32", "fp64"), "runs the NumPy reference backend"),
+                  "check": (("fp32", "fp16", "bf16"), "runs Triton kernels"),
+                  "compile": (("fp32", "fp16", "bf16"), "builds Triton kernels")}
+REFERENCE_DTYPES = {"fp32": "f32", "fp64": "f64"}  # the reference backend's names for them
+
+
+def _or(names) -> str:
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _spelled(dtype: str) -> str:
+    """A canonical dtype with its other spellings, e.g. "fp16 (f16, half, float16)"."""
+    return f"{dtype} ({', '.join(k for k, v in DTYPE_NAMES.items() if v == dtype and k != dtype)})"
+
+
+def parse_dtype(text: str, command: str) -> str:
+    """The canonical name of a --dtype (any spelling of ``DTYPE_NAMES``), if ``command`` runs in it."""
+    allowed, what = COMMAND_DTYPES[command]
+    name = DTYPE_NAMES.get(text.strip().lower())
+    takes = f"`netdsl {command}` takes --dtype {_or(allowed)}"
+    if name is None:
+        raise NetDSLError(f"--dtype `{text}`: invalid choice, not a dtype netdsl knows",
+                          hint=f"{takes}, spelt {_or(map(_spelled, allowed))}")
+    if name not in allowed:
+        other = "`netdsl check --dtype fp16` runs Triton kernels in fp16 and bf16" if command == "run" else \
+            "`netdsl run --dtype fp64` runs the reference backend in fp64"
+        raise NetDSLError(f"--dtype `{text}` ({name}): invalid choice for `netdsl {command}`, which {what} in "
+                          f"{_or(allowed)}", hint=f"{takes}; {other}")
+    return name
+
+
+def _dtype_help(command: str, default: str) -> str:
+    return f"{_or(map(_spelled, COMMAND_DTYPES[command][0]))}; default {default}"
+
+
+def json_report(report: str, graph, fields: dict) -> str:
+    """A JSON report: the envelope of the module's docstring around ``fields``."""
+    doc = {"schema": f"netdsl.{report}", "schema_version": JSON_SCHEMA_VERSION, "netdsl": __version__,
+           "network": graph.name, **fields}
+    return json.dumps(doc, indent=2, allow_nan=False, default=str)  # (a constexpr may be a dtype object)
 
 
 def _load(args):
@@ -32,10 +97,48 @@ def _load(args):
 def cmd_show(args) -> int:
     from .report import show
 
+    if args.json and not args.cost:
+        raise NetDSLError("--json writes the cost report: it goes with --cost", hint="netdsl show MODEL --cost --json")
+    if args.json and args.dump_after:
+        raise NetDSLError("--dump-after prints IR text, which a --json report leaves out", hint="drop one of them")
     graph = _load(args)
-    print(show(graph, concrete_dims(graph, parse_dims(args.dims)), pipeline=args.pipeline,
-               dump_after=args.dump_after, cost=args.cost))
+    env = concrete_dims(graph, parse_dims(args.dims))
+    if args.json:
+        print(json_report("cost", graph, cost_fields(graph, env, args.pipeline)))
+        return 0
+    print(show(graph, env, pipeline=args.pipeline, dump_after=args.dump_after, cost=args.cost))
     return 0
+
+
+def cost_fields(graph, env: dict[str, int], pipeline: str) -> dict:
+    """`show --cost --json`: per fused node (the ``pipeline``'s graph, O1 when it is O0) its cost and
+    the cost of the unfused nodes it stands for; the totals and ratios of the text report."""
+    from .passes import run_pipeline
+    from .passes.cost import summarize, node_costs, total
+    from .passes.rewrite import origin_of
+
+    fused = run_pipeline(graph, pipeline if pipeline != "O0" else "O1", log=lambda _: None, dims=env)
+    before, after = node_costs(graph, env), node_costs(fused, env)
+
+    def cost(c, nodes=None) -> dict:
+        row = {"launches": c.launches, "flops": c.flops, "read": c.read, "written": c.written, "bytes": c.bytes}
+        return row if nodes is None else {"nodes": nodes, **row}
+
+    rows = []
+    for n in fused.nodes:
+        name = n.outputs[0].name
+        parts = [p for p in origin_of(fused, name) if p in before]
+        rows.append({"name": name, "op": n.op, "parts": parts, **cost(after[name]),
+                     "unfused": cost(total({p: before[p] for p in parts}))})
+    s = summarize(graph, fused, env)
+    ratio = (lambda a, b: a / b if b else None)
+    bounds = {"ideal": s.ideal, **({"floor": s.floor} if hasattr(s, "floor") else {})}  # (no FLOPs: traffic only)
+    doc = {"dims": dict(sorted(env.items())), "pipeline": pipeline if pipeline != "O0" else "O1", "nodes": rows,
+           "totals": {"unfused": cost(s.unfused, s.unfused_nodes), "fused": cost(s.fused, s.fused_nodes),
+                      **{k: {f: v for f, v in cost(c).items() if f != "flops"} for k, c in bounds.items()}},
+           "fused_over_unfused_bytes": ratio(s.fused.bytes, s.unfused.bytes)}
+    doc.update((f"fused_over_{k}_bytes", ratio(s.fused.bytes, c.bytes)) for k, c in bounds.items())
+    return doc
 
 
 def parse_seed(text: str | int) -> int:
@@ -57,7 +160,7 @@ def cmd_run(args) -> int:
         save_arrays,
     )
 
-    seed = parse_seed(args.seed)
+    seed, dtype = parse_seed(args.seed), parse_dtype(args.dtype, "run")
     graph = _load(args)
     if args.output:  # before running: a bad target should not cost a whole run
         check_arrays_target(args.output, graph.output_names, f"outputs of `{graph.name}`")
@@ -74,7 +177,9 @@ def cmd_run(args) -> int:
         from .passes import run_pipeline
 
         graph = run_pipeline(graph, args.pipeline)
-    outputs = reference.run(graph, inputs, weights, dtype=args.dtype)
+    with Progress("run") as progress:  # no count: a heartbeat, so that a long run is not silent
+        progress.stage("reference backend")
+        outputs = reference.run(graph, inputs, weights, dtype=REFERENCE_DTYPES[dtype])
     print(f"network {graph.name}: {parameter_count(graph):,} parameters")
     for v in graph.inputs:
         print(f"  input  {v.name}: {list(inputs[v.name].shape)}")
@@ -110,49 +215,102 @@ def cmd_check(args) -> int:
     from .compiler import prepare
     from .params import random_inputs
 
-    seed, dims = parse_seed(args.seed), parse_dims(args.dims)
+    seed, dims, dtype = parse_seed(args.seed), parse_dims(args.dims), parse_dtype(args.dtype, "check")
     if args.weights and args.random_weights:
         raise NetDSLError("--weights and --random-weights both say where the weights come from",
                           hint="give one of them: --random-weights replaces every tensor with random values")
     graph, fused, weights = prepare(args.model, args.weights, seed, args.network, args.pipeline)
-    inputs = random_inputs(graph, concrete_dims(graph, dims), seed)  # sizes checked before the GPU is touched
+    env = concrete_dims(graph, dims)
+    inputs = random_inputs(graph, env, seed)  # sizes checked before the GPU is touched
     from .backends.triton import device
-    from .backends.triton.check import check, format_checks
+    from .backends.triton.check import check, check_report, format_checks
 
     if args.random_weights:
         from .params import random_weights
 
         weights = random_weights(graph, seed)
-    checks = check(fused, weights, inputs, dtype=args.dtype, device=device())
-    print(f"network {graph.name}: Triton ({args.dtype}, {device()}) vs reference, "
-          f"{len(fused.nodes)} fused nodes, inputs {', '.join(str(list(x.shape)) for x in inputs.values())}")
-    print(format_checks(checks, args.dtype))
+    with Progress("check") as progress:
+        checks = check(fused, weights, inputs, dtype=dtype, device=device(), progress=progress)
+    if args.json:
+        print(json_report("check", graph, {"dtype": dtype, "device": device(), "pipeline": args.pipeline,
+                                           "seed": seed, "dims": dict(sorted(env.items())),
+                                           "fused_nodes": len(fused.nodes),
+                                           "inputs": {k: list(x.shape) for k, x in inputs.items()},
+                                           **check_report(checks, dtype)}))
+    else:
+        print(f"network {graph.name}: Triton ({dtype}, {device()}) vs reference, {len(fused.nodes)} fused nodes, "
+              f"inputs {', '.join(str(list(x.shape)) for x in inputs.values())}")
+        print(format_checks(checks, dtype))
     return 0 if all(c.ok for c in checks) else 1
 
 
 def cmd_compile(args) -> int:
-    from .backends.triton.aot import compile_ahead_of_time, parse_targets
+    from .backends.triton.aot import build_report, compile_ahead_of_time, parse_targets
     from .compiler import prepare
     from .kernels.aot import format_reports
 
-    ccs, dims = parse_targets(args.target), parse_dims(args.dims)
+    ccs, dims, dtype = parse_targets(args.target), parse_dims(args.dims), parse_dtype(args.dtype, "compile")
+    folder = _check_output_dir(args.output) if args.output else None  # before a build that may take minutes
     graph, fused, weights = prepare(args.model, None, 0, args.network, args.pipeline)
-    build = compile_ahead_of_time(fused, weights, ccs, dims, args.dtype, args.configs, args.jobs)
-    reports = build.reports
-    print(f"network {graph.name}: {len(fused.nodes)} fused nodes, {len(build.specs)} kernel specializations "
-          f"({args.dtype}, {', '.join(f'{k}={v}' for k, v in sorted(build.dims.items()))}), "
-          f"targets {', '.join(f'sm_{c}' for c in build.ccs)}")
-    print(format_reports(reports))
-    spills = sum(r.spills for r in reports)
-    too_big = [r for r in reports if not r.fits_shared]
-    cached = sum(r.cached for r in reports)
-    print(f"built {len(reports)} kernels ({cached} from cache) in {build.elapsed:.1f}s: "
-          f"{spills} spills, {sum(r.uses_mma for r in reports)} with tensor-core MMA, "
-          f"max {max((r.registers for r in reports), default=0)} registers/thread")
-    if spills or too_big:
-        print(f"FAIL: {spills} spill instructions; {len(too_big)} kernels over the shared-memory limit")
-        return 1
-    return 0
+    with Progress("compile") as progress:
+        build = compile_ahead_of_time(fused, weights, ccs, dims, dtype, args.configs, args.jobs, progress=progress,
+                                      artifacts=folder is not None)
+    reports, data = build.reports, build_report(build)
+    summary = data["summary"]
+    text = [f"network {graph.name}: {len(fused.nodes)} fused nodes, {len(build.kernels)} kernel specializations "
+            f"({dtype}, {', '.join(f'{k}={v}' for k, v in sorted(build.dims.items()))}), "
+            f"targets {', '.join(f'sm_{c}' for c in build.ccs)}",
+            format_reports(reports, [build.kernel_of(i).nodes for i in range(len(reports))]),
+            f"built {summary['kernels']} kernels ({summary['cached']} from cache) in {build.elapsed:.1f}s: "
+            f"{summary['spills']} spills, {summary['with_mma']} with tensor-core MMA, "
+            f"max {summary['max_registers']} registers/thread"]
+    if not data["ok"]:
+        text.append(f"FAIL: {summary['spills']} spill instructions; {summary['over_shared_limit']} kernels over the "
+                    "shared-memory limit")
+    fields = {"dtype": dtype, "targets": [f"sm_{c}" for c in build.ccs], "configs": args.configs,
+              "pipeline": args.pipeline, "dims": dict(sorted(build.dims.items())), "fused_nodes": len(fused.nodes),
+              **data}
+    if folder is not None:
+        _write_build(folder, build, "\n".join(text) + "\n", graph, fields)
+    if args.json:
+        print(json_report("compile", graph, fields))
+    else:
+        print("\n".join(text))
+    return 0 if data["ok"] else 1
+
+
+def _check_output_dir(text: str) -> Path:
+    """``compile -o DIR``: a directory, or a name to create one under that exists (checked before the build)."""
+    folder = Path(text)
+    if folder.exists() and not folder.is_dir():
+        raise NetDSLError(f"cannot write the build into `{folder}`: it is a file, not a directory",
+                          hint="give a directory for the report and the kernels (it is created if missing)")
+    if not folder.parent.is_dir():
+        raise NetDSLError(f"cannot write the build into `{folder}`: there is no directory `{folder.parent}`",
+                          hint="create the parent directory first, or write somewhere else")
+    return folder
+
+
+def _write_build(folder: Path, build, text: str, graph, fields: dict) -> None:
+    """Each kernel's cubin and PTX (named ``<specialization>-<kernel>.sm_<cc>.cubin``), then report.json
+    and report.txt: every file written whole (``write_atomically``), the reports last, naming the files."""
+    from .kernels.aot import artifact
+    from .params import write_atomically
+
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as e:
+        raise NetDSLError(f"cannot create `{folder}`: {e.strerror or e}",
+                          hint=f"check that you may write to `{folder.parent}`") from None
+    for i, (r, row) in enumerate(zip(build.reports, fields["kernels"], strict=True)):
+        stem = f"{i // len(build.ccs):03d}-{r.name}.sm_{r.cc}"
+        for kind in ("cubin", "ptx"):
+            row[kind] = f"{stem}.{kind}"
+            source = artifact(r, kind)
+            write_atomically(folder / row[kind], lambda tmp, source=source: shutil.copyfile(source, tmp), kind)
+    doc = json_report("compile", graph, fields) + "\n"
+    write_atomically(folder / "report.json", lambda tmp: Path(tmp).write_text(doc), "report")
+    write_atomically(folder / "report.txt", lambda tmp: Path(tmp).write_text(text), "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,13 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the IR after these passes (comma-separated, or 'all'; also NETDSL_DUMP_AFTER)")
     s.add_argument("--cost", action="store_true",
                    help="print FLOPs, memory traffic and launches per node: unfused, fused (O1) and ideal")
+    s.add_argument("--json", action="store_true", help="with --cost: the cost report as JSON on stdout")
     s.set_defaults(fn=cmd_show)
 
     r = model_cmd("run", "run the model on the reference (NumPy) backend", allocates=True)
     r.add_argument("--input", action="append", help=".npy file per network input (default: random)")
     r.add_argument("--weights", help=".safetensors or .npz weights (default: seeded initialisation)")
     r.add_argument("--dims", help="sizes of symbolic dims for random inputs, e.g. N=2,H=224,W=224")
-    r.add_argument("--dtype", default="f32", choices=["f32", "f64"])
+    r.add_argument("--dtype", default="fp32", metavar="DTYPE", help=_dtype_help("run", "fp32"))
     r.add_argument("--pipeline", default="O0", help="pass pipeline to run first (O0 = none, O1 = all)")
     r.add_argument("--seed", default="0", help="seed of the default weights and random inputs (0 or more)")
     r.add_argument("--output", help="save the outputs: a .npy file for a network with one output, a .npz "
@@ -199,23 +358,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = model_cmd("check", "run the Triton backend and the reference on the same inputs, node by node",
                   allocates=True)
-    c.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    c.add_argument("--dtype", default="fp32", metavar="DTYPE", help=_dtype_help("check", "fp32"))
     c.add_argument("--dims", help="input sizes, e.g. N=2,H=32,W=32 (default: the file's defaults)")
     c.add_argument("--weights", help=".safetensors or .npz weights (default: seeded initialisation)")
     c.add_argument("--random-weights", action="store_true",
                    help="randomise every tensor (batchnorm statistics too) instead of the default init")
     c.add_argument("--pipeline", default="O1")
     c.add_argument("--seed", default="0", help="seed of the weights and random inputs (0 or more)")
+    c.add_argument("--json", action="store_true", help="the node-by-node report as JSON on stdout")
     c.set_defaults(fn=cmd_check)
 
     k = model_cmd("compile", "build every kernel the model needs ahead of time for a GPU target")
     k.add_argument("--target", default="sm_90", help="sm_80 or sm_90 (comma-separated for both)")
-    k.add_argument("--dtype", default="fp16", choices=["fp32", "fp16", "bf16"])
+    k.add_argument("--dtype", default="fp16", metavar="DTYPE", help=_dtype_help("compile", "fp16"))
     k.add_argument("--dims", help="input sizes, e.g. N=8,H=224,W=224 (default: the file's defaults)")
     k.add_argument("--configs", default="default", choices=["default", "all"],
                    help="build the default launch config of each kernel, or every autotuning config")
     k.add_argument("--pipeline", default="O1")
     k.add_argument("--jobs", type=int, default=2, help="parallel build workers")
+    k.add_argument("-o", "--output", metavar="DIR", help="write report.json, report.txt and every kernel's cubin and "
+                                                         "PTX into DIR (created if missing; its parent must exist)")
+    k.add_argument("--json", action="store_true", help="the build report as JSON on stdout")
     k.set_defaults(fn=cmd_compile)
 
     from . import graph_view
