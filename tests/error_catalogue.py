@@ -353,6 +353,12 @@ CLIS: list[Cli] = [
     Cli("dtype-check-unknown", ("check", "{model}", "--dtype", "fp8"), ("invalid choice",)),
     Cli("command-unknown", ("shwo", "{model}"), ("invalid choice",)),
     Cli("command-missing-model", ("show",), ("required",)),
+    Cli("dtype-run-half", ("run", "{model}", "--dtype", "half"), ("fp32 or fp64",)),
+    Cli("dtype-check-fp64", ("check", "{model}", "--dtype", "float64"), ("fp32, fp16 or bf16",)),
+    Cli("show-json-without-cost", ("show", "{model}", "--json"), ("--cost",)),
+    Cli("compile-output-no-parent", ("compile", "{model}", "-o", "{dir}/nope/build"), ("no directory",)),
+    Cli("compile-output-is-file", ("compile", "{model}", "-o", "{dir}/f"), ("is a file",),
+        files={"f": lambda p: p.write_text("x")}),
     # pipelines, networks, targets
     Cli("pipeline-unknown-level", ("show", "{model}", "--pipeline", "O9"), ("O9",)),
     Cli("pipeline-unknown-pass", ("show", "{model}", "--pipeline", "fuse_nothing"), ("fuse_nothing",)),
