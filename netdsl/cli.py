@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -35,7 +34,8 @@ import numpy as np
 
 from . import __version__
 from .errors import NetDSLError
-from .ir.sizes import BUDGET_ENV, INT64_MAX, concrete_dims, memory_budget_set, parse_dims
+from .ir.sizes import BUDGET_ENV, concrete_dims, memory_budget_set, parse_dims
+from .params import parse_seed
 from .progress import Progress
 
 JSON_SCHEMA_VERSION = 1
@@ -139,14 +139,6 @@ def cost_fields(graph, env: dict[str, int], pipeline: str) -> dict:
            "fused_over_unfused_bytes": ratio(s.fused.bytes, s.unfused.bytes)}
     doc.update((f"fused_over_{k}_bytes", ratio(s.fused.bytes, c.bytes)) for k, c in bounds.items())
     return doc
-
-
-def parse_seed(text: str | int) -> int:
-    """A --seed: a whole number from 0 to 2^63 - 1, in the digits 0-9."""
-    if isinstance(text, int) or (re.fullmatch(r"[0-9]+", text, re.ASCII) and int(text) <= INT64_MAX):
-        return int(text)
-    raise NetDSLError(f"bad --seed `{text}`: a seed is a whole number from 0 to {INT64_MAX:,}",
-                      hint="write e.g. --seed 0")
 
 
 def cmd_run(args) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import zipfile
 import zlib
@@ -36,6 +37,17 @@ def check_seed(seed) -> int:
         raise NetDSLError(f"seed {seed!r} is not a whole number from 0 to {INT64_MAX:,}",
                           hint="give a seed such as 0 or 42 (--seed 42)")
     return int(seed)
+
+
+def parse_seed(text: str | int) -> int:
+    """A seed as written on a command line (``--seed 42``): ASCII digits, from 0 to 2^63 - 1; an int is
+    checked by ``check_seed``."""
+    if not isinstance(text, str):
+        return check_seed(text)
+    if re.fullmatch(r"[0-9]+", text, re.ASCII) and int(text) <= INT64_MAX:
+        return int(text)
+    raise NetDSLError(f"bad --seed `{text}`: a seed is a whole number from 0 to {INT64_MAX:,}",
+                      hint="write e.g. --seed 0")
 
 
 def _check_params(graph: Graph, what: str, bytes_per_element: int = 4) -> dict[str, ParamSpec]:

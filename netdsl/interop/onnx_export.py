@@ -315,16 +315,10 @@ def _live(nodes: list, live: set[str]) -> list:
     return kept[::-1]
 
 
-def _seed(text: str) -> int:
-    from ..params import check_seed
-
-    return check_seed(int(text) if re.fullmatch(r"[0-9]+", text, re.ASCII) else text)
-
-
 def run(args) -> int:
     """The CLI: load, (run the passes), export, print one line."""
     from ..frontend import load
-    from ..params import check_writable, init_weights, load_weights
+    from ..params import check_writable, init_weights, load_weights, parse_seed
 
     try:
         import onnx  # noqa: F401
@@ -334,7 +328,7 @@ def run(args) -> int:
     opset = int(args.opset) if re.fullmatch(r"[0-9]{1,4}", args.opset, re.ASCII) else -1
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise NetDSLError(f"bad --opset `{args.opset}`", hint=f"give an opset from {MIN_OPSET} to {MAX_OPSET}")
-    seed = _seed(args.seed)
+    seed = parse_seed(args.seed)
     source = load(args.model, args.network)
     check_writable(args.output, "ONNX file")
     graph = source
