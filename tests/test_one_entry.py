@@ -105,3 +105,14 @@ def _op_names_in(path: Path) -> set[str]:
 def test_passes_and_backends_compare_no_op_names(path):
     names = _op_names_in(path)
     assert names <= set(ALLOWED), f"{path.name} compares op names {sorted(names - set(ALLOWED))}: ask the registry"
+
+
+def test_every_op_and_alias_a_user_writes_is_documented():
+    """docs/language.md names every op a file can call, and every alias (e.g. `batchnorm2d`)."""
+    from netdsl.ops import ALIASES
+    from netdsl.ops.registry import OpKind
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "language.md").read_text()
+    callable_ops = [name for name, op in REGISTRY.items() if op.kind is not OpKind.FUSED and not op.constant]
+    missing = [name for name in [*callable_ops, *ALIASES] if f"`{name}" not in doc]
+    assert not missing, f"not in docs/language.md: {missing}"
