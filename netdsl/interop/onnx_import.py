@@ -3,29 +3,70 @@
 The importer reads the model (``onnx`` is imported only here, inside functions, so the CLI starts
 without it), folds what is constant (initializers, Constant nodes, and shape arithmetic such as
 ``x.view(x.size(0), -1)``), converts each node that computes the outputs through the per-op table
-(``onnx_import_ops.CONVERTERS``) and writes the layers as chains. Every node the language cannot
+(``CONVERTERS``, whose converters are in ``onnx_import_ops`` and ``onnx_import_shapes``) and writes the
+layers as chains (``onnx_import_text``). Every node the language cannot
 express is reported at once, before anything is written. The text is then loaded back with the front
 end and the weights matched to it strictly, so an import that succeeds is a model netdsl runs.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import NetDSLError
-from .onnx_import_ops import CONVERTERS, Step, Unsupported
+from . import onnx_import_ops as ops
+from . import onnx_import_shapes as shapes
+from .onnx_import_ops import Context, Step, Unsupported
+from .onnx_import_text import DTYPES, Names, Writer, ident, input_declarations
 
-_DTYPES = {1: "f32", 10: "f16", 11: "f64", 16: "bf16", 6: "i32", 7: "i64", 9: "bool"}  # onnx.TensorProto
-_INFIX = {"+", "*", "-"}
-_SHORT = {"conv2d": "conv", "conv_transpose2d": "deconv", "linear": "fc", "batchnorm": "bn", "layernorm": "ln",
-          "prelu": "act"}  # labels of layers whose node has no name
-_WIDTH = 100  # a chain longer than this is continued on the next line, one `->` per step
-_RESERVED = {"block", "network", "input", "output", "param", "import", "true", "false"}
+# The ONNX op types that import, and the inputs of each that must be constants (never walked as tensors).
+CONVERTERS: dict[str, tuple[Callable[[Any, Context], list[Step]], tuple[int, ...]]] = {
+    "Conv": (ops.conv, (1, 2)),
+    "ConvTranspose": (ops.conv_transpose, (1, 2)),
+    "Gemm": (ops.gemm, (1, 2)),
+    "MatMul": (ops.matmul, ()),
+    "BatchNormalization": (ops.batchnorm, (1, 2, 3, 4)),
+    "LayerNormalization": (ops.layernorm, (1, 2)),
+    "PRelu": (ops.prelu, (1,)),
+    "MaxPool": (ops.maxpool, ()),
+    "AveragePool": (ops.avgpool, ()),
+    "GlobalAveragePool": (ops.unary("global_avgpool"), ()),
+    "ReduceMean": (shapes.reduce_mean, (1,)),
+    "Slice": (shapes.slice_, (1, 2, 3, 4)),
+    "Gather": (shapes.gather, ()),
+    "Resize": (shapes.resize, (1, 2, 3)),
+    "Relu": (ops.unary("relu"), ()),
+    "Clip": (ops.clip, (1, 2)),
+    "LeakyRelu": (ops.unary("leaky_relu", ops.leaky_args), ()),
+    "Sigmoid": (ops.unary("sigmoid"), ()),
+    "Tanh": (ops.unary("tanh"), ()),
+    "Elu": (ops.unary("elu", ops.elu_args), ()),
+    "Selu": (ops.unary("selu", ops.selu_args), ()),
+    "Softplus": (ops.unary("softplus"), ()),
+    "Softsign": (ops.unary("softsign"), ()),
+    "Mish": (ops.unary("mish"), ()),
+    "Gelu": (ops.unary("gelu", ops.gelu_args), ()),
+    "HardSwish": (ops.unary("hardswish"), ()),
+    "HardSigmoid": (ops.unary("hardsigmoid", ops.hardsigmoid_args), ()),
+    "Add": (ops.arithmetic, ()),
+    "Sub": (ops.arithmetic, ()),
+    "Mul": (ops.arithmetic, ()),
+    "Div": (ops.arithmetic, ()),
+    "Flatten": (shapes.flatten, ()),
+    "Reshape": (shapes.reshape, (1,)),
+    "Transpose": (shapes.transpose, ()),
+    "Softmax": (shapes.softmax("softmax"), ()),
+    "LogSoftmax": (shapes.softmax("log_softmax"), ()),
+    "Concat": (shapes.concat, ()),
+    "Unsqueeze": (shapes.axis_by_axis("unsqueeze"), (1,)),
+    "Squeeze": (shapes.axis_by_axis("squeeze"), (1,)),
+    "Dropout": (shapes.passthrough("the dropout mask"), (1, 2)),
+    "Identity": (shapes.passthrough(""), ()),
+}
 
 
 def add_parser(sub) -> None:
@@ -87,42 +128,6 @@ def _load(source) -> tuple[Any, str]:
     return model, where
 
 
-def _ident(text: str, digit_prefix: str) -> str:
-    """``text`` as a netdsl name: other characters become ``_``; one starting with a digit gets a prefix."""
-    ident = re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_")
-    if ident and ident[0].isdigit():
-        ident = digit_prefix + ident
-    return ident + "_" if ident in _RESERVED else ident
-
-
-def _module_path(node_name: str, op_type: str) -> str:
-    """``/layer1/layer1.0/conv1/Conv`` (a PyTorch export's node name) -> ``layer1.0.conv1``."""
-    parts = [p for p in node_name.split("/") if p]
-    scoped = "/" in node_name  # the last part of a scoped name is the op's (`Conv_1`, or `MatMul` of a Gemm)
-    if parts and re.fullmatch(re.escape(op_type) + r"(_\d+)?" + (r"|[A-Z][A-Za-z0-9]*(_\d+)?" if scoped else ""),
-                              parts[-1]):
-        parts.pop()
-    return ".".join(p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].startswith(p + ".")))
-
-
-class _Names:
-    """One namespace for the file's names: inputs, dims, values, labels and params are all distinct, and
-    none is a keyword or an op's name."""
-
-    def __init__(self) -> None:
-        from ..ops.registry import ALIASES, REGISTRY
-
-        self.taken = set(REGISTRY) | set(ALIASES) | _RESERVED
-
-    def new(self, base: str, fallback: str) -> str:
-        """``base``, or ``base_1``, ``base_2``, ... when taken; without a base, ``fallback1``, ``fallback2``, ..."""
-        name, k = (base, 1) if base else (f"{fallback}1", 2)
-        while name in self.taken:
-            name, k = (f"{base}_{k}" if base else f"{fallback}{k}"), k + 1
-        self.taken.add(name)
-        return name
-
-
 class _Model:
     """The ONNX graph as the converters see it (``onnx_import_ops.Context``): attributes, constants,
     inferred shapes (dims as ints or the network's symbols) and which values are used."""
@@ -167,7 +172,7 @@ class _Model:
 
     def is_integer(self, name: str) -> bool:
         t = self.types.get(name)
-        return t is not None and t.HasField("tensor_type") and _DTYPES.get(t.tensor_type.elem_type) in ("i32", "i64")
+        return t is not None and t.HasField("tensor_type") and DTYPES.get(t.tensor_type.elem_type) in ("i32", "i64")
 
     def const(self, name: str) -> np.ndarray | None:
         return self.consts.get(name)
@@ -334,7 +339,7 @@ def _convert(model: _Model, nodes: list, where: str) -> list[Step]:
         except Unsupported as u:
             problems.append(f"  - {name}: {u.problem}; {u.todo}")
     for v in model.graph.input:
-        if v.name not in model.consts and v.type.tensor_type.elem_type not in _DTYPES:
+        if v.name not in model.consts and v.type.tensor_type.elem_type not in DTYPES:
             problems.append(f"  - input `{v.name}`: element type {v.type.tensor_type.elem_type} has no netdsl type; "
                             "give it a float or integer type")
     if problems:
@@ -342,133 +347,6 @@ def _convert(model: _Model, nodes: list, where: str) -> list[Step]:
                           + "\n".join(problems),
                           hint="nothing was written; the supported ONNX ops are " + ", ".join(sorted(CONVERTERS)))
     return steps
-
-
-# --- writing the text ---------------------------------------------------------------------------------
-
-class _Writer:
-    """Steps as .net statements: a value with one reader, which takes it as its chain input, is written
-    inline (``x -> conv -> relu``); every other value gets a name."""
-
-    def __init__(self, model: _Model, steps: list[Step], names: _Names):
-        self.model, self.names = model, names
-        self.labels = _Names()  # labels are never read as values: a chain's result may share its last label
-        self.alias = {}
-        for s in steps:
-            if s.op == "=":
-                self.alias[s.output] = self.resolve(s.inputs[0])
-        self.steps = [s for s in steps if s.op != "="]
-        for s in self.steps:
-            s.inputs = tuple(self.resolve(i) for i in s.inputs)
-        self.producer = {s.output: s for s in self.steps}
-        self.outputs = [self.resolve(o.name) for o in model.graph.output]
-        self.uses = Counter(i for s in self.steps for i in s.inputs) + Counter(self.outputs)
-        self.value: dict[str, str] = {}  # ONNX value -> netdsl name
-        self.weights: dict[str, np.ndarray] = {}
-
-    def resolve(self, name: str) -> str:
-        return self.alias.get(name, name)
-
-    def inline(self, v: str) -> bool:
-        s = self.producer.get(v)
-        if s is None or self.uses[v] != 1 or v in self.outputs:
-            return False
-        reader = next(r for r in self.steps if v in r.inputs)
-        return reader.op not in _INFIX and len(reader.inputs) == 1
-
-    def ref(self, v: str) -> str:
-        return self.expr(self.producer[v]) if self.inline(v) else self.value[v]
-
-    def expr(self, s: Step) -> str:
-        if s.op in _INFIX:
-            a, b = (self.value[i] for i in s.inputs)
-            return f"{a} * {b}" if s.op == "*" else f"{a} + {'-' if s.op == '-' else ''}{b}"
-        if len(s.inputs) > 1:
-            return f"{s.op}({', '.join([self.value[i] for i in s.inputs] + list(s.args))})"
-        label = f"{s.label}: " if s.params else ""
-        call = f"{s.op}({', '.join(s.args)})" if s.args else s.op
-        return f"{self.ref(s.inputs[0])} -> {label}{call}"
-
-    def label(self, s: Step) -> str:
-        """A layer's label: from its weight's name (PyTorch's ``conv1.weight``), else its node's name."""
-        for name in s.label_from:
-            if name and "." in name and ":" not in name:
-                return self.labels.new(_ident(name.rsplit(".", 1)[0], "layer"), s.op)
-        return self.labels.new(_ident(_module_path(*s.origin), "layer"), _SHORT.get(s.op, s.op))
-
-    def lines(self) -> list[str]:
-        out = []
-        for v in self.model.graph.output:  # outputs keep their ONNX names
-            r = self.resolve(v.name)
-            if r in self.producer and r not in self.value:
-                self.value[r] = self.names.new(_ident(v.name, "out"), "out")
-        for s in self.steps:
-            if s.params:
-                s.label = self.label(s)
-                self.weights.update({f"{s.label}.{role}": w for role, w in s.params.items()})
-            for i in s.inputs:
-                if i not in self.value and i in self.model.consts:
-                    out.append(self.param(i))
-            if not self.inline(s.output):
-                self.value.setdefault(s.output, self.names.new(_ident(_module_path(*s.origin), "v"),
-                                                               s.origin[1].lower()))
-        for s in self.steps:
-            if not self.inline(s.output):
-                out.append(_wrap(f"    {self.value[s.output]} = {self.expr(s)}"))
-        items: list[str] = []
-        for v in self.model.graph.output:  # an input passed on, or a value given twice, gets a name of its own
-            r = self.resolve(v.name)
-            if r not in self.value and r in self.model.consts:  # an initializer given as an output
-                out.append(self.param(r))
-            if r in self.producer and self.value[r] not in items:
-                items.append(self.value[r])
-            else:
-                items.append(f"{self.names.new(_ident(v.name, 'out'), 'out')} = {self.value[r]}")
-        return out + [f"    output {', '.join(items)}"]
-
-    def param(self, name: str) -> str:
-        value = self.model.consts[name].astype(np.float32)
-        value = value.reshape(1) if value.ndim == 0 else value
-        own = self.names.new(_ident(name, "p"), "const")
-        while own in self.labels.taken:  # a label's parameters would be named beside this one
-            own = self.names.new(_ident(name, "p"), "const")
-        self.labels.taken.add(own)
-        self.value[name] = own
-        self.weights[self.value[name]] = value
-        return f"    param {self.value[name]}: [{', '.join(map(str, value.shape))}]"
-
-
-def _wrap(line: str) -> str:
-    """A statement whose chain is too long for one line, as one ``->`` step per continuation line."""
-    if len(line) <= _WIDTH:
-        return line
-    head, *stages = line.split(" -> ")
-    return "\n        -> ".join([head, *stages])
-
-
-def _inputs(model: _Model, names: _Names) -> tuple[list[str], dict[str, str]]:
-    """``input x: f32[N, 3, 32, 32]`` declarations, and each input's netdsl name; ONNX's dim_params become
-    the network's dim names (a dim with neither size nor name gets a fresh one)."""
-    fresh = (f"D{i}" for i in range(1, 10**6))
-    typed = []
-    for v in model.graph.input:
-        if v.name in model.consts:
-            continue
-        dims = []
-        for d in v.type.tensor_type.shape.dim:
-            if d.HasField("dim_value"):
-                dims.append(str(d.dim_value))
-            elif d.dim_param:
-                if d.dim_param not in model.symbols:
-                    model.symbols[d.dim_param] = names.new(_ident(d.dim_param, "D"), next(fresh))
-                dims.append(model.symbols[d.dim_param])
-            else:
-                dims.append(names.new(next(fresh), "D"))
-        if not dims:
-            raise NetDSLError(f"input `{v.name}` has no shape", hint="export the model with its input shapes")
-        typed.append((v.name, f"{_DTYPES.get(v.type.tensor_type.elem_type, 'f32')}[{', '.join(dims)}]"))
-    declared = {name: names.new(_ident(name, "in"), "x") for name, _ in typed}
-    return [f"    input {declared[name]}: {t}" for name, t in typed], declared
 
 
 def import_onnx(source, network_file: str | None = None) -> tuple[str, dict[str, np.ndarray]]:
@@ -482,12 +360,12 @@ def import_onnx(source, network_file: str | None = None) -> tuple[str, dict[str,
 
     model_proto, where = _load(source)
     model = _Model(model_proto)
-    names = _Names()
+    names = Names()
     stem = Path(source).stem if isinstance(source, (str, Path)) else model_proto.graph.name
-    network = _ident(stem, "net") or "model"
-    inputs, input_names = _inputs(model, names)
+    network = ident(stem, "net") or "model"
+    inputs, input_names = input_declarations(model, names)
     steps = _convert(model, _needed(model, _Rewrites(model).nodes_after()), where)
-    writer = _Writer(model, steps, names)
+    writer = Writer(model, steps, names)
     writer.value.update(input_names)
     body = writer.lines()
     origin = Path(source).name if isinstance(source, (str, Path)) else "an ONNX model"
