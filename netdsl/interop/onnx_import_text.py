@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import NetDSLError
+from ..frontend.syntax_errors import KEYWORDS
 from .onnx_import_ops import Step
 
 DTYPES = {1: "f32", 10: "f16", 11: "f64", 16: "bf16", 6: "i32", 7: "i64", 9: "bool"}  # onnx.TensorProto -> netdsl
@@ -21,7 +22,6 @@ _INFIX = {"+", "*", "-"}
 _SHORT = {"conv2d": "conv", "conv_transpose2d": "deconv", "linear": "fc", "batchnorm": "bn", "layernorm": "ln",
           "prelu": "act"}  # labels of layers whose node has no name
 _WIDTH = 100  # a chain longer than this is continued on the next line, one `->` per step
-_RESERVED = {"block", "network", "input", "output", "param", "import", "true", "false"}
 
 
 class Model(Protocol):
@@ -38,7 +38,7 @@ def ident(text: str, digit_prefix: str) -> str:
     name = re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_")
     if name and name[0].isdigit():
         name = digit_prefix + name
-    return name + "_" if name in _RESERVED else name
+    return name + "_" if name in KEYWORDS else name
 
 
 def _module_path(node_name: str, op_type: str) -> str:
@@ -58,7 +58,7 @@ class Names:
     def __init__(self) -> None:
         from ..ops.registry import ALIASES, REGISTRY
 
-        self.taken = set(REGISTRY) | set(ALIASES) | _RESERVED
+        self.taken = set(REGISTRY) | set(ALIASES) | KEYWORDS
 
     def new(self, base: str, fallback: str) -> str:
         """``base``, or ``base_1``, ``base_2``, ... when taken; without a base, ``fallback1``, ``fallback2``, ..."""
