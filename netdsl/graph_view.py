@@ -84,8 +84,11 @@ def _unique(names: list[str]) -> list[str]:
 
 
 def node_keys(graph: Graph) -> list[str]:
-    """The name each node goes by in the picture: its IR name (its first result's when it has none)."""
-    return _unique([node.name or node.outputs[0].name for node in graph.nodes])
+    """The name each node goes by in the picture: the one `show`, `check` and the cost report give it
+    (its first result, as the IR printer writes it)."""
+    from .report import node_name
+
+    return _unique([node_name(node) for node in graph.nodes])
 
 
 def output_keys(graph: Graph) -> list[str]:
@@ -144,7 +147,8 @@ def vertices(graph: Graph, env: Mapping[str, int], costs: Mapping[str, Cost],
         count = sum(numel(tuple(spec.shape)) for spec in params.values())
         pbytes = count * DTYPES.get(node.outputs[0].type.dtype, 4)
         shapes = ", ".join(_shape(v, env) for v in node.outputs)
-        lines = (" + ".join(ops), key, f"out {shapes}", f"{human(cost.flops)} FLOPs  {human(cost.bytes, 'B')}",
+        scope = f"{key}  {node.name}" if node.name and node.name != key else key  # and the label it came from
+        lines = (" + ".join(ops), scope, f"out {shapes}", f"{human(cost.flops)} FLOPs  {human(cost.bytes, 'B')}",
                  f"params {human(count)} ({human(pbytes, 'B')})" if count else "no params")
         details = [f"{key}: {node.op}" + (f" = {' + '.join(ops)}" if len(ops) > 1 else "")]
         details += [f"  in  {v.name}: {v.type} = {_shape(v, env)}" for v in node.inputs]

@@ -68,8 +68,8 @@ def _points(d: str) -> list[tuple[float, float]]:
 def _expected_edges(graph) -> set[tuple[str, str]]:
     """(producer, consumer) data edges, straight from the graph: node names, input:/output: terminals."""
     source = {v.name: f"input:{v.name}" for v in graph.inputs}
-    source.update((v.name, n.name) for n in graph.nodes for v in n.outputs)
-    edges = {(source[v.name], n.name) for n in graph.nodes for v in n.inputs}
+    source.update((v.name, n.outputs[0].name) for n in graph.nodes for v in n.outputs)
+    edges = {(source[v.name], n.outputs[0].name) for n in graph.nodes for v in n.inputs}
     names = graph.output_names or tuple(v.name for v in graph.outputs)
     edges |= {(source[v.name], f"output:{name}") for v, name in zip(graph.outputs, names)}
     return edges
@@ -79,14 +79,14 @@ def _expected_edges(graph) -> set[tuple[str, str]]:
 def test_the_picture_has_every_node_and_data_edge_and_no_overlaps(name, pipeline):
     graph, fused, env = _graphs(name, pipeline)
     root = ET.fromstring(render_svg(fused, env, unfused=graph, pipeline=pipeline))
-    names = [n.name for n in fused.nodes]
-    assert len(set(names)) == len(names) and all(names)  # the examples name every node once
+    names = [n.outputs[0].name for n in fused.nodes]  # the names show, check and the cost report use
+    assert len(set(names)) == len(names) and all(names)
     nodes = _groups(root, "node")
     assert len(nodes) == len(fused.nodes)
     assert sorted(g.get("data-node") for g in nodes) == sorted(names)
     assert len({g.get("id") for g in nodes}) == len(nodes)
     for g in nodes:
-        assert g.get("data-node") in _texts(g)  # the IR name is written in its box
+        assert g.get("data-node") in [t.split()[0] for t in _texts(g)]  # the IR name is written in its box
         assert g.find(f"{SVG}title").text.startswith(g.get("data-node") + ":")
     assert sorted(g.get("data-value") for g in _groups(root, "input")) == sorted(v.name for v in fused.inputs)
     assert len(_groups(root, "output")) == len(fused.outputs)
@@ -134,15 +134,18 @@ def test_a_fused_box_lists_the_ops_it_absorbed_with_shapes_cost_and_params():
     graph, fused, env = _graphs("resnet18", dims="N=2,H=64,W=64")
     root = ET.fromstring(render_svg(fused, env, unfused=graph, pipeline="O1"))
     box = {g.get("data-node"): _texts(g) for g in _groups(root, "node")}
-    # relu(bn(conv(x)) + skip): one box; at 64x64 layer1 works on 16x16 maps
-    assert box["layer1.0.conv2"][:3] == ["conv2d + batchnorm + add + relu", "layer1.0.conv2", "out 2x64x16x16"]
-    assert box["conv1"][:3] == ["conv2d + batchnorm + relu", "conv1", "out 2x64x32x32"]
+    value = {n.name: n.outputs[0].name for n in fused.nodes}  # a node's label -> its IR name
+    # relu(bn(conv(x)) + skip): one box, named by its IR name and the label it came from; layer1 is 16x16
+    block = value["layer1.0.conv2"]
+    assert box[block][:3] == ["conv2d + batchnorm + add + relu", f"{block}  layer1.0.conv2", "out 2x64x16x16"]
+    assert box[value["conv1"]][:3] == ["conv2d + batchnorm + relu", f"{value['conv1']}  conv1", "out 2x64x32x32"]
     # 64*64*3*3 conv weights + 4 batchnorm vectors of 64 = 37,120 numbers, 148,480 bytes in f32
-    assert box["layer1.0.conv2"][4] == "params 37.1K (148KB)"
-    assert box["maxpool2d_0"][4] == "no params"
+    assert box[block][4] == "params 37.1K (148KB)"
+    assert box[value["maxpool2d_0"]][4] == "no params"
     costs = node_costs(fused, env)
     for node in fused.nodes:
-        title = next(g for g in _groups(root, "node") if g.get("data-node") == node.name).find(f"{SVG}title").text
+        title = next(g for g in _groups(root, "node")
+                     if g.get("data-node") == node.outputs[0].name).find(f"{SVG}title").text
         assert f"{costs[node.outputs[0].name].flops:,} FLOPs" in title
         assert f"{costs[node.outputs[0].name].read:,} bytes read" in title
 
@@ -151,8 +154,9 @@ def test_lenet_boxes_at_o0_name_their_own_op():
     graph, fused, env = _graphs("lenet5", "O0")
     root = ET.fromstring(render_svg(fused, env, unfused=graph))
     box = {g.get("data-node"): _texts(g) for g in _groups(root, "node")}
-    assert box["c1"][:3] == ["conv2d", "c1", "out 1x6x28x28"]
-    assert box["c1"][4] == "params 156 (624B)"  # 6 filters of 1x5x5 and 6 biases, f32
+    c1 = next(n.outputs[0].name for n in fused.nodes if n.name == "c1")
+    assert c1 == "c1" and box[c1][:3] == ["conv2d", "c1", "out 1x6x28x28"]  # unfused: the label is the IR name
+    assert box[c1][4] == "params 156 (624B)"  # 6 filters of 1x5x5 and 6 biases, f32
     assert [g.get("data-op") for g in _groups(root, "node")] == [n.op for n in fused.nodes]
 
 
