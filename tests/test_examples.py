@@ -31,6 +31,7 @@ PARAMETERS = {
     "resnet18": 11_689_512,
     "resnet50": 25_557_032,
     "mobilenet_v2": 3_504_872,
+    "mobilenet_v3_small": 2_542_856,  # torchvision's mobilenet_v3_small
     # 482,754: 3x3 convs (no bias) + batchnorm weight/bias, 2x2 up-convs with bias, a 1x1 head —
     # inc 2,800 + down1 13,952 + down2 55,552 + down3 221,696 + up1 143,680 + up2 36,000 + up3 9,040
     # + outc 34; equal to the nn.Module twin's sum(p.numel()) (test_unet_state_dict_of_a_torch_module_loads)
@@ -59,6 +60,7 @@ SIZES = {
     "resnet18": (2, 64),
     "resnet50": (2, 64),
     "mobilenet_v2": (2, 64),
+    "mobilenet_v3_small": (2, 64),
     "unet": (2, 64),  # the U-Net's input is fixed at 64 x 64
     "transformer_encoder": (2, None),  # T = 16, the file's default
     "gpt2": (1, None),  # T = 8 (DIMS)
@@ -141,7 +143,8 @@ def test_example_matches_torch_twin(name, dtype):
     assert_close(ours, twin, dtype)
 
 
-@pytest.mark.parametrize("name, hw", [("googlenet", 75), ("resnet18", 57), ("mobilenet_v2", 49)])
+@pytest.mark.parametrize("name, hw", [("googlenet", 75), ("resnet18", 57), ("mobilenet_v2", 49),
+                                         ("mobilenet_v3_small", 49)])
 def test_example_matches_torch_twin_at_odd_size(name, hw):
     """Odd sizes exercise ceil_mode pooling (GoogLeNet) and the rounding of strided convs and pools."""
     graph, weights = example(name)

@@ -29,6 +29,8 @@ KERNEL_COUNTS = {
     "resnet18": (24, 23, {"fused_conv2d": 20, "maxpool2d": 1, "global_avgpool": 1, "flatten": 1, "linear": 1}),  # 68
     "resnet50": (57, 56, {"fused_conv2d": 53, "maxpool2d": 1, "global_avgpool": 1, "flatten": 1, "linear": 1}),  # 174
     "mobilenet_v2": (55, 54, {"fused_conv2d": 52, "global_avgpool": 1, "flatten": 1, "linear": 1}),  # 151
+    "mobilenet_v3_small": (74, 73, {"fused_conv2d": 52, "global_avgpool": 10, "mul": 9, "flatten": 1,
+                                    "fused_linear": 1, "linear": 1}),  # 155
     # 9 concats cost no launch: their inputs are written into slices of their buffers
     "googlenet": (82, 72, {"fused_conv2d": 57, "maxpool2d": 13, "concat": 9, "global_avgpool": 1, "flatten": 1,
                            "linear": 1}),  # 195
@@ -68,6 +70,8 @@ BLOCK_COUNTS = {
                               for i, n in zip(range(1, 5), (3, 4, 6, 3)) for j in range(n)}),
     # inverted residual: expand, depthwise, project(+ add); block 1 has no expansion
     "mobilenet_v2": ("features", 2, {f"features.{k}": 1 if k in (0, 18) else 2 if k == 1 else 3 for k in range(19)}),
+    "mobilenet_v3_small": ("features", 2, {f"features.{k}": 1 if k in (0, 12) else 6 if k == 1 else 3 if k in (2, 3)
+                                           else 7 for k in range(13)}),
     # inception: six convs, a max pool and a free concat
     "googlenet": ("inception", 1, {f"inception{b}": 8 for b in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")}),
 }

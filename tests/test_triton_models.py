@@ -54,6 +54,7 @@ SIZES = {
     "resnet18": 32,
     "resnet50": 32,
     "mobilenet_v2": 32,
+    "mobilenet_v3_small": 16,
     "unet": 64,  # its input size is fixed: the decoder's sizes must equal the skips'
     "transformer_encoder": None,  # token ids [N, T=16]
     "gpt2": None,  # token ids [N, T]: T = 16 (SEQUENCE_DIMS)
@@ -83,6 +84,8 @@ LAUNCHES = {
     "resnet18": 23,  # 20 conv+bn(+residual)+relu, maxpool, global pool, fc
     "resnet50": 56,  # 53 conv+bn(+residual)+relu, maxpool, global pool, fc
     "mobilenet_v2": 54,  # 52 conv+bn(+relu6 / +residual), global pool, fc
+    "mobilenet_v3_small": 73,  # 52 conv+bn(+relu / hardswish / hardsigmoid / +residual), 10 global pools (9 SE
+    # squeezes, the head), 9 SE channel gates (mul), classifier.0 (+hardswish), classifier.3
     "unet": 21,  # 14 conv+bn+relu, 3 maxpool, 3 conv_transpose, the 1x1 head; the 3 concats copy nothing
     # embedding, * sqrt(d), positions; per layer 4 projections, attention, 2 add & norm, 2 FFN linears; the
     # head; the head-split transposes are strided views, the merge transposes torch copies

@@ -367,3 +367,88 @@ def run_twin(model: str, weights: Mapping[str, np.ndarray], x, dtype=torch.float
     if check_all_used and w.unused():
         raise AssertionError(f"twin of {model} ignored parameters: {sorted(w.unused())[:5]}")
     return out.numpy()
+
+
+# --- MobileNetV3-Small as nn.Modules -------------------------------------------------------------
+# Howard et al. 2019, as torchvision.models.mobilenet_v3_small builds it: plain torch.nn layers whose
+# attribute names give torchvision's state_dict keys (features.4.block.2.fc1.weight, classifier.3.bias).
+
+def _make_divisible(v: float, divisor: int = 8) -> int:  # torchvision's rounding of the SE widths
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+MOBILENET_V3_SMALL_SETTINGS = [  # input, kernel, expanded, out, SE, activation, stride (paper's Table 2)
+    (16, 3, 16, 16, True, "RE", 2), (16, 3, 72, 24, False, "RE", 2), (24, 3, 88, 24, False, "RE", 1),
+    (24, 5, 96, 40, True, "HS", 2), (40, 5, 240, 40, True, "HS", 1), (40, 5, 240, 40, True, "HS", 1),
+    (40, 5, 120, 48, True, "HS", 1), (48, 5, 144, 48, True, "HS", 1), (48, 5, 288, 96, True, "HS", 2),
+    (96, 5, 576, 96, True, "HS", 1), (96, 5, 576, 96, True, "HS", 1),
+]
+
+
+def _conv_bn_act(cin, cout, k, stride=1, groups=1, act=None) -> torch.nn.Sequential:
+    """torchvision's Conv2dNormActivation: conv (no bias) -> batchnorm (eps 0.001) [-> activation]."""
+    layers = [torch.nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
+              torch.nn.BatchNorm2d(cout, eps=0.001, momentum=0.01)]
+    return torch.nn.Sequential(*layers, *([act()] if act else []))
+
+
+class SqueezeExcitation(torch.nn.Module):
+    def __init__(self, c: int, squeeze: int):
+        super().__init__()
+        self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc1 = torch.nn.Conv2d(c, squeeze, 1)
+        self.fc2 = torch.nn.Conv2d(squeeze, c, 1)
+        self.activation = torch.nn.ReLU()
+        self.scale_activation = torch.nn.Hardsigmoid()
+
+    def forward(self, x):
+        s = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return s * x
+
+
+class InvertedResidualV3(torch.nn.Module):
+    def __init__(self, cin, k, expanded, cout, use_se, activation, stride):
+        super().__init__()
+        act = torch.nn.Hardswish if activation == "HS" else torch.nn.ReLU
+        layers = []
+        if expanded != cin:
+            layers.append(_conv_bn_act(cin, expanded, 1, act=act))
+        layers.append(_conv_bn_act(expanded, expanded, k, stride, groups=expanded, act=act))
+        if use_se:
+            layers.append(SqueezeExcitation(expanded, _make_divisible(expanded // 4)))
+        layers.append(_conv_bn_act(expanded, cout, 1))
+        self.block = torch.nn.Sequential(*layers)
+        self.use_res_connect = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.block(x)
+        return y + x if self.use_res_connect else y
+
+
+class MobileNetV3Small(torch.nn.Module):
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        blocks = [_conv_bn_act(3, 16, 3, 2, act=torch.nn.Hardswish)]
+        blocks += [InvertedResidualV3(*cfg) for cfg in MOBILENET_V3_SMALL_SETTINGS]
+        blocks.append(_conv_bn_act(96, 6 * 96, 1, act=torch.nn.Hardswish))
+        self.features = torch.nn.Sequential(*blocks)
+        self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+        self.classifier = torch.nn.Sequential(torch.nn.Linear(576, 1024), torch.nn.Hardswish(),
+                                              torch.nn.Dropout(0.2), torch.nn.Linear(1024, classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def mobilenet_v3_small(w: Weights, x):
+    """The nn.Module twin with netdsl's weights loaded strictly (each tensor read through ``w``)."""
+    with torch.device("meta"):  # no storage and no initialisation: every tensor comes from ``w``
+        module = MobileNetV3Small()
+    state = {k: torch.zeros((), dtype=torch.long) if k.endswith("num_batches_tracked") else w[k]
+             for k in module.state_dict()}
+    module.load_state_dict(state, strict=True, assign=True)
+    return module.eval()(x)
+
+
+TWINS["mobilenet_v3_small"] = mobilenet_v3_small
