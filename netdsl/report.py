@@ -1,19 +1,27 @@
-"""`netdsl show`: the IR text, the parameter table and FLOPs per node."""
+"""`netdsl show`: the IR text, the parameter table and FLOPs per node (nodes named as the IR printer names them)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .ir.graph import Graph
+from .ir.graph import Graph, Node
 from .ops import REGISTRY
 from .params import parameter_count
 
 
+def node_name(node: Node) -> str:
+    """The name `show`, `check` and the cost report give a node: its (first) output value, as the IR
+    printer writes it. (``Node.name`` is the scope its parameters are named under; a fused node keeps
+    its anchor's scope but produces the value of the last node it absorbed.)"""
+    return node.outputs[0].name
+
+
 def node_flops(graph: Graph, env: dict[str, int]) -> dict[str, int]:
+    """FLOPs per node, keyed by ``node_name``."""
     out = {}
     for n in graph.nodes:
         ins = [v.type.concrete(env) for v in n.inputs]
-        out[n.name] = int(REGISTRY[n.op].flops(ins, n.outputs[0].type.concrete(env), n.attrs))
+        out[node_name(n)] = int(REGISTRY[n.op].flops(ins, n.outputs[0].type.concrete(env), n.attrs))
     return out
 
 
@@ -39,12 +47,12 @@ def parameter_table(graph: Graph) -> str:
 
 def flops_table(graph: Graph, env: dict[str, int]) -> str:
     flops = node_flops(graph, env)
-    width = max([len(n.name) for n in graph.nodes] + [4])
+    width = max([len(node_name(n)) for n in graph.nodes] + [4])
     dims = ", ".join(f"{k}={v}" for k, v in sorted(env.items()))
     lines = [f"FLOPs at {dims}:", f"{'node':<{width}}  {'op':<16} {'output':<20} {'FLOPs':>10}"]
     for n in graph.nodes:
         shape = ", ".join("x".join(map(str, v.type.concrete(env))) for v in n.outputs)
-        lines.append(f"{n.name:<{width}}  {n.op:<16} {shape:<20} {_human(flops[n.name]):>10}")
+        lines.append(f"{node_name(n):<{width}}  {n.op:<16} {shape:<20} {_human(flops[node_name(n)]):>10}")
     lines.append(f"{'total':<{width}}  {'':<16} {'':<20} {_human(sum(flops.values())):>10}")
     return "\n".join(lines)
 

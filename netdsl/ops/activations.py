@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
-from scipy import special
 
 from ..ir.graph import ParamSpec
 from .registry import Attr, OpDef, OpKind, ShapeError, no_params, register
@@ -36,6 +35,8 @@ def _gelu(x, a, _):
     # Python floats (not np.sqrt's float64 scalars), so that float32 stays float32
     if a["approximate"] == "tanh":
         return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * (x * x * x))))
+    from scipy import special  # here, not at import: scipy costs a third of a second of start-up
+
     return 0.5 * x * (1 + special.erf(x / math.sqrt(2)))
 
 
@@ -45,6 +46,8 @@ def _softplus(x, a, _):
 
 
 def _sigmoid(x):
+    from scipy import special  # here, not at import: scipy costs a third of a second of start-up
+
     return special.expit(x)
 
 

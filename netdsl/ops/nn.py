@@ -1,8 +1,9 @@
 """Layers: convolution, linear, pooling, normalisation, shape ops and pointwise arithmetic.
 
 Each op is declared once: attributes, shape rule, parameters, NumPy reference and FLOPs side by side.
-References are vectorised (im2col over strided views + one matmul; no Python loop over pixels or
-channels) and compute in the dtype of their inputs (float32 or float64).
+References are vectorised (no Python loop over single pixels or channels: conv2d's is im2col + GEMM or
+a tap loop, in ``convolution.py``; the window and channel loops run over cache-sized chunks) and compute
+in the dtype of their inputs (float32 or float64).
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from ..ir.dims import SymDim
 from ..ir.graph import ParamSpec
 from ..ir.types import TensorType, numel
+from .convolution import conv2d_reference
 from .registry import ORDERED, Attr, OpDef, OpKind, ShapeError, register
 
 
@@ -95,92 +96,6 @@ def _conv_params(types, attrs):
     if attrs["bias"]:
         out["bias"] = ParamSpec((oc,), "zeros", fan_in, fan_out)
     return out
-
-
-def pad_nchw(x, ph: int, pw: int, fill=0):
-    """``x`` [N, C, H, W] copied once into a buffer with ``ph``/``pw`` rows/columns of ``fill`` on each side;
-    ``x`` itself when there is no padding."""
-    if not (ph or pw):
-        return x
-    n, c, h, w = x.shape
-    xp = np.empty((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-    xp[:, :, :ph] = fill
-    xp[:, :, ph + h:] = fill
-    xp[:, :, ph:ph + h, :pw] = fill
-    xp[:, :, ph:ph + h, pw + w:] = fill
-    xp[:, :, ph:ph + h, pw:pw + w] = x
-    return xp
-
-
-def _tap(xp, i: int, j: int, out_hw, stride, dilation):
-    """The [N, C, OH, OW] view of (padded) ``xp`` that holds tap (i, j) of every window."""
-    (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
-    return xp[:, :, i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw]
-
-
-# Columns per GEMM of conv2d_reference: enough for BLAS to run at full speed, few enough that a chunk of
-# im2col columns is still in cache when the GEMM reads it.
-CONV_GEMM_COLUMNS = 4096
-
-
-def conv2d_reference(x, weight, bias, stride, padding, dilation, groups):
-    """conv2d in NCHW as im2col + GEMM (no Python loop over pixels or channels).
-
-    The input is padded once into a fresh buffer. Images are taken a chunk at a time (about
-    ``CONV_GEMM_COLUMNS`` output pixels per chunk): the chunk's columns [g, C/g * KH * KW, b * OH * OW]
-    are copied from a strided view of the padded input into one reused buffer (a stride-1 1x1 conv of a
-    single image needs no copy at all), and one GEMM per group writes [OC, b * OH * OW] straight into
-    the NCHW result (with one block transpose when b > 1). A depthwise conv is a weighted sum of the
-    KH * KW shifted views."""
-    n, c, h, w = x.shape
-    oc, cg, kh, kw = weight.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    dtype = np.result_type(x, weight)
-    xp = pad_nchw(x, ph, pw)
-    if cg == 1 and oc == groups:  # depthwise
-        out = np.zeros((n, c, oh, ow), dtype=dtype)
-        tmp = np.empty_like(out)
-        for i in range(kh):
-            for j in range(kw):
-                np.multiply(_tap(xp, i, j, (oh, ow), stride, dilation), weight[:, 0, i, j].reshape(c, 1, 1), out=tmp)
-                out += tmp
-        if bias is not None:
-            out += bias.reshape(c, 1, 1)
-        return out
-    g, ocg, k, hw = groups, oc // groups, cg * kh * kw, oh * ow
-    wm = weight.reshape(g, ocg, k).astype(dtype, copy=False)
-    if g == 1:  # plain 2-D GEMMs
-        wm = wm[0]
-    nb = max(1, min(n, CONV_GEMM_COLUMNS // hw))  # images per GEMM
-    direct = kh == kw == 1 and (ph, pw) == (0, 0) and (sh, sw) == (1, 1) and nb == 1
-    buf = None if direct else np.empty(g * k * nb * hw, dtype=xp.dtype)
-    s0, s1, s2, s3 = xp.strides
-    result = np.empty((n, oc, hw), dtype=dtype)
-    bias_col = None if bias is None else bias.reshape(oc, 1)
-    for n0 in range(0, n, nb):  # chunks of whole images
-        b = min(nb, n - n0)
-        if direct:
-            cols = xp[n0].reshape(g, cg, hw)[0] if g == 1 else xp[n0].reshape(g, cg, hw)
-        else:
-            view = as_strided(xp[n0:], (g, cg, kh, kw, b, oh, ow), (cg * s1, s1, s2 * dh, s3 * dw, s0, s2 * sh, s3 * sw),
-                              writeable=False)
-            cols = buf[:g * k * b * hw].reshape(g, cg, kh, kw, b, oh, ow)
-            cols[...] = view
-            cols = cols.reshape(k, b * hw) if g == 1 else cols.reshape(g, k, b * hw)
-        if b == 1:
-            dst = result[n0]
-            np.matmul(wm, cols, out=dst if g == 1 else dst.reshape(g, ocg, hw))
-            if bias_col is not None:
-                dst += bias_col
-        else:
-            out = np.matmul(wm, cols).reshape(oc, b, hw).transpose(1, 0, 2)
-            if bias_col is not None:
-                np.add(out, bias_col, out=result[n0:n0 + b])
-            else:
-                result[n0:n0 + b] = out
-    return result.reshape(n, oc, oh, ow)
 
 
 def _conv_ref(xs, params, attrs):
@@ -279,22 +194,33 @@ def _tap_range(size: int, out: int, tap: int, s: int, p: int, d: int) -> tuple[i
     return lo, max(lo, hi), offset + lo * s
 
 
+# Bytes of the accumulator of one chunk of pooling rows: it stays in the L2 cache while every tap is folded in.
+POOL_CHUNK_BYTES = 1 << 19
+
+
 def _pool_reduce(x, k, s, p, d, out_hw, init, combine):
     """Fold the KH * KW taps of every pooling window into ``init`` with ``combine(acc, view, out=acc)``.
     Taps in the padding are skipped (the padding is never materialised): max pooling starts from -inf,
-    sum pooling from 0, which is what padding with those values would give."""
+    sum pooling from 0, which is what padding with those values would give. The rows (one image's
+    channel) are taken a chunk at a time, so that the accumulator stays in cache across the taps."""
     n, c, h, w = x.shape
     oh, ow = out_hw
-    acc = np.full((n, c, oh, ow), init, dtype=x.dtype)
+    taps = []  # (output rows, output cols) <- (input rows, input cols) of each tap that reads the input
     for i in range(k[0]):
         r0, r1, xr = _tap_range(h, oh, i, s[0], p[0], d[0])
         for j in range(k[1]):
             c0, c1, xc = _tap_range(w, ow, j, s[1], p[1], d[1])
             if r1 > r0 and c1 > c0:
-                dst = acc[:, :, r0:r1, c0:c1]
-                combine(dst, x[:, :, xr: xr + (r1 - r0 - 1) * s[0] + 1: s[0], xc: xc + (c1 - c0 - 1) * s[1] + 1: s[1]],
-                        out=dst)
-    return acc
+                taps.append((slice(r0, r1), slice(c0, c1), slice(xr, xr + (r1 - r0 - 1) * s[0] + 1, s[0]),
+                             slice(xc, xc + (c1 - c0 - 1) * s[1] + 1, s[1])))
+    rows = x.reshape(n * c, h, w)
+    acc = np.full((n * c, oh, ow), init, dtype=x.dtype)
+    step = max(1, POOL_CHUNK_BYTES // (oh * ow * x.dtype.itemsize))
+    for a in range(0, n * c, step):
+        for rs, cs, xr, xc in taps:
+            dst = acc[a:a + step, rs, cs]
+            combine(dst, rows[a:a + step, xr, xc], out=dst)
+    return acc.reshape(n, c, oh, ow)
 
 
 def _maxpool_ref(xs, params, attrs):
@@ -427,10 +353,29 @@ def fold_batchnorm(weight, bias, bn_weight, bn_bias, bn_mean, bn_var, eps: float
     return w, b
 
 
+# Bytes of output per chunk of channel_affine: the multiply's output is still in cache when the add reads it.
+AFFINE_CHUNK_BYTES = 1 << 18
+
+
 def channel_affine(x, scale, shift):
-    """x * scale[c] + shift[c] along dim 1 of x."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    return x * scale.reshape(shape) + shift.reshape(shape)
+    """x * scale[c] + shift[c] along dim 1 of x: one output and no temporary; on an [N, C, ...] input a
+    few channels of one image at a time, so that the add finds the product in cache."""
+    out = np.empty(x.shape, dtype=np.result_type(x, scale, shift))
+    if x.ndim < 3 or x.size == 0:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        np.multiply(x, scale.reshape(shape), out=out)
+        out += shift.reshape(shape)
+        return out
+    n, c = x.shape[:2]
+    rows, dst = x.reshape(n, c, -1), out.reshape(n, c, -1)
+    scale, shift = scale.reshape(c, 1), shift.reshape(c, 1)
+    step = max(1, AFFINE_CHUNK_BYTES // (dst.shape[2] * out.itemsize))  # channels per chunk
+    for i in range(n):
+        for c0 in range(0, c, step):
+            part = dst[i, c0:c0 + step]
+            np.multiply(rows[i, c0:c0 + step], scale[c0:c0 + step], out=part)
+            part += shift[c0:c0 + step]
+    return out
 
 
 def _bn_ref(xs, params, attrs):
@@ -516,7 +461,7 @@ register(OpDef("groupnorm", OpKind.NORM, _gn_infer,
 # ---------------------------------------------------------------------------------------------
 
 register(OpDef("dropout", OpKind.INJECTIVE, lambda types, a: types[0], lambda xs, p, a: xs[0],
-               lambda ins, out, a: 0, (Attr("p", "float", 0.5),), doc="identity at inference", view=True,
+               lambda ins, out, a: 0, (Attr("p", "float", 0.5, bounds=(0.0, 1.0), doc="the probability of zeroing an element in training"),), doc="identity at inference", view=True,
                launches=0))
 
 

@@ -31,7 +31,6 @@ import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy import special
 
 from ..ir.dims import SymDim
 from ..ir.graph import ParamSpec
@@ -128,6 +127,8 @@ def _params(op: str):
 # ---------------------------------------------------------------------------------------------
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
+    from scipy import special  # here, not at import: scipy costs a third of a second of start-up
+
     return special.expit(x)  # stable for large |x|, keeps the dtype
 
 
