@@ -21,18 +21,28 @@ into a channel slice of a bigger buffer (concat without a copy).
 
 Depthwise convolutions (one input channel per group) have K = KH*KW, far too small for a
 GEMM tile: :func:`conv2d` hands them to the direct kernel in :mod:`conv_direct`.
+
+When the output has fewer tiles than the GPU has SMs (batch 1: ResNet-50's last stage is 49
+pixels), :func:`conv2d` may split the K loop (see :mod:`splitk`): :func:`conv_tile_sum` is the one
+K loop, run over all of K by ``conv2d_kernel`` and over one slice by ``conv2d_splitk_kernel``.
+On sm_90 the autotuner also tries BLOCK_K 64 tiles up to 128x256 (``conv_common.HOPPER_CONFIGS``).
 """
+
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from ._host import KernelError, Launch, interpreting, meta_tensor, needs_int64, run, spec_of
+from ._host import KernelError, Launch, interpreting, meta_tensor, needs_int64
 # check_conv_args, conv_output_size, is_depthwise, dot_tier and _pair live in conv_common (shared with
 # conv_direct, conv_transpose and matmul) and stay importable from here.
 from .conv_common import _pair, check_conv_args, conv_output_size, dot_tier, eligible_tiered, is_depthwise, pair  # noqa: F401
+from .conv_common import HOPPER_CONFIGS, conv_aligned, hopper_configs, target_cc
 from .conv_direct import _plan_depthwise
 from .epilogue import Epilogue, store_tile
+from .splitk import (choose_split, device_sm_count, plan_reduce, run_all, specs_of, split_range, store_partial,
+                     workspace)
 from .tiling import grouped_tile, window_origin
 
 # Autotuning configs. Every tile is >= 16 in M, N and K (tl.dot's minimum) and fits shared
@@ -65,26 +75,16 @@ INTERPRET_CONFIG = triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16, "
 
 
 @triton.jit
-def conv2d_kernel(
-    x_ptr,                      # input [N, H, W, C_in], channel stride 1
-    sxn, sxh, sxw,              # input strides of n, h, w (elements)
-    w_ptr,                      # packed weight [G, KH*KW*ICg, OCg], contiguous
-    out_ptr,                    # output rows [N*OH*OW, C_out], channel stride 1
-    out_stride,                 # output row stride (>= C_out when writing into a channel slice)
-    H, W, OH, OW,               # input and output spatial sizes
-    M,                          # N * OH * OW: GEMM rows
-    OCg, ICg,                   # output / input channels per group
-    KH, KW,                     # kernel height and width
+def conv_tile_sum(
+    x_ptr, sxn, sxh, sxw, w_ptr, H, W, OH, OW, M, OCg, ICg, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-    bias_ptr, slope1_ptr, slope1_stride, res_ptr, res_stride,  # epilogue (see epilogue.py)
-    slope2_ptr, slope2_stride, alpha1, beta1, alpha2, beta2,
-    HAS_BIAS: tl.constexpr, ACT1: tl.constexpr, HAS_RES: tl.constexpr, ACT2: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,  # "ieee" or "tf32" (only matters for fp32 inputs)
-    DOT_UPCAST: tl.constexpr,     # feed tl.dot fp32 (works around the interpreter's bf16 dot)
-    USE_INT64: tl.constexpr,      # 64-bit offsets for huge tensors
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr,        # M-tiles per L2 swizzle group
+    splits,                       # K slices (split-K; read iff SPLIT)
+    SPLIT: tl.constexpr,          # sum only this program's slice of K (program id 2)
+    DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, USE_INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
+    """The fp32 tile of program (program_id(0), group program_id(1)) summed over its K steps, and where it
+    goes: (acc, rows, output columns, row mask, column mask). Shared by the fused and split-K kernels."""
     # -- which tile: grouped ordering so consecutive programs share weight columns in L2.
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -107,7 +107,11 @@ def conv2d_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     c_blocks = tl.cdiv(ICg, BLOCK_K)
     k_steps = KH * KW * c_blocks                # one step = one tap x one block of BLOCK_K channels
-    for step in range(0, k_steps):
+    step_lo = 0
+    step_hi = k_steps
+    if SPLIT:
+        step_lo, step_hi = split_range(k_steps, splits)
+    for step in range(step_lo, step_hi):
         tap = step // c_blocks
         c0 = (step - tap * c_blocks) * BLOCK_K
         kh = tap // KW
@@ -127,26 +131,71 @@ def conv2d_kernel(
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+    return acc, offs_m, g * OCg + offs_n, mask_m, mask_n
 
+
+@triton.jit
+def conv2d_kernel(
+    x_ptr,                      # input [N, H, W, C_in], channel stride 1
+    sxn, sxh, sxw,              # input strides of n, h, w (elements)
+    w_ptr,                      # packed weight [G, KH*KW*ICg, OCg], contiguous
+    out_ptr,                    # output rows [N*OH*OW, C_out], channel stride 1
+    out_stride,                 # output row stride (>= C_out when writing into a channel slice)
+    H, W, OH, OW,               # input and output spatial sizes
+    M,                          # N * OH * OW: GEMM rows
+    OCg, ICg,                   # output / input channels per group
+    KH, KW,                     # kernel height and width
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    bias_ptr, slope1_ptr, slope1_stride, res_ptr, res_stride,  # epilogue (see epilogue.py)
+    slope2_ptr, slope2_stride, alpha1, beta1, alpha2, beta2,
+    HAS_BIAS: tl.constexpr, ACT1: tl.constexpr, HAS_RES: tl.constexpr, ACT2: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,  # "ieee" or "tf32" (only matters for fp32 inputs)
+    DOT_UPCAST: tl.constexpr,     # feed tl.dot fp32 (works around the interpreter's bf16 dot)
+    USE_INT64: tl.constexpr,      # 64-bit offsets for huge tensors
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,        # M-tiles per L2 swizzle group
+):
+    acc, rows, cols, mask_m, mask_n = conv_tile_sum(
+        x_ptr, sxn, sxh, sxw, w_ptr, H, W, OH, OW, M, OCg, ICg, KH, KW, stride_h, stride_w, pad_h, pad_w,
+        dil_h, dil_w, 1, False, DOT_PRECISION, DOT_UPCAST, USE_INT64, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
     # -- fused epilogue in registers, then one store of BLOCK_M x BLOCK_N outputs.
-    cols = g * OCg + offs_n
-    store_tile(acc, offs_m, cols, mask_m, mask_n, out_ptr, out_stride, bias_ptr, slope1_ptr, slope1_stride,
+    store_tile(acc, rows, cols, mask_m, mask_n, out_ptr, out_stride, bias_ptr, slope1_ptr, slope1_stride,
                res_ptr, res_stride, slope2_ptr, slope2_stride, alpha1, beta1, alpha2, beta2,
                HAS_BIAS, ACT1, HAS_RES, ACT2, USE_INT64)
 
 
-def eligible_configs(args: dict) -> list:
-    """The autotuning configs worth trying for these kernel arguments (see TIERED_CONFIGS)."""
-    return eligible_tiered(TIERED_CONFIGS, args)
+@triton.jit
+def conv2d_splitk_kernel(
+    x_ptr, sxn, sxh, sxw, w_ptr,  # as conv2d_kernel
+    ws_ptr,                     # fp32 workspace [splits, M, C_out]: this program's partial tile
+    H, W, OH, OW, M, OCg, ICg, KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    C_out,                      # workspace row length (G * OCg)
+    splits,                     # K slices: grid axis 2
+    DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, USE_INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """Split-K partial sums (see splitk.py): the epilogue runs in splitk_reduce_kernel."""
+    acc, rows, cols, mask_m, mask_n = conv_tile_sum(
+        x_ptr, sxn, sxh, sxw, w_ptr, H, W, OH, OW, M, OCg, ICg, KH, KW, stride_h, stride_w, pad_h, pad_w,
+        dil_h, dil_w, splits, True, DOT_PRECISION, DOT_UPCAST, USE_INT64, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
+    store_partial(acc, ws_ptr, rows, cols, mask_m, mask_n, M, C_out, USE_INT64)
+
+
+def eligible_configs(args: dict, cc: Optional[int] = None) -> list:
+    """The autotuning configs worth trying for these kernel arguments (see TIERED_CONFIGS) on a GPU of
+    compute capability ``cc`` (90 and up: the sm_90 configs that fit the problem too, after those)."""
+    tier = dot_tier(args, conv_aligned(args))
+    return eligible_tiered(TIERED_CONFIGS, args) + hopper_configs(tier, args, cc, args["M"], args["OCg"], args["ICg"])
 
 
 # The GPU path: same kernel, autotuned per problem size and per tier (the epilogue and the
 # dot precision are in the key because they change which configs are eligible).
 # restore_value keeps an in-place residual (residual is out) correct while configs are benchmarked.
 conv2d_kernel_tuned = triton.autotune(
-    CONFIGS, key=["M", "OCg", "ICg", "KH", "KW", "sxw", "ACT1", "HAS_RES", "ACT2", "DOT_PRECISION"],
+    CONFIGS + HOPPER_CONFIGS, key=["M", "OCg", "ICg", "KH", "KW", "sxw", "ACT1", "HAS_RES", "ACT2", "DOT_PRECISION"],
     restore_value=["out_ptr"],
-    prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: eligible_configs({**nargs, **kw})},
+    prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: eligible_configs(
+        {**nargs, **kw}, target_cc(nargs["x_ptr"]))},
 )(conv2d_kernel)
 
 
@@ -163,7 +212,13 @@ def pack_conv_weight(w_oihw: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _plan_conv(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, epilogue, out,
-               allow_tf32, interpret):
+               allow_tf32, interpret, *, split_k=1, sm_count=None, cc=None):
+    """(out, launch), or (out, [partial launch, reduction launch]) for a split-K plan.
+
+    ``split_k``: an int forces that many K slices (1: the fused kernel alone); None lets
+    :func:`splitk.choose_split` decide for ``sm_count`` SMs (None: the device's, none off a GPU).
+    ``cc``: the target's compute capability (None: x's GPU's; 90 adds the sm_90 configs).
+    """
     if x.dim() == 4 and is_depthwise(x.shape[-1], groups):
         return _plan_depthwise(x, packed, out_channels, kernel_size, stride, padding, dilation, epilogue, out,
                                interpret)
@@ -171,23 +226,36 @@ def _plan_conv(x, packed, out_channels, kernel_size, stride, padding, dilation, 
     M = geo["N"] * geo["OH"] * geo["OW"]
     ep_args, ep_constexprs = epilogue.kernel_args(out, M, out_channels)
     fp32 = x.dtype == torch.float32
-    args = dict(x_ptr=x, sxn=x.stride(0), sxh=x.stride(1), sxw=x.stride(2), w_ptr=packed, out_ptr=out,
-                out_stride=geo["out_stride"], H=geo["H"], W=geo["W"], OH=geo["OH"], OW=geo["OW"], M=M,
-                OCg=geo["OCg"], ICg=geo["ICg"], KH=geo["KH"], KW=geo["KW"],
-                stride_h=geo["stride_h"], stride_w=geo["stride_w"], pad_h=geo["pad_h"], pad_w=geo["pad_w"],
-                dil_h=geo["dil_h"], dil_w=geo["dil_w"], **ep_args)
-    constexprs = dict(**ep_constexprs, DOT_PRECISION="tf32" if (fp32 and allow_tf32) else "ieee",
-                      DOT_UPCAST=interpret and x.dtype == torch.bfloat16,
-                      USE_INT64=needs_int64(x, packed, out, epilogue.residual))
+    gemm = dict(x_ptr=x, sxn=x.stride(0), sxh=x.stride(1), sxw=x.stride(2), w_ptr=packed)
+    shape = dict(H=geo["H"], W=geo["W"], OH=geo["OH"], OW=geo["OW"], M=M, OCg=geo["OCg"], ICg=geo["ICg"],
+                 KH=geo["KH"], KW=geo["KW"], stride_h=geo["stride_h"], stride_w=geo["stride_w"],
+                 pad_h=geo["pad_h"], pad_w=geo["pad_w"], dil_h=geo["dil_h"], dil_w=geo["dil_w"])
+    args = dict(**gemm, out_ptr=out, out_stride=geo["out_stride"], **shape, **ep_args)
+    dot = dict(DOT_PRECISION="tf32" if (fp32 and allow_tf32) else "ieee",
+               DOT_UPCAST=interpret and x.dtype == torch.bfloat16)
+    constexprs = dict(**ep_constexprs, **dot, USE_INT64=needs_int64(x, packed, out, epilogue.residual))
     G, OCg = geo["G"], geo["OCg"]
-    configs = eligible_configs({**args, **constexprs})
-    cfg = INTERPRET_CONFIG if interpret else configs[0]
+    configs = eligible_configs({**args, **constexprs}, cc if cc is not None else target_cc(x))
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(OCg, meta["BLOCK_N"]), G)
-    return out, Launch(conv2d_kernel, conv2d_kernel_tuned, args, constexprs, grid, cfg, tuple(configs))
+    config, split = configs[0], split_k or 1
+    if split_k is None:
+        sms = sm_count if sm_count is not None else device_sm_count(x)
+        config, split = choose_split(M, OCg, geo["ICg"], configs, sms, taps=geo["KH"] * geo["KW"], groups=G)
+    if split == 1:
+        cfg = INTERPRET_CONFIG if interpret else configs[0]
+        return out, Launch(conv2d_kernel, conv2d_kernel_tuned, args, constexprs, grid, cfg, tuple(configs))
+    # split-K: fp32 partial tiles of each K slice, then one reduction applies the epilogue.
+    ws = workspace(split, M, out_channels, x.device)
+    cfg = INTERPRET_CONFIG if interpret else config
+    partial_args = dict(**gemm, ws_ptr=ws, **shape, C_out=out_channels, splits=split)
+    partial_constexprs = dict(**dot, USE_INT64=needs_int64(x, packed, ws))
+    partial_grid = lambda meta: (*grid(meta), split)
+    partial = Launch(conv2d_splitk_kernel, None, partial_args, partial_constexprs, partial_grid, cfg, tuple(configs))
+    return out, [partial, plan_reduce(ws, out, geo["out_stride"], epilogue, interpret)]
 
 
 def conv2d(x, packed, *, out_channels, kernel_size, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
-           epilogue=Epilogue(), out=None, allow_tf32=False):
+           epilogue=Epilogue(), out=None, allow_tf32=False, split_k=None, sm_count=None):
     """y = epilogue(conv2d(x, w)) in NHWC; returns ``out`` [N, OH, OW, out_channels].
 
     x           : [N, H, W, C_in], channel stride 1 (may be a channel slice of a bigger buffer)
@@ -197,10 +265,12 @@ def conv2d(x, packed, *, out_channels, kernel_size, stride=(1, 1), padding=(0, 0
     epilogue    : bias / act1 / residual / act2, fused before the store
     out         : optional output (e.g. a channel slice of a concat buffer)
     allow_tf32  : fp32 inputs may use TF32 tensor cores (else exact fp32 FMA)
+    split_k     : K slices (split-K, see splitk.py); None chooses from the shape and ``sm_count``
+    sm_count    : SMs to fill (None: the GPU's; off a GPU no automatic split)
     """
-    out, launch = _plan_conv(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, epilogue,
-                             out, allow_tf32, interpreting())
-    run(launch)
+    out, launches = _plan_conv(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, epilogue,
+                               out, allow_tf32, interpreting(), split_k=split_k, sm_count=sm_count)
+    run_all(launches)
     return out
 
 
@@ -212,7 +282,7 @@ def output_shape(x_shape, out_channels, kernel_size, stride=1, padding=0, dilati
 
 
 def specialization(x_shape, dtype, packed_shape, out_channels, kernel_size, stride, padding, dilation, groups,
-                   epilogue=Epilogue(), *, allow_tf32=False, config=None) -> dict:
+                   epilogue=Epilogue(), *, allow_tf32=False, config=None, split_k=1, sm_count=None, cc=None):
     """The AOT specialization (module, kernel, signature, constexprs, num_warps, num_stages)
     of the kernel :func:`conv2d` launches for these arguments (contiguous tensors).
 
@@ -220,9 +290,11 @@ def specialization(x_shape, dtype, packed_shape, out_channels, kernel_size, stri
     ``Epilogue.planned(output_shape(x_shape, ...), dtype, bias=True, act1="relu")``.
     ``config``: None = the default (first) autotuning config, or an index into the configs
     eligible for these arguments (``eligible_configs``; all of CONFIGS on the fast path).
+    ``split_k``, ``sm_count``: as :func:`conv2d` (a split-K plan gives a list: the partial kernel's
+    spec(s), then the reduction's). ``cc``: the target (90 adds the sm_90 configs).
     """
     x = meta_tensor(x_shape, dtype)
     packed = meta_tensor(packed_shape, dtype)
-    _, launch = _plan_conv(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, epilogue, None,
-                           allow_tf32, False)
-    return spec_of(launch, config)
+    _, launches = _plan_conv(x, packed, out_channels, kernel_size, stride, padding, dilation, groups, epilogue, None,
+                             allow_tf32, False, split_k=split_k, sm_count=sm_count, cc=cc)
+    return specs_of(launches, config)

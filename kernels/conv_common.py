@@ -8,15 +8,18 @@ depthwise convolutions. Nothing here launches a kernel.
 * argument normalisation and checks: :func:`pair`, :func:`check_nhwc`, :func:`check_packed`,
   :func:`conv_out`, :func:`check_conv_args`;
 * geometry: :func:`conv_output_size`, :func:`is_depthwise`;
-* which autotuning tier a ``tl.dot`` kernel's configs come from: :func:`dot_tier`.
+* which autotuning tier a ``tl.dot`` kernel's configs come from: :func:`dot_tier`; the sm_90-only
+  configs (BLOCK_K 64, tiles up to 128x256) and their pruning by problem shape: :func:`hopper_configs`.
 """
 
 import operator
+from typing import Optional
 
 import torch
+import triton
 
 from ._host import KernelError, aligned16, check_io_dtype, check_writable_rows
-from .epilogue import heavy_epilogue
+from .epilogue import CHEAP_ACTS, heavy_epilogue
 
 
 def pair(v, name: str = "argument") -> tuple:
@@ -112,8 +115,70 @@ def dot_tier(args: dict, aligned: bool) -> str:
     return "fast" if aligned and not heavy_epilogue(args) else "medium"
 
 
+def conv_aligned(args: dict) -> bool:
+    """An implicit-GEMM conv's rows and channels are 16-byte aligned (vector loads: the fast tier)."""
+    return all(aligned16(args[k]) for k in ("x_ptr", "sxn", "sxh", "sxw", "ICg", "w_ptr", "OCg"))
+
+
 def eligible_tiered(tiered_configs, args: dict) -> list:
     """The configs of ``tiered_configs`` ([(config, tiers)]) worth trying for an implicit-GEMM conv
     (conv2d, conv_transpose2d) with these kernel arguments: those of the arguments' ``dot_tier``."""
-    aligned = all(aligned16(args[k]) for k in ("x_ptr", "sxn", "sxh", "sxw", "ICg", "w_ptr", "OCg"))
-    return [c for c, tiers in tiered_configs if dot_tier(args, aligned) in tiers]
+    tier = dot_tier(args, conv_aligned(args))
+    return [c for c, tiers in tiered_configs if tier in tiers]
+
+
+# sm_90 (H100/H200: 227 KB of shared memory per block, wgmma) configs: BLOCK_K 64 and tiles up to
+# 128x256; num_stages fills shared memory (fp16/bf16 bytes per stage: (BLOCK_M + BLOCK_N) * 64 * 2,
+# 48 KB at 128x256, so 3 stages = 145 KB; 32 KB at 128x128, so 4 = 129 KB). Tiers as in TIERED_CONFIGS,
+# plus "plain": the fast tier with no residual and cheap activations only. The 32K-element tiles hold
+# 128 fp32 accumulators per thread at 8 warps: a residual tile on top spills (measured: 8-182 spill
+# instructions), and 16 warps cap registers at 128 and spill too, so they get the plain tier only.
+# Offered only for cc >= 90; each (config, tier) is built with 0 spills by tests/kernels/aot_sweep.py.
+HOPPER_TIERED_CONFIGS = [
+    (triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=8, num_stages=3),
+     ("plain",)),
+    (triton.Config({"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=8, num_stages=3),
+     ("plain",)),
+    (triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=8, num_stages=4),
+     ("plain", "fast")),
+    (triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=4),
+     ("plain", "fast")),
+    (triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=4),
+     ("plain", "fast")),
+    (triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=5),
+     ("plain", "fast")),
+]
+HOPPER_CONFIGS = [config for config, _ in HOPPER_TIERED_CONFIGS]
+HOPPER_CC = 90
+
+
+def target_cc(t: torch.Tensor) -> Optional[int]:
+    """The compute capability (80, 90, ...) of ``t``'s GPU; None off a GPU (then only the sm_80 configs)."""
+    if t.device.type != "cuda":
+        return None
+    major, minor = torch.cuda.get_device_capability(t.device)
+    return 10 * major + minor
+
+
+def fits_problem(config: triton.Config, m: int, n: int, k_per_step: int) -> bool:
+    """A big tile is worth trying only where the problem fills it: BLOCK_M and BLOCK_N at most the
+    problem's size rounded up to a power of two (no 256-wide tile for N = 64; wgmma's 64 rows are the
+    floor), and BLOCK_K at most the contiguous run of K (a conv's channels per tap) rounded up."""
+    kw, p2 = config.kwargs, triton.next_power_of_2
+    return (kw["BLOCK_M"] <= max(64, p2(m)) and kw["BLOCK_N"] <= max(64, p2(n))
+            and kw["BLOCK_K"] <= max(32, p2(k_per_step)))
+
+
+def plain_epilogue(constexprs: dict) -> bool:
+    """No residual and piecewise-linear activations only: the epilogue the 128x256 tiles can afford."""
+    return not constexprs["HAS_RES"] and constexprs["ACT1"] in CHEAP_ACTS and constexprs["ACT2"] in CHEAP_ACTS
+
+
+def hopper_configs(tier: str, args: dict, cc: Optional[int], m: int, n: int, k_per_step: int) -> list:
+    """The sm_90 configs for a kernel of ``tier`` with these arguments (constexprs included) that fit the
+    problem; none below cc 90. Autotuning tries them after the sm_80 ones."""
+    if cc is None or cc < HOPPER_CC:
+        return []
+    if tier == "fast" and plain_epilogue(args):
+        tier = "plain"
+    return [c for c, tiers in HOPPER_TIERED_CONFIGS if tier in tiers and fits_problem(c, m, n, k_per_step)]

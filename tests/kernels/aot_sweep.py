@@ -6,7 +6,9 @@ Not a pytest module (it takes minutes): run it after changing a kernel or a conf
 
 Every build must have 0 spills, <= 255 registers, shared memory within the target's
 limit, and conv/linear/bmm/attention must use tensor cores (HMMA on sm_80, HGMMA on sm_90;
-attention tiles under 64 query rows get HMMA on sm_90 too) for fp16, bf16 and TF32.
+attention tiles under 64 query rows get HMMA on sm_90 too) for fp16, bf16 and TF32. The
+split-K kernels (partial sums under every config, and the reduction) build for every target;
+the sm_90-only configs (BLOCK_K 64, tiles up to 128x256) and the TMA linear for sm_90 alone.
 Shapes: a channel-aligned one (the JIT's 16-divisibility hints hold, loads vectorize) and
 an unaligned one (odd channel counts), with a heavy epilogue.
 """
@@ -21,11 +23,14 @@ import torch
 from netdsl.kernels import (adaptive_pool, aot, attention, bmm, conv, conv_direct, conv_transpose, embedding, matmul,
                             norm, pointwise, pool, softmax, upsample)
 from netdsl.kernels import recurrence
+from netdsl.kernels.conv_common import HOPPER_CONFIGS
 from netdsl.kernels.epilogue import Epilogue
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # Epilogue pieces (Epilogue.planned keyword arguments).
 HEAVY = dict(bias=True, act1="gelu", residual=True, act2="mish")   # the "medium" tier
+# No residual, piecewise-linear activations: the only epilogue the 128x256 sm_90 tiles are offered with.
+PLAIN = dict(bias=True, act1="relu")
 # The heaviest epilogues that still get the fast tier (all configs): one transcendental act.
 LIGHT = (dict(bias=True, act1="mish", residual=True, act2="relu6"),
          dict(bias=True, act1="relu", residual=True, act2="mish"))
@@ -156,6 +161,63 @@ def sweep_specs(dtypes):
     return out
 
 
+def split_k_specs(dtypes):
+    """(label, spec, needs_mma) of the split-K kernels, for sm_80 and sm_90: the partial conv and linear
+    kernels under every eligible sm_80 config (layer4-sized: 49 rows, long K) and the reduction with the
+    heavy epilogue, aligned and unaligned."""
+    out = []
+    for name in dtypes:
+        dt = DTYPES[name]
+        for tf32 in ((False, True) if name == "fp32" else (False,)):
+            mma, tag = name != "fp32" or tf32, f"{name}{'-tf32' if tf32 else ''}"
+            for label, specs in (
+                ("conv aligned", conv.specialization((1, 7, 7, 512), dt, (1, 9 * 512, 512), 512, 3, 1, 1, 1, 1,
+                                                     ep((1, 7, 7, 512), dt, HEAVY), allow_tf32=tf32, config="all",
+                                                     split_k=8)),
+                ("conv unaligned", conv.specialization((1, 9, 9, 90), dt, (2, 9 * 45, 35), 70, 3, 1, 1, 1, 2,
+                                                       ep((1, 9, 9, 70), dt, HEAVY), allow_tf32=tf32, config="all",
+                                                       split_k=3)),
+                ("linear aligned", matmul.specialization((1, 2048), dt, 1000, ep((1, 1000), dt, HEAVY),
+                                                         allow_tf32=tf32, config="all", split_k=5)),
+                ("linear unaligned", matmul.specialization((3, 1001), dt, 77, ep((3, 77), dt, HEAVY),
+                                                           allow_tf32=tf32, config="all", split_k=4))):
+                *partials, reduce = specs
+                out.extend((f"split-K {label} {tag} [{i}]", s, mma) for i, s in enumerate(partials))
+                out.append((f"split-K reduce {label} {tag}", reduce, False))
+    return out
+
+
+def hopper_specs(dtypes):
+    """(label, spec, needs_mma) of the sm_90-only configs (BLOCK_K 64, up to 128x256), for sm_90 alone:
+    every one on a problem big enough to offer it, with the plain epilogue (the 128x256 tiles' tier) and
+    the light ones (the fast tier), and the split-K partial kernels on a layer4-sized conv."""
+    def key(kwargs, warps, stages):
+        return tuple(kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")), warps, stages
+    hopper = {key(c.kwargs, c.num_warps, c.num_stages) for c in HOPPER_CONFIGS}
+    only = lambda specs: [s for s in specs if key(s["constexprs"], s["num_warps"], s["num_stages"]) in hopper]
+    out = []
+    for name in dtypes:
+        dt = DTYPES[name]
+        if dt == torch.float32:
+            continue   # the sm_90 configs are fp16/bf16 tensor-core tiles
+        for j, pieces in enumerate((PLAIN, *LIGHT)):
+            for label, specs in (
+                ("conv", conv.specialization((2, 56, 56, 256), dt, (1, 9 * 256, 256), 256, 3, 1, 1, 1, 1,
+                                             ep((2, 56, 56, 256), dt, pieces), config="all", cc=90)),
+                ("linear", matmul.specialization((4, 77, 1024), dt, 1024, ep((4, 77, 1024), dt, pieces),
+                                                 config="all", cc=90))):
+                out.extend((f"sm_90 {label} {name} epilogue{j} [{i}]", s, True) for i, s in enumerate(only(specs)))
+        *partials, _ = conv.specialization((1, 7, 7, 512), dt, (1, 9 * 512, 512), 512, 3, 1, 1, 1, 1,
+                                           ep((1, 7, 7, 512), dt, LIGHT[0]), config="all", split_k=8, cc=90)
+        out.extend((f"sm_90 split-K conv {name} [{i}]", s, True) for i, s in enumerate(only(partials)))
+        # the TMA linear: every config it is offered (sm_80's and sm_90's), plain and light epilogues
+        for j, pieces in enumerate((PLAIN, *LIGHT)):
+            specs = matmul.specialization((4, 77, 1024), dt, 1024, ep((4, 77, 1024), dt, pieces), config="all",
+                                          tma=True)
+            out.extend((f"sm_90 TMA linear {name} epilogue{j} [{i}]", s, True) for i, s in enumerate(specs))
+    return out
+
+
 def check(report, needs_mma):
     problems = []
     if report.spills:
@@ -177,20 +239,23 @@ def main(argv=None):
     parser.add_argument("--only", default="", help="regex on the labels")
     args = parser.parse_args(argv)
     ccs = tuple(int(c) for c in args.ccs.split(","))
-    specs = [s for s in sweep_specs(args.dtypes.split(",")) if re.search(args.only, s[0])]
+    dtypes = args.dtypes.split(",")
+    # (label, spec, needs_mma, cc) for every build: most for every target, the sm_90 configs for sm_90 alone
+    builds = [(label, spec, mma, cc) for label, spec, mma in sweep_specs(dtypes) + split_k_specs(dtypes)
+              for cc in ccs]
+    builds += [(label, spec, mma, 90) for label, spec, mma in hopper_specs(dtypes) if 90 in ccs]
+    builds = [b for b in builds if re.search(args.only, b[0])]
     start = time.time()
-    jobs = aot.jobs([s for _, s, _ in specs], ccs=ccs)
+    jobs = [{**spec, "cc": cc} for _, spec, _, cc in builds]
     reports = aot.build_many(jobs, max_workers=args.workers)
     failures = 0
-    for i, (label, _, mma) in enumerate(specs):
-        for j, cc in enumerate(ccs):
-            r = reports[i * len(ccs) + j]
-            tiles = {k: v for k, v in r.constexprs.items() if k.startswith("BLOCK") or k == "SPLITS"}
-            problems = check(r, mma)
-            failures += bool(problems)
-            verdict = "FAIL: " + ", ".join(problems) if problems else ""
-            print(f"{label:42} sm_{cc} w{r.num_warps}/s{r.num_stages} regs={r.registers:3} spills={r.spills:3} "
-                  f"smem={r.shared_bytes:6} mma={r.mma or '-':5} {tiles} {verdict}")
+    for (label, _, mma, cc), r in zip(builds, reports):
+        tiles = {k: v for k, v in r.constexprs.items() if k.startswith("BLOCK") or k == "SPLITS"}
+        problems = check(r, mma)
+        failures += bool(problems)
+        verdict = "FAIL: " + ", ".join(problems) if problems else ""
+        print(f"{label:42} sm_{cc} w{r.num_warps}/s{r.num_stages} regs={r.registers:3} spills={r.spills:3} "
+              f"smem={r.shared_bytes:6} mma={r.mma or '-':5} {tiles} {verdict}")
     print(f"{len(reports)} builds in {time.time() - start:.0f}s, {failures} failing")
     return 1 if failures else 0
 
