@@ -9,7 +9,9 @@ the ``@triton.jit`` kernel, the host wrapper, the AOT ``specialization``):
                   (``pack_conv_transpose_weight``, ``conv_transpose2d``)
 * ``conv_common`` host checks and geometry shared by the convolutions (``check_conv_args``,
                   ``conv_output_size``, ``is_depthwise``, ``dot_tier``)
-* ``matmul``      linear layers (``pack_linear_weight``, ``linear``)
+* ``matmul``      linear layers (``pack_linear_weight``, ``linear``; ``tma=True``: TMA descriptors, sm_90)
+* ``splitk``      split-K for grids shorter than the SMs: ``choose_split`` (a pure function of shape,
+                  configs and SM count) and the in-order reduction that applies the epilogue
 * ``bmm``         batched matmul of two activations, any strides (``bmm``: a transpose is free)
 * ``attention``   FlashAttention-style scaled dot-product attention, forward (``attention``:
                   causal, boolean/additive masks; the [L, S] scores never reach memory)

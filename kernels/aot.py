@@ -74,6 +74,7 @@ class KernelReport:
     compile_s: float = 0.0      # wall time of the build (0 for a cache hit)
     cached: bool = False
     key: str = ""               # the cache key (names the cached cubin and PTX: see artifact)
+    tma: bool = False           # loads through TMA tensor descriptors (UTMALDG, sm_90)
 
 
 def _cuda_tool(name: str) -> str:
@@ -101,7 +102,7 @@ def _analyse_sass(sass: str) -> dict:
             mma = kind
             break
     return {"spill_stores": ops.count("STL"), "spill_loads": ops.count("LDL"), "mma": mma,
-            "sass_lines": len(instructions)}
+            "tma": "UTMALDG" in ops, "sass_lines": len(instructions)}
 
 
 def build(fn, signature: dict, constexprs: dict, cc: int, num_warps: int = 4, num_stages: int = 3,
@@ -152,6 +153,7 @@ def build_with_code(fn, signature: dict, constexprs: dict, cc: int, num_warps: i
         shared_bytes=shared, fits_shared=shared <= SHARED_LIMIT.get(cc, SHARED_LIMIT[80]),
         uses_mma=bool(code["mma"]), mma=code["mma"], ptx_lines=len(compiled.asm["ptx"].splitlines()),
         sass_lines=code["sass_lines"], constexprs=dict(constexprs), compile_s=round(time.time() - start, 3),
+        tma=code["tma"],
     )
     return report, bytes(compiled.asm["cubin"]), str(compiled.asm["ptx"])
 

@@ -132,3 +132,14 @@ def test_second_build_comes_from_the_cache(built):
 def test_build_refuses_an_interpreted_kernel():
     with pytest.raises(RuntimeError, match="build_many"):
         aot.build(conv.conv2d_kernel, {}, {}, 80)
+
+
+def test_the_tma_linear_loads_through_tensor_descriptors_on_sm90():
+    """``linear(tma=True)`` builds for sm_90 with TMA loads (UTMALDG), wgmma and no spills; the pointer
+    kernel of the same shape has no TMA loads (the report's field can tell them apart)."""
+    shape, ep = (256, 512), Epilogue.planned((256, 768), F16)
+    tma = matmul.specialization(shape, F16, 768, ep, cc=90, tma=True)
+    plain = matmul.specialization(shape, F16, 768, ep)
+    r_tma, r_plain = aot.build_many(aot.jobs(tma, ccs=(90,)) + aot.jobs(plain, ccs=(90,)), max_workers=2)
+    assert r_tma.tma and r_tma.mma == "HGMMA" and r_tma.spills == 0, r_tma
+    assert not r_plain.tma
