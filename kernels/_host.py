@@ -7,6 +7,11 @@ fixed config), and :func:`run`, which launches it. The same ``_plan_*`` function
 (:func:`spec_of`), so the launch on a GPU and the AOT build can never disagree on a
 constexpr or an argument type.
 
+A caller that runs the same launches again and again (a compiled model, for one input
+shape) lists them once with :func:`capturing` and repeats each with :func:`prepare`: the
+grid, the config (the autotuner's pick on a GPU) and the arguments fixed, no checks and no
+autotuner key on the way. :func:`recording` (launches listed, not run) holds for those too.
+
 Layout convention: activations are channels-last. A 4-D tensor is [N, H, W, C] and a
 2-D tensor is [M, C]; in both the channel stride is 1 and every "row" (pixel) starts
 ``row_stride`` elements after the previous one. That lets a kernel read from or write
@@ -23,6 +28,7 @@ from typing import Callable, Optional
 
 import torch
 import triton
+from torch.utils._python_dispatch import _disable_current_modes
 
 INT32_MAX = 2**31 - 1
 
@@ -64,6 +70,11 @@ def recording():
         yield _RECORDED
     finally:
         _RECORDED = saved
+
+
+def recording_now() -> bool:
+    """Whether launches are being recorded (see :func:`recording`) rather than run."""
+    return _RECORDED is not None
 
 
 def check_io_dtype(t: torch.Tensor, name: str) -> None:
@@ -165,18 +176,72 @@ class Launch:
     configs: tuple = ()                 # the autotuning configs (for AOT builds of each)
 
 
+# While capturing (see :func:`capturing`), every launch :func:`run` makes is also listed, with
+# the config it ran with, so that a caller can repeat it later without planning it again.
+_CAPTURED: Optional[list] = None
+
+
+@contextlib.contextmanager
+def capturing():
+    """List every launch :func:`run` makes (as ``(launch, config, tuned)``) while it still runs them.
+
+    ``config`` is the one the launch ran with: the fixed config, or the autotuner's pick
+    (known only once it has run). Launches run outside any torch dispatch mode the caller set,
+    so that a caller watching its own torch ops does not see the interpreter's.
+    """
+    global _CAPTURED
+    saved, _CAPTURED = _CAPTURED, []
+    try:
+        yield _CAPTURED
+    finally:
+        _CAPTURED = saved
+
+
 def run(launch: Launch) -> None:
     """Launch: the fixed config under the interpreter (or when not tuned), else autotune."""
     if _RECORDED is not None:
         _RECORDED.append(launch)
+        if _CAPTURED is not None:
+            _CAPTURED.append((launch, launch.config, False))
         return
+    if _CAPTURED is None:
+        _launch(launch)
+        return
+    with _disable_current_modes():
+        tuned = _launch(launch)
+    _CAPTURED.append((launch, launch.tuned.best_config if tuned else launch.config, tuned))
+
+
+def _launch(launch: Launch) -> bool:
+    """Run ``launch``; True when the autotuner chose its config."""
     if launch.tuned is None or interpreting():
         cfg = launch.config
         meta = {**launch.constexprs, **cfg.kwargs}
         launch.kernel[launch.grid(meta)](**launch.args, **meta, num_warps=cfg.num_warps,
                                          num_stages=cfg.num_stages)
-    else:
-        launch.tuned[launch.grid](**launch.args, **launch.constexprs)
+        return False
+    launch.tuned[launch.grid](**launch.args, **launch.constexprs)
+    return True
+
+
+def prepare(launch: Launch, config: triton.Config, tuned: bool) -> Callable[[], None]:
+    """A call that repeats ``launch`` with ``config``: the grid computed and the arguments merged
+    once, the autotuner (its key) and the wrapper's checks skipped. Under :func:`recording` it
+    records the launch instead, as :func:`run` does. ``tuned``: the autotuner picked ``config``
+    (then it is passed as the autotuner passes it)."""
+    meta = {**launch.constexprs, **config.kwargs}
+    launcher = launch.kernel[launch.grid(meta)]
+    options = config.all_kwargs() if tuned else {**config.kwargs, "num_warps": config.num_warps,
+                                                   "num_stages": config.num_stages}
+    kwargs = {**launch.args, **launch.constexprs, **options}
+
+    def call() -> None:
+        if _RECORDED is not None:
+            _RECORDED.append(launch)
+            return
+        launcher(**kwargs)
+
+    return call
 
 
 def spec_of(launch: Launch, config=None) -> dict:

@@ -11,149 +11,38 @@ memory plan gave the node's output (a buffer of the arena, or a channel slice of
 Layout is the layout plan's (``netdsl.passes.layout``): 4-D tensors NHWC, other ranks the IR's order.
 A node reads its 4-D inputs in the layout the plan says (the module hands it converted copies where
 needed); a node the plan gives a fix-up (its ``OpDef.axis`` is not stored last) runs through
-``along_last``, which copies its operands with that dim moved last. A flatten the plan reads in (H, W, C) order is a
-free view: the linears reading it get their weight columns permuted at pack time.
+``along_last``, which copies its operands with that dim moved last. A flatten the plan reads in (H, W, C)
+order is a free view: the linears reading it get their weight columns permuted at pack time.
+
+By theme: what every lowering shares (``Step``, ``LowerCtx``, layout and epilogue helpers) is in
+``lower_base``; the sequence and tensor ops (matmul of activations, copies by torch, indexing,
+embeddings, attention, recurrences) in ``lower_sequence``; the rest, the table and ``lower`` here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ...errors import NetDSLError
 from ...ir.dims import SymDim
-from ...ir.graph import Graph, Node
-from ...kernels import (adaptive_pool, attention, bmm, conv, conv_transpose, embedding, matmul, norm, pointwise, pool,
-                         softmax, upsample)
-from ...kernels import recurrence
-from ...kernels.epilogue import Epilogue as KernelEpilogue
+from ...ir.graph import Node
+from ...kernels import adaptive_pool, conv, conv_transpose, matmul, norm, pointwise, pool, softmax, upsample
 from ...ops import REGISTRY, OpDef, OpKind
 from ...ops.epilogue import Epilogue
 from ...ops.fused import folded_weight_and_bias
 from ...ops.nn import batchnorm_affine, conv_padding
 from ...ops.resample import upsample_scales
-from ...ops.tensor import sinusoidal_table
-from ...passes.layout import NHWC, LayoutPlan, stored_dim
+from ...passes.layout import stored_dim
+from .lower_base import (TORCH_DTYPES, TORCH_INT_DTYPES, LowerCtx, Step, _with_residual, along_last,  # noqa: F401
+                         epilogue_of, kernel_epilogue, to_internal, to_internal_view, to_ir)  # (re-exported)
+from .lower_sequence import (lower_embedding, lower_expand, lower_matmul, lower_parameter, lower_permute,
+                             lower_positional_encoding, lower_recurrent, lower_sdpa, lower_select, lower_slice,
+                             lower_split)
 
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# inputs that keep their element type: token ids, and boolean attention masks
-TORCH_INT_DTYPES = {"i32": torch.int32, "i64": torch.int64, "bool": torch.bool}
-
-
-@dataclass
-class Step:
-    node: Node
-    run: Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor]
-    kernel: str = ""  # for reports
-
-    @property
-    def launches(self) -> int:
-        """Kernel launches per call (0 for views): the op's registry entry says."""
-        return REGISTRY[self.node.op].launches_of(self.node.attrs)
-
-
-@dataclass
-class LowerCtx:
-    graph: Graph
-    weights: dict[str, np.ndarray]
-    dtype: torch.dtype
-    device: torch.device | str
-    layout: LayoutPlan
-    allow_tf32: bool = False
-
-    def tensor(self, array: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        return t.to(device=self.device, dtype=self.dtype)
-
-    def param(self, node: Node, role: str) -> np.ndarray | None:
-        name = node.params.get(role)
-        return None if name is None else np.asarray(self.weights[name], dtype=np.float32)
-
-    def params(self, node: Node) -> dict[str, np.ndarray]:
-        return {role: self.param(node, role) for role in node.params}
-
-    def axis(self, node: Node) -> int | None:
-        """Where the dim the node's kernel works along (its registry entry's ``axis``) is stored in the
-        layout the node reads; None for a kernel that reads any layout."""
-        axis = REGISTRY[node.op].axis_of(node.attrs, node.inputs[0].type.rank)
-        if axis is None:
-            return None
-        return stored_dim(axis, node.inputs[0].type.rank, self.layout.reads_in(node))
-
-
-# --------------------------------------------------------------------------------------------
-# layout helpers
-# --------------------------------------------------------------------------------------------
-
-def to_internal_view(x: torch.Tensor) -> torch.Tensor:
-    """IR layout (NCHW) -> stored layout (NHWC for rank 4), as a view."""
-    return x.permute(0, 2, 3, 1) if x.dim() == 4 else x
-
-
-def to_internal(x: torch.Tensor) -> torch.Tensor:
-    """IR layout (NCHW) -> stored layout (NHWC for rank 4), contiguous."""
-    return to_internal_view(x).contiguous()
-
-
-def to_ir(x: torch.Tensor) -> torch.Tensor:
-    """Internal layout -> IR layout (a view)."""
-    return x.permute(0, 3, 1, 2) if x.dim() == 4 else x
-
-
-def along_last(d: int, x: torch.Tensor, kernel, out: torch.Tensor | None = None, *others):
-    """Run ``kernel(x, others, out)``, which works along the last stored axis, along stored axis ``d``.
-
-    When ``d`` is not the last (softmax over H of a 4-D tensor, batchnorm over dim 1 of a rank-3
-    tensor: the layout plan's fix-ups) ``x`` and every tensor in ``others`` of the same rank
-    (residuals, addends) are copied with that axis moved last, the kernel runs, and the result is
-    moved back (into ``out`` when given). ``others`` may hold None.
-    """
-    if d == x.dim() - 1:
-        return kernel(x, list(others), out)
-
-    def moved(t):
-        return t.movedim(d, -1).contiguous() if t is not None and t.dim() == x.dim() else t
-
-    y = kernel(moved(x), [moved(t) for t in others], None).movedim(-1, d)
-    if out is not None:
-        out.copy_(y)
-        return out
-    return y.contiguous()
-
-
-# --------------------------------------------------------------------------------------------
-# epilogues
-# --------------------------------------------------------------------------------------------
-
-def kernel_epilogue(ctx: LowerCtx, node: Node, epilogue: Epilogue, bias: np.ndarray | None = None,
-                    slope_roles: tuple[str, str] = ("slope1", "slope2")) -> KernelEpilogue:
-    """The kernels' form of an epilogue (the residual is bound per call): each activation as the name,
-    alpha and beta the Triton epilogue computes, with its slope (prelu) as a tensor."""
-    args: dict[str, Any] = {"bias": ctx.tensor(bias) if bias is not None else None}
-    for which, (kname, alpha, beta) in epilogue.kernel_acts().items():
-        args.update({f"act{which}": kname, f"alpha{which}": float(alpha), f"beta{which}": float(beta)})
-        slope = ctx.param(node, slope_roles[int(which) - 1])
-        if slope is not None:
-            args[f"slope{which}"] = ctx.tensor(slope.reshape(-1))
-    return KernelEpilogue(**args)
-
-
-def epilogue_of(ctx: LowerCtx, node: Node, bias: np.ndarray | None = None) -> KernelEpilogue:
-    """A fused node's epilogue, from its attributes."""
-    return kernel_epilogue(ctx, node, Epilogue.of(node.attrs), bias)
-
-
-def _with_residual(ep: KernelEpilogue, node: Node, inputs: list[torch.Tensor]) -> KernelEpilogue:
-    return dataclasses.replace(ep, residual=inputs[-1]) if node.attrs.get("residual") else ep
-
-
-# --------------------------------------------------------------------------------------------
-# lowerings
-# --------------------------------------------------------------------------------------------
 
 def lower_conv(node: Node, ctx: LowerCtx) -> Step:
     a = node.attrs
@@ -199,234 +88,6 @@ def lower_upsample(node: Node, ctx: LowerCtx) -> Step:
 
     return Step(node, run, kernel=f"upsample_{a['mode']}2d")
 
-
-def lower_matmul(node: Node, ctx: LowerCtx) -> Step:
-    """torch.matmul of two activations: batch dims broadcast and merged into one, rank-1 operands
-    made matrices, then one batched GEMM (strided operands: a transposed view costs nothing)."""
-    ra, rb = (v.type.rank for v in node.inputs)
-
-    def run(inputs, out):
-        a, b = inputs
-        a = a.unsqueeze(0) if ra == 1 else a
-        b = b.unsqueeze(-1) if rb == 1 else b
-        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-        (m, k), n = a.shape[-2:], b.shape[-1]
-        a3 = a.expand(*batch, m, k).reshape(-1, m, k)
-        b3 = b.expand(*batch, k, n).reshape(-1, k, n)
-        y = bmm.bmm(a3, b3, out=out.view(-1, m, n), allow_tf32=ctx.allow_tf32)
-        return y.view(out.shape)
-
-    return Step(node, run, kernel="bmm")
-
-
-def lower_permute(node: Node, ctx: LowerCtx) -> Step:
-    """transpose / permute: a copy (by torch) into the output's storage, in the IR's order (unless the
-    layout plan keeps it a strided view: then the module permutes strides and nothing runs)."""
-    perm = REGISTRY[node.op].permutation(node.attrs, node.inputs[0].type.rank)
-
-    def run(inputs, out):
-        return out.copy_(inputs[0].permute(*perm))
-
-    return Step(node, run, kernel="layout copy")
-
-
-def lower_split(node: Node, ctx: LowerCtx) -> Step:
-    """split / chunk: each piece copied (by torch) into its planned storage, in the IR's order."""
-    sizes = [v.type.shape[node.attrs["dim"] % v.type.rank] for v in node.outputs]
-    dim = node.attrs["dim"]
-
-    def run(inputs, outs):
-        for out, piece in zip(outs, torch.split(inputs[0], sizes, dim=dim), strict=True):
-            out.copy_(piece)
-        return tuple(outs)
-
-    return Step(node, run, kernel="layout copy")
-
-
-def lower_expand(node: Node, ctx: LowerCtx) -> Step:
-    """expand: the size-1 dims repeated, copied (by torch) into the output's storage, in the IR's order."""
-    def run(inputs, out):
-        return out.copy_(inputs[0].expand(out.shape))
-
-    return Step(node, run, kernel="layout copy")
-
-
-def lower_parameter(node: Node, ctx: LowerCtx) -> Step:
-    """A parameter read as a value: the weight itself, cast once; nothing runs per call."""
-    value = ctx.tensor(ctx.param(node, "value"))  # in the IR's order (its layout is ORDERED)
-
-    def run(inputs, out):
-        return value
-
-    return Step(node, run, kernel="")
-
-
-def _ir_order(t: torch.Tensor, layout: str | None) -> torch.Tensor:
-    """A tensor stored in ``layout`` viewed in the IR's dim order."""
-    return to_ir(t) if t.dim() == 4 and layout == NHWC else t
-
-
-def _sizes_named_by(pairs) -> dict[str, int]:
-    """The sizes of the symbolic dims that some dim of these (IR type, concrete shape) pairs names alone, as
-    ``c * T + k`` (``T``, ``T - 1``, ``2*T``)."""
-    sizes: dict[str, int] = {}
-    for t, shape in pairs:
-        for d, n in zip(t.shape, shape):
-            if isinstance(d, SymDim) and len(d.terms) == 1 and isinstance(d.terms[0][0], str):
-                ((sym, c),) = d.terms
-                if (n - d.const) % c == 0:
-                    sizes.setdefault(sym, (n - d.const) // c)
-    return sizes
-
-
-def _index_attrs(node: Node, names: tuple[str, ...]):
-    """A slice's or select's bounds as functions of the call's shapes: a symbolic bound is evaluated with the
-    sizes its node's input and output shapes name. One whose dims they do not name cannot run here."""
-    values = {k: node.attrs[k] for k in names}
-    types = (node.inputs[0].type, node.output.type)
-    named = {d.terms[0][0] for t in types for d in t.shape
-             if isinstance(d, SymDim) and len(d.terms) == 1 and isinstance(d.terms[0][0], str)}
-    for k, v in values.items():
-        if isinstance(v, SymDim) and not v.symbols() <= named:
-            missing = ", ".join(sorted(v.symbols() - named))
-            raise NetDSLError(f"`{node.op}` {k}={v}: the Triton backend reads the sizes of {missing} from this "
-                              f"node's shapes ({node.inputs[0].type} -> {node.output.type}), which do not name them",
-                              node.loc, hint="slice a tensor whose shape holds that dim, or run the reference backend")
-
-    def bound(x_ir: torch.Tensor, y_ir: torch.Tensor) -> dict:
-        if not any(isinstance(v, SymDim) for v in values.values()):
-            return values
-        sizes = _sizes_named_by([(types[0], x_ir.shape), (types[1], y_ir.shape)])
-        return {k: v.evaluate(sizes) if isinstance(v, SymDim) else v for k, v in values.items()}
-
-    return bound
-
-
-def lower_slice(node: Node, ctx: LowerCtx) -> Step:
-    """x[..., start:end:step] along one dim: a copy (by torch) of that strided view into the output's storage.
-    The node reads any layout (``OpDef.axis`` ANY_LAYOUT): an NHWC map and its NHWC output are viewed in the
-    IR's order, so the copy walks them as stored and nothing is converted. With the sizes bound, the slice
-    must have the length the plan gave it: a symbolic bound that falls outside the dim is an error here."""
-    d, step = node.attrs["dim"] % node.inputs[0].type.rank, node.attrs["step"]
-    bound = _index_attrs(node, ("start", "end"))
-
-    def run(inputs, out):
-        x, y = _ir_order(inputs[0], ctx.layout.reads_in(node)), _ir_order(out, ctx.layout.get(node.output.name))
-        b = bound(x, y)
-        first, last, _ = slice(b["start"], b["end"], step).indices(x.shape[d])
-        piece = x[(slice(None),) * d + (slice(first, last, step),)]
-        if piece.shape[d] != y.shape[d]:
-            raise NetDSLError(f"`slice` [{b['start']}:{b['end'] if b['end'] is not None else ''}:{step}] of dim {d} "
-                              f"of size {x.shape[d]} has {piece.shape[d]} elements, but {node.output.type} has "
-                              f"{y.shape[d]} with these sizes", node.loc,
-                              hint="a symbolic bound (or a bound of a symbolic dim) must fall inside the dim when the "
-                                   "network runs: the output size assumes it does not clamp")
-        y.copy_(piece)
-        return out
-
-    return Step(node, run, kernel="layout copy")
-
-
-def lower_select(node: Node, ctx: LowerCtx) -> Step:
-    """x.select(dim, index): a copy (by torch) of that view into the output's storage (in the IR's order: the
-    node may read an NHWC map, its output has a rank other than 4)."""
-    d = node.attrs["dim"] % node.inputs[0].type.rank
-    bound = _index_attrs(node, ("index",))
-
-    def run(inputs, out):
-        x, y = _ir_order(inputs[0], ctx.layout.reads_in(node)), _ir_order(out, ctx.layout.get(node.output.name))
-        index = bound(x, y)["index"]
-        if not -x.shape[d] <= index < x.shape[d]:
-            raise NetDSLError(f"`select` index {index} is out of range for dim {d} of size {x.shape[d]}", node.loc,
-                              hint=f"with the sizes bound, the index must name an element: "
-                                   f"{-x.shape[d]} <= index < {x.shape[d]}")
-        y.copy_(x.select(d, index))
-        return out
-
-    return Step(node, run, kernel="layout copy")
-
-
-def lower_embedding(node: Node, ctx: LowerCtx) -> Step:
-    table = ctx.tensor(ctx.param(node, "weight"))
-
-    def run(inputs, out):
-        return embedding.embedding(inputs[0], table, out=out)
-
-    return Step(node, run, kernel="embedding")
-
-
-def lower_positional_encoding(node: Node, ctx: LowerCtx) -> Step:
-    """x + the sinusoidal table: one pointwise add of the table for this T (built once per shape)."""
-    tables: dict[tuple, torch.Tensor] = {}
-
-    def run(inputs, out):
-        x = inputs[0]
-        if tuple(x.shape) not in tables:
-            t, d = x.shape[-2:]
-            tables[tuple(x.shape)] = ctx.tensor(sinusoidal_table(t, d)).expand(x.shape).contiguous()
-        return pointwise.add(x, tables[tuple(x.shape)], out=out)
-
-    return Step(node, run, kernel="pointwise")
-
-
-def lower_sdpa(node: Node, ctx: LowerCtx) -> Step:
-    """The fused attention kernel: the L x S scores stay on chip. [N, L, E] operands get a head dim."""
-    causal, scale = node.attrs["causal"], node.attrs["scale"]
-
-    def four(t):
-        return t.unsqueeze(1) if t.dim() == 3 else t
-
-    def run(inputs, out):
-        q, k, v = (four(t) for t in inputs[:3])
-        mask = inputs[3] if len(inputs) > 3 else None
-        if mask is not None:
-            mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
-        y = attention.attention(q, k, v, mask=mask, causal=causal, scale=scale, out=four(out),
-                                allow_tf32=ctx.allow_tf32)
-        return y.view(out.shape)
-
-    return Step(node, run, kernel="attention")
-
-
-def lower_recurrent(node: Node, ctx: LowerCtx) -> Step:
-    """rnn / lstm / gru: per layer, one GEMM projecting every step's input for both directions (biases
-    folded in) and one persistent recurrence kernel that loops over time (kernels/recurrence.py). Weights
-    are packed once; the last layer writes the planned output sequence, every layer its slice of the
-    planned final states (results in order: output, h_n, and c_n for an lstm)."""
-    a = node.attrs
-    dirs = ("", "_reverse")[:2 if a["bidirectional"] else 1]
-    act = a.get("nonlinearity") or "tanh"
-
-    def fp32(role):
-        value = ctx.param(node, role)
-        return None if value is None else torch.from_numpy(np.ascontiguousarray(value)).to(ctx.device)
-
-    layers = [recurrence.pack_layer(node.op, [ctx.tensor(ctx.param(node, f"weight_ih_l{k}{s}")) for s in dirs],
-                                    [ctx.tensor(ctx.param(node, f"weight_hh_l{k}{s}")) for s in dirs],
-                                    [fp32(f"bias_ih_l{k}{s}") for s in dirs], [fp32(f"bias_hh_l{k}{s}") for s in dirs])
-              for k in range(a["num_layers"])]
-    d = len(dirs)
-
-    def run(inputs, out):
-        x, states = inputs[0], inputs[1:]
-        h0, c0 = (list(states) + [None, None])[:2]
-        out = list(out) if out is not None else [None] * len(node.outputs)
-        n, h = x.shape[0], a["hidden_size"]
-        for i in range(1, len(out)):  # the final states, when the plan gave them no storage
-            if out[i] is None:
-                out[i] = torch.empty((a["num_layers"] * d, n, h), dtype=x.dtype, device=x.device)
-        seq = x
-        for k, layer in enumerate(layers):
-            part = slice(k * d, (k + 1) * d)
-            last = k == len(layers) - 1
-            seq, _, _ = recurrence.recurrent_layer(
-                seq, layer, act=act, h0=None if h0 is None else h0[part], c0=None if c0 is None else c0[part],
-                out=out[0] if last else None, h_n=out[1][part], c_n=out[2][part] if len(out) > 2 else None,
-                allow_tf32=ctx.allow_tf32)
-        out[0] = seq
-        return tuple(out)
-
-    return Step(node, run, kernel="recurrence")
 
 
 def lower_linear(node: Node, ctx: LowerCtx) -> Step:
@@ -651,7 +312,7 @@ def _binary(node: Node, ctx: LowerCtx, kernel, operand: str) -> Step:
 
     def run(inputs, out):
         a, b = (as_output_rank(t) for t in inputs)
-        shape = torch.broadcast_shapes(a.shape, b.shape)
+        shape = np.broadcast_shapes(a.shape, b.shape)  # numpy's (torch's imports sympy)
         if tuple(a.shape) != tuple(shape):
             a, b = b, a  # the broadcast operand goes second (both ops commute)
         if tuple(a.shape) != tuple(shape):  # both broadcast ([N, C, H, 1] + [N, C, 1, W])

@@ -11,11 +11,18 @@ the plan that runs:
 - the memory plan (``netdsl.passes.memory.plan_buffers``, for the sizes of each call, in the module's
   dtype): one arena of ``plan.arena_bytes``, allocated once per input shape and reused by every call,
   whose buffers hold every value that is not a graph output; views, in-place outputs and concat slices
-  are views of their storage. A storage that holds a graph output is allocated per call, so outputs
-  stay valid after the next call.
+  are views of their storage. The storages that hold graph outputs are allocated with it.
 
-``forward`` takes and returns NCHW tensors (a 4-D output stored NHWC is an NCHW view of it). Layout
-conversions are copies made by torch into planned storage; fix-ups are the only memory besides the plan.
+Everything else a call decides is decided once per input shape too: the ``LaunchPlan`` (``plan``) of a
+shape holds the memory, buffers for the inputs, and the calls of one forward, prepared by its first
+call (``prepared``: each kernel launch with its grid, config and arguments fixed; a step that does torch
+work besides launching is called as it is). A later call for a known shape copies its inputs in, runs
+those calls (on a CUDA device, replays them as one CUDA graph: ``graphs``) and returns fresh copies of
+the outputs, so outputs stay valid after the next call.
+
+``forward`` takes and returns NCHW tensors (a 4-D output stored NHWC is returned with the strides of an
+NCHW view of it). Layout conversions are copies made by torch into planned storage; fix-ups, the input
+buffers and the returned copies are the only memory besides the plan.
 """
 
 from __future__ import annotations
@@ -27,12 +34,17 @@ import torch
 
 from ...errors import NetDSLError
 from ...ir.graph import Graph, Value
+from ...kernels import _host
 from ...kernels._host import KernelError
 from ...ops import REGISTRY
 from ...passes.layout import NHWC, LayoutPlan, plan_layout, stored_dim
-from ...passes.memory import MemoryPlan, converted_key, is_view, plan_buffers, plan_dims
+from ...passes.memory import MemoryPlan, is_view, plan_buffers, plan_dims
 from ..reference import bind_dims
+from .graphs import graphs_wanted, replay
 from .lower import TORCH_DTYPES, TORCH_INT_DTYPES, LowerCtx, Step, lower, to_internal_view, to_ir
+from .plan import LaunchPlan, stored_shape
+from .prepared import Call, copy_call, run_and_prepare
+from .runtime import device as runtime_device
 from .runtime import warn_if_interpreting
 
 
@@ -41,61 +53,21 @@ def _shape_only(x) -> np.ndarray:
     return np.broadcast_to(np.zeros((), np.uint8), tuple(np.shape(x) if not isinstance(x, torch.Tensor) else x.shape))
 
 
-def stored_shape(v: Value, dims: Mapping[str, int], layout: str | None) -> tuple[int, ...]:
-    shape = tuple(v.type.concrete(dims))
-    return (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 and layout == NHWC else shape
-
-
 def convert(x: torch.Tensor, layout: str) -> torch.Tensor:
     """A 4-D tensor stored in the other layout, viewed as ``layout`` (NHWC <-> NCHW)."""
     return to_internal_view(x) if layout == NHWC else to_ir(x)
 
 
-class _Storage:
-    """The tensors of one call: arena buffers (reused) and output storages (fresh), by storage root."""
-
-    def __init__(self, module: "TritonModule", plan: MemoryPlan, arena: torch.Tensor):
-        self.module, self.plan, self.arena = module, plan, arena
-        self.flat: dict[str, torch.Tensor] = {}  # storage root -> its memory, flat, in the module's dtype
-        self.allocated = arena.numel()
-
-    def memory(self, root: str) -> torch.Tensor:
-        if root not in self.flat:
-            m, plan = self.module, self.plan
-            if root in plan.outputs:
-                nbytes = plan.outputs[root]
-                raw = torch.empty(nbytes, dtype=torch.uint8, device=m.device)
-                self.allocated += nbytes
-            else:
-                b = plan.buffer_of[root]
-                at = plan.offsets[b]
-                raw = self.arena[at:at + plan.buffer_sizes[b]]
-            self.flat[root] = raw.view(m.torch_dtype)
-        return self.flat[root]
-
-    def tensor(self, v: Value, layout: str | None = None) -> torch.Tensor:
-        """Where value ``v`` is stored: its storage's memory, shaped as ``v`` (or a concat's slice);
-        with ``layout``, where its copy converted to that layout is."""
-        dims, plan = self.plan.dims, self.plan
-        if layout is not None:
-            key = converted_key(v.name, layout)
-            shape = stored_shape(v, dims, layout)
-            return self.memory(plan.storage[key])[:int(np.prod(shape))].view(shape)
-        if v.name in plan.concat_slices:
-            concat, c0 = plan.concat_slices[v.name]
-            target = self.tensor(self.module.values[concat])
-            return target[..., c0:c0 + v.type.concrete(dims)[1]]
-        if v.name in self.module.layout.permuted_writes:  # the reader's storage, its reorder undone
-            reorder, perm = self.module.layout.permuted_writes[v.name]
-            inverse = sorted(range(len(perm)), key=perm.__getitem__)
-            return self.tensor(self.module.values[reorder]).permute(*inverse)
-        shape = stored_shape(v, dims, self.module.layout.get(v.name))
-        return self.memory(plan.storage[v.name])[:int(np.prod(shape))].view(shape)
+def _located(node, e: KernelError, given: Mapping) -> NetDSLError:
+    """A kernel's refusal as an error at the node's source line."""
+    return NetDSLError(f"`{node.op}` cannot run on these inputs: {e}", node.loc,
+                       hint="the shapes of this call: " + ", ".join(
+                           f"{k}={list(np.shape(x))}" for k, x in given.items()))
 
 
 class TritonModule(torch.nn.Module):
     def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray], dtype: str = "fp32",
-                 device: str | torch.device = "cpu", allow_tf32: bool = False):
+                 device: str | torch.device | None = None, allow_tf32: bool = False, cuda_graphs: bool = True):
         super().__init__()
         if dtype not in TORCH_DTYPES:
             raise NetDSLError(f"unknown dtype `{dtype}`", hint="one of fp32, fp16, bf16")
@@ -103,15 +75,18 @@ class TritonModule(torch.nn.Module):
         self.dtype_name = dtype
         self.torch_dtype = TORCH_DTYPES[dtype]
         self.itemsize = torch.empty((), dtype=self.torch_dtype).element_size()
-        self.device = torch.device(device)
+        self.device = torch.device(device if device is not None else runtime_device())
         if self.device.type != "meta":
             warn_if_interpreting()
+        self.cuda_graphs = graphs_wanted(cuda_graphs, self.device)
         self.layout: LayoutPlan = graph.annotations.get("layout") or plan_layout(graph)
         self.values = {v.name: v for v in graph.values()}
         ctx = LowerCtx(graph, dict(weights), self.torch_dtype, self.device, self.layout, allow_tf32)
         self.steps: list[Step] = [lower(node, ctx) for node in graph.nodes]
-        self._plans: dict[tuple, tuple[MemoryPlan, torch.Tensor | None]] = {}
-        self.allocated_bytes = 0  # what the last call allocated: the arena and the output storages
+        self._plans: dict[tuple, MemoryPlan] = {}
+        self.launch_plans: dict[tuple, LaunchPlan] = {}  # by sorted dims: one per input shape
+        self._by_shapes: dict[tuple, LaunchPlan] = {}  # by the inputs' shapes, once they were checked
+        self.allocated_bytes = 0  # what the plan of the last call allocated: the arena and the output storages
         default = plan_dims(graph)
         self.plan = self.plan_for(default) if default is not None else None
 
@@ -121,17 +96,18 @@ class TritonModule(torch.nn.Module):
         """The memory plan for these sizes, in the module's dtype (cached per shape)."""
         key = tuple(sorted(dims.items()))
         if key not in self._plans:
-            self._plans[key] = (plan_buffers(self.graph, dims, self.layout, self.itemsize), None)
-        return self._plans[key][0]
+            self._plans[key] = plan_buffers(self.graph, dims, self.layout, self.itemsize)
+        return self._plans[key]
 
-    def _arena(self, dims: Mapping[str, int]) -> tuple[MemoryPlan, torch.Tensor]:
-        plan = self.plan_for(dims)
+    def launch_plan(self, dims: Mapping[str, int]) -> LaunchPlan:
+        """The launch plan for these sizes (made on first use, then kept)."""
         key = tuple(sorted(dims.items()))
-        arena = self._plans[key][1]
-        if arena is None:
-            arena = torch.empty(plan.arena_bytes, dtype=torch.uint8, device=self.device)
-            self._plans[key] = (plan, arena)
-        return plan, arena
+        if key not in self.launch_plans:
+            inputs = {v.name: TORCH_INT_DTYPES.get(v.type.dtype, self.torch_dtype)  # token ids stay integers
+                      for v in self.graph.inputs}
+            self.launch_plans[key] = LaunchPlan(self.plan_for(dims), dims, self.layout, self.values, inputs,
+                                                self.torch_dtype, self.device)
+        return self.launch_plans[key]
 
     @property
     def hwc_flatten(self) -> Mapping[str, tuple[int, int, int]]:
@@ -163,26 +139,69 @@ class TritonModule(torch.nn.Module):
 
     # -- running --------------------------------------------------------------------------------
 
-    def run(self, inputs, trace: bool = False) -> dict[str, torch.Tensor]:
-        """Run the network; return {output name: tensor (IR layout)}, and every value when ``trace``."""
+    def _given(self, inputs) -> dict:
         if isinstance(inputs, Mapping):
-            given = dict(inputs)
+            return dict(inputs)
+        if len(inputs) != len(self.graph.inputs):
+            raise NetDSLError(f"network `{self.graph.name}` takes {len(self.graph.inputs)} input(s), "
+                              f"got {len(inputs)}")
+        return {v.name: x for v, x in zip(self.graph.inputs, inputs)}
+
+    def _plan_of(self, given: dict) -> LaunchPlan:
+        """The launch plan for these inputs: by their shapes when seen before, else checked and bound."""
+        try:
+            shapes = tuple(tuple(given[v.name].shape) for v in self.graph.inputs)
+        except (KeyError, AttributeError):
+            shapes = None
+        plan = self._by_shapes.get(shapes)
+        if plan is None:
+            plan = self.launch_plan(bind_dims(self.graph, {k: _shape_only(x) for k, x in given.items()}))
+            if shapes is not None:
+                self._by_shapes[shapes] = plan
+        return plan
+
+    def run(self, inputs, trace: bool = False) -> dict[str, torch.Tensor]:
+        """Run the network; return {output name: tensor (IR layout)}, and every value when ``trace``.
+
+        The first call for an input shape runs every step and prepares the calls of the shape's
+        launch plan; later calls (not traced) copy the inputs in and repeat those calls: on a CUDA
+        device as one CUDA graph (``graphs``). Outputs are fresh tensors (copies), valid after the next call."""
+        given = self._given(inputs)
+        plan = self._plan_of(given)
+        plan.stage(given)
+        mode = _host.recording_now()
+        calls = None if trace else plan.calls.get(mode)
+        if calls is None:
+            traced = self._execute(plan, given, trace, prepare=not trace and mode not in plan.calls)
         else:
-            if len(inputs) != len(self.graph.inputs):
-                raise NetDSLError(f"network `{self.graph.name}` takes {len(self.graph.inputs)} input(s), "
-                                  f"got {len(inputs)}")
-            given = {v.name: x for v, x in zip(self.graph.inputs, inputs)}
-        dims = bind_dims(self.graph, {k: _shape_only(x) for k, x in given.items()})
-        plan, arena = self._arena(dims)
-        storage = _Storage(self, plan, arena)
+            traced = {}
+            if self.cuda_graphs and not mode:
+                replay(plan)
+            else:
+                for call in calls:
+                    call()
+        self._checks_after(given)
+        self.allocated_bytes = plan.allocated
+        result = {oname: self._ir_view(name, t.clone()) for oname, (name, t) in plan.results.items()}  # fresh
+        result.update({k: self._ir_view(k, t) for k, t in traced.items()})
+        return result
+
+    def _execute(self, plan: LaunchPlan, given: Mapping, trace: bool, prepare: bool) -> dict[str, torch.Tensor]:
+        """Run every step on the plan's memory (first call of a shape, or traced); with ``prepare``, keep
+        the calls a later call repeats. Returns the traced values (when ``trace``)."""
+        dims = plan.dims
         values: dict[str, torch.Tensor] = {}
         converted: dict[str, torch.Tensor] = {}  # values some readers read in the other layout
+        calls: list[Call] = []
+        as_is: list[str] = []  # the steps (first output) that must run as they are (see prepared.run_and_prepare)
 
         def produced(v: Value, t: torch.Tensor) -> None:
             values[v.name] = t
             other = self.layout.converted.get(v.name)
             if other is not None:  # one converted copy (by torch) for every reader wanting it
-                converted[v.name] = storage.tensor(v, other).copy_(convert(t, other))
+                dst, src = plan.tensor(v, other), convert(t, other)
+                converted[v.name] = dst.copy_(src)
+                calls.append(copy_call(dst, src))
 
         def read(v: Value, node) -> torch.Tensor:
             if v.name in converted and self.layout.reads_in(node) != self.layout.get(v.name):
@@ -190,10 +209,7 @@ class TritonModule(torch.nn.Module):
             return values[v.name]
 
         for v in self.graph.inputs:
-            x = given[v.name]
-            x = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
-            dtype = TORCH_INT_DTYPES.get(v.type.dtype, self.torch_dtype)  # token ids stay integers
-            produced(v, x.to(device=self.device, dtype=dtype).contiguous())
+            produced(v, plan.inputs[v.name])
         traced: dict[str, torch.Tensor] = {}
         for step in self.steps:
             node = step.node
@@ -216,31 +232,63 @@ class TritonModule(torch.nn.Module):
                 if node.output.name in self.layout.strided_views:  # dims reordered by strides only
                     produced(node.output, x.permute(*self.layout.strided_views[node.output.name]))
                 elif self.layout.is_free_reorder(node.output.name):  # its producer wrote it in place
-                    produced(node.output, storage.tensor(node.output))
+                    produced(node.output, plan.tensor(node.output))
                 else:
                     produced(node.output, x.reshape(stored_shape(node.output, dims, self.layout.get(node.output.name))))
                 if trace:
                     traced[node.output.name] = values[node.output.name].clone()
                 continue
-            outs = [storage.tensor(v) for v in node.outputs]
-            try:
-                y = step.run([read(v, node) for v in node.inputs], outs if len(outs) > 1 else outs[0])
-            except KernelError as e:
-                raise NetDSLError(f"`{node.op}` cannot run on these inputs: {e}", node.loc,
-                                  hint="the shapes of this call: " + ", ".join(
-                                      f"{k}={list(x.shape)}" for k, x in given.items())) from None
+            outs = [plan.tensor(v) for v in node.outputs]
+            args = ([read(v, node) for v in node.inputs], outs if len(outs) > 1 else outs[0])
+            y, prepared = self._run_step(step, args, given, prepare, plan)
+            if prepared is None:
+                calls.append(self._as_is(step, args, plan))
+                as_is.append(node.outputs[0].name)
+            else:
+                calls.extend(prepared)
             for v, out, t in zip(node.outputs, outs, y if len(outs) > 1 else (y,), strict=True):
                 if t.data_ptr() != out.data_ptr():
                     raise AssertionError(f"node {v.name} ({node.op}) did not write its planned storage")
                 produced(v, t)
                 if trace:  # later nodes reuse this storage: keep a copy
                     traced[v.name] = t.clone()
-        self.allocated_bytes = storage.allocated
-        result = {oname: self._ir_view(v.name, values[v.name])
-                  for oname, v in zip(self.graph.output_names, self.graph.outputs)}
-        if trace:
-            result.update({k: self._ir_view(k, t) for k, t in traced.items()})
-        return result
+        outputs = zip(self.graph.output_names, self.graph.outputs)
+        plan.results = {oname: (v.name, values[v.name]) for oname, v in outputs}
+        if prepare:
+            plan.calls[_host.recording_now()] = calls
+            plan.run_as_is[_host.recording_now()] = as_is
+        return traced
+
+    def _checks_after(self, given: Mapping) -> None:
+        """The steps' checks of what their kernels counted (``Step.after``), once the call has run."""
+        for step in self.steps:
+            if step.after is not None:
+                try:
+                    step.after()
+                except KernelError as e:
+                    raise _located(step.node, e, given) from None
+
+    @staticmethod
+    def _as_is(step: Step, args: tuple, plan: LaunchPlan) -> Call:
+        """A step that must run as it is (it does torch work besides its launches), as a prepared call."""
+        def call() -> None:
+            try:
+                step.run(*args)
+            except KernelError as e:
+                raise _located(step.node, e, plan.inputs) from None
+        return call
+
+    def _run_step(self, step: Step, args: tuple, given: Mapping, prepare: bool,
+                  plan: LaunchPlan) -> tuple[torch.Tensor, list[Call] | None]:
+        """Run one step (a KernelError becomes a located NetDSLError); with ``prepare``, also its launches
+        as prepared calls, or None when it must run as it is (``prepared.run_and_prepare``)."""
+        node = step.node
+        try:
+            if not prepare:
+                return step.run(*args), None
+            return run_and_prepare(lambda: step.run(*args), plan.persistent())
+        except KernelError as e:
+            raise _located(node, e, given) from None
 
     def _ir_view(self, name: str, t: torch.Tensor) -> torch.Tensor:
         """A traced value in the IR's layout (undoing an (H, W, C)-order flatten)."""
