@@ -33,7 +33,7 @@ import triton  # noqa: E402
 from netdsl.backends.triton import TritonModule  # noqa: E402
 from netdsl.backends.triton.check import check, format_checks  # noqa: E402
 from netdsl.compiler import prepare  # noqa: E402
-from netdsl.kernels import _host, conv, conv_direct, conv_transpose, matmul, pointwise, pool  # noqa: E402
+from netdsl.kernels import _host, conv_direct, conv_transpose, pointwise, pool, splitk  # noqa: E402
 from netdsl.passes import run_pipeline  # noqa: E402
 from netdsl.passes.cost import node_costs, total  # noqa: E402
 from netdsl.kernels._host import recording  # noqa: E402
@@ -145,7 +145,7 @@ def fitted_config(launch: _host.Launch) -> _host.Launch:
 @pytest.fixture(scope="module", autouse=True)
 def fitted_interpreter_tiles():
     with pytest.MonkeyPatch.context() as mp:
-        for module in (conv, conv_direct, conv_transpose, matmul):  # the modules whose wrappers launch these
+        for module in (splitk, conv_direct, conv_transpose):  # the modules that launch these (conv and linear: splitk.run_all)
             mp.setattr(module, "run", lambda launch: _host.run(fitted_config(launch)))
         for module in (pointwise, pool):  # bandwidth kernels: one big tile of whole channel runs
             mp.setattr(module, "INTERPRET_TILE_ELEMS", TILE_ELEMS)

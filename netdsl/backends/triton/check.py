@@ -26,7 +26,7 @@ import torch
 from ...ir.graph import Graph, Node
 from ...ops import REGISTRY
 from ...progress import Progress, quiet
-from ...tolerances import TOLERANCES, UNIT_ROUNDOFF, node_tolerance
+from ...tolerances import TOLERANCES
 from .. import reference
 from ..reference import bind_attrs_to_sizes, bind_dims
 from .lower import TORCH_DTYPES
@@ -40,9 +40,8 @@ class NodeCheck:
     shape: tuple[int, ...]
     abs_err: float  # max |triton - reference|, the reference fed the values the kernel read
     rel_err: float  # abs_err / max |reference|
-    ok: bool  # abs_err within the node's tolerance
+    ok: bool  # abs_err within the dtype's tolerance
     drift: float = 0.0  # relative error against a reference run from the network's inputs (information)
-    rtol: float = 0.0  # the node's relative bound (netdsl.tolerances.node_tolerance: by its reduction length)
 
 
 def _round(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -70,17 +69,8 @@ def watch_steps(module: TritonModule, hook: Callable[[int, Node, bool], None]) -
     module.steps = [watched(i, step) for i, step in enumerate(module.steps)]
 
 
-def reduction_length(node, dims) -> int:
-    """How many products a node sums per output element, from the registry's FLOPs (2 per
-    multiply-add): k of a conv or a linear, S * (E + Ev) / Ev of attention; 1 or so for pointwise ops."""
-    ins = [v.type.concrete(dims) for v in node.inputs]
-    out = node.outputs[0].type.concrete(dims)
-    flops = int(REGISTRY[node.op].flops(ins, out, bind_attrs_to_sizes(node.attrs, dims)))
-    return max(1, -(-flops // (2 * max(1, math.prod(out)))))
-
-
 def check(fused: Graph, weights: dict[str, np.ndarray], inputs: dict[str, np.ndarray], dtype: str = "fp32",
-          device: str = "cpu", progress: Progress | None = None) -> list[NodeCheck]:
+          device: str | None = None, progress: Progress | None = None) -> list[NodeCheck]:
     """Run ``fused`` on the Triton backend once and judge every node (see the module's docstring).
     ``progress``: told of each node as the kernels run, then as the reference checks it."""
     progress = progress or quiet()
@@ -95,6 +85,7 @@ def check(fused: Graph, weights: dict[str, np.ndarray], inputs: dict[str, np.nda
     seen = dict(inputs)  # every value as the kernels saw it (exact in fp32)
     seen.update({v.name: got[v.name].to(torch.float32).cpu().numpy() for node in fused.nodes for v in node.outputs})
     chained = reference.run(fused, inputs, weights, dtype="f32", trace=True)
+    tol = TOLERANCES[dtype]
     dims = bind_dims(fused, inputs)
     out = []
     progress.stage("checking", total, "nodes")
@@ -103,12 +94,11 @@ def check(fused: Graph, weights: dict[str, np.ndarray], inputs: dict[str, np.nda
         params = {role: weights[w] for role, w in node.params.items()}
         attrs = bind_attrs_to_sizes(node.attrs, dims)
         results = REGISTRY[node.op].reference([seen[v.name] for v in node.inputs], params, attrs)
-        tol = node_tolerance(dtype, reduction_length(node, dims))
         for v, r in zip(node.outputs, results if len(node.outputs) > 1 else (results,), strict=True):
             r = np.asarray(r, dtype=np.float32)
             abs_err, rel_err, ok = tol.error(seen[v.name], r)
             _, drift, _ = tol.error(seen[v.name], chained[v.name])
-            out.append(NodeCheck(v.name, node.op, tuple(r.shape), abs_err, rel_err, ok, drift, tol.rtol))
+            out.append(NodeCheck(v.name, node.op, tuple(r.shape), abs_err, rel_err, ok, drift))
     progress.update(total)
     return out
 
@@ -136,17 +126,14 @@ def format_checks(checks: list[NodeCheck], dtype: str) -> str:
     tol = TOLERANCES[dtype]
     width = max([len(c.name) for c in checks] + [4])
     opw = max([len(c.op) for c in checks] + [16])
-    rule = ("rtol per node: 2u + (2k + 4) * 2^-24, k its reduction length" if dtype in UNIT_ROUNDOFF
-            else f"rtol {tol.rtol:g}")
-    lines = [f"tolerance {dtype}: max abs err <= {tol.atol:g} + rtol * max|ref| ({rule}), each node fed the values "
+    lines = [f"tolerance {dtype}: max abs err <= {tol.atol:g} + {tol.rtol:g} * max|ref|, each node fed the values "
              "its kernel read (\"from input\": the relative error accumulated from the network's inputs, "
              "for information)",
-             f"{'node':<{width}}  {'op':<{opw}} {'shape':<18} {'max abs err':>12} {'rel err':>10} {'rtol':>9}  "
-             f"{'':<8}  {'from input':>10}"]
+             f"{'node':<{width}}  {'op':<{opw}} {'shape':<18} {'max abs err':>12} {'rel err':>10}  {'':<8}  "
+             f"{'from input':>10}"]
     for c in checks:
         shape = "x".join(map(str, c.shape))
-        lines.append(f"{c.name:<{width}}  {c.op:<{opw}} {shape:<18} {c.abs_err:>12.3e} {c.rel_err:>10.2e} "
-                     f"{c.rtol:>9.2e}  "
+        lines.append(f"{c.name:<{width}}  {c.op:<{opw}} {shape:<18} {c.abs_err:>12.3e} {c.rel_err:>10.2e}  "
                      f"{'ok' if c.ok else 'DIVERGES':<8}  {c.drift:>10.2e}")
     bad = [c for c in checks if not c.ok]
     if bad:
