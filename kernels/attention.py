@@ -52,6 +52,7 @@ lanes masked to zero. E and Ev may be at most MAX_HEAD_DIM.
 
 import math
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -333,9 +334,9 @@ def _plan_attention(q, k, v, mask, causal, scale, out, allow_tf32, interpret):
                           f"v {tuple(v.shape)}")
     if not (1 <= E <= MAX_HEAD_DIM and 1 <= Ev <= MAX_HEAD_DIM):
         raise KernelError(f"head dims must be in [1, {MAX_HEAD_DIM}], got E={E}, Ev={Ev}")
-    try:
-        B, H = torch.broadcast_shapes(q.shape[:2], k.shape[:2], v.shape[:2])
-    except RuntimeError:
+    try:  # numpy's rule is torch's, without importing sympy (torch's first broadcast_shapes call does)
+        B, H = np.broadcast_shapes(tuple(q.shape[:2]), tuple(k.shape[:2]), tuple(v.shape[:2]))
+    except ValueError:
         raise KernelError(f"batch/head dims of q {tuple(q.shape[:2])}, k {tuple(k.shape[:2])} and "
                           f"v {tuple(v.shape[:2])} do not broadcast") from None
     q, k, v = q.expand(B, H, L, E), k.expand(B, H, S, E), v.expand(B, H, S, Ev)

@@ -7,7 +7,7 @@ bf16 a 7-bit one (u = 3.9e-3). A node's kernel reads inputs already in its dtype
 its error is the rounding of what it stores plus the roundings of what it packs ahead of time (a weight
 with a batchnorm folded into it) or keeps in the dtype between its stages (attention's probabilities):
 a few units of u relative to the output's scale. The budgets are 4 u (fp16 2e-3, bf16 1.6e-2). Measured
-over every backend test case, the worst node is 2.9 u in fp16 and 2.7 u in bf16: MobileNetV2's 1x1
+over the backend test cases, the worst node seen is 2.9 u in fp16 and 2.7 u in bf16: MobileNetV2's 1x1
 expansion convs, whose packed weights carry a folded batchnorm rounded to the dtype (those roundings add
 up over the reduction, relative to the sum of |w x| rather than to the output). Tests run bf16 stores rounded to nearest even, as GPUs do (tests/conftest.py).
 Kernel tests bound each element instead: tests/kernels/kernel_tolerances.py.

@@ -18,6 +18,7 @@ import netdsl
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
+import host_overhead  # noqa: E402
 import reference_vs_torch  # noqa: E402
 import sequence_cost  # noqa: E402
 import triton_vs_torch  # noqa: E402
@@ -100,3 +101,10 @@ def test_triton_vs_torch_setup_runs_both_sides(monkeypatch):
     ours, eager, inputs, torch_inputs = triton_vs_torch.setup("seq2seq", "fp32", dims, "cpu")
     with torch.inference_mode():
         assert triton_vs_torch._max_rel_diff(ours(*inputs), eager(*torch_inputs)) < 1e-4
+
+
+def test_host_overhead_runs_a_small_model(capsys):
+    """The host-overhead benchmark's whole path (recording mode, first call, steady state, the eager
+    peer) on LeNet-5, once."""
+    host_overhead.main(["--models", "lenet5", "--repeat", "1"])
+    assert "lenet5" in capsys.readouterr().out

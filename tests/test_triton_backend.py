@@ -607,7 +607,7 @@ def test_untraced_run_matches_reference(name):
     assert list(got) == list(ref)
     for k in ref:
         assert tuple(got[k].shape) == ref[k].shape
-        _, _, ok = TOLERANCES["fp32"].error(got[k].numpy(), ref[k])
+        _, _, ok = TOLERANCES["fp32"].error(got[k].cpu().numpy(), ref[k])
         assert ok, k
 
 
@@ -623,8 +623,8 @@ def test_several_outputs():
     feat, probs = module(torch.from_numpy(inputs["x"]))
     ref = reference.run(fused, inputs, weights)
     assert feat.shape == (2, 4, 7, 9) and probs.shape == (2, 3)
-    np.testing.assert_allclose(feat.numpy(), ref["feat"], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(probs.numpy(), ref["probs"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(feat.cpu().numpy(), ref["feat"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(probs.cpu().numpy(), ref["probs"], rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,7 +645,7 @@ def test_compile_returns_an_nchw_module(tmp_path):
     assert isinstance(y, torch.Tensor) and y.shape == (2, 4, 5, 6) and y.dtype == torch.float32
     graph = netdsl.load(path)
     ref = reference.run(graph, {"x": x.numpy()}, netdsl.init_weights(graph, 3))[graph.output_names[0]]
-    np.testing.assert_allclose(y.contiguous().numpy(), ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(y.contiguous().cpu().numpy(), ref, rtol=1e-4, atol=1e-5)
 
 
 def test_compile_lenet5_fp16_and_a_graph():

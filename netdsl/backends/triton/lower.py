@@ -43,6 +43,11 @@ from .lower_sequence import (lower_embedding, lower_expand, lower_matmul, lower_
                              lower_positional_encoding, lower_recurrent, lower_sdpa, lower_select, lower_slice,
                              lower_split)
 
+# Split-K (kernels/splitk.py) stays off in compiled models until the memory plan counts its fp32
+# workspace and the cost model its second launch: a model's allocations and launches must be the ones
+# its plan reports. The kernels' own split-K is tested in tests/kernels/test_kernels_splitk.py.
+SPLIT_K = 1
+
 
 def lower_conv(node: Node, ctx: LowerCtx) -> Step:
     a = node.attrs
@@ -55,7 +60,8 @@ def lower_conv(node: Node, ctx: LowerCtx) -> Step:
     def run(inputs, out):
         return conv.conv2d(inputs[0], packed, out_channels=a["out_channels"], kernel_size=a["kernel_size"],
                            stride=a["stride"], padding=padding, dilation=a["dilation"], groups=a["groups"],
-                           epilogue=_with_residual(ep, node, inputs), out=out, allow_tf32=ctx.allow_tf32)
+                           epilogue=_with_residual(ep, node, inputs), out=out, allow_tf32=ctx.allow_tf32,
+                           split_k=SPLIT_K)
 
     return Step(node, run, kernel="depthwise_conv2d" if depthwise else "conv2d")
 
@@ -101,7 +107,7 @@ def lower_linear(node: Node, ctx: LowerCtx) -> Step:
 
     def kernel(x, others, out):
         return matmul.linear(x, packed, epilogue=dataclasses.replace(ep, residual=others[0]), out=out,
-                             allow_tf32=ctx.allow_tf32)
+                             allow_tf32=ctx.allow_tf32, split_k=SPLIT_K)
 
     def run(inputs, out):  # over the IR's last axis: W of a rank-4 (NHWC) input needs a layout fix-up
         return along_last(ctx.axis(node), inputs[0], kernel, out, _with_residual(ep, node, inputs).residual)
