@@ -187,3 +187,29 @@ def test_int64_offset_paths_compute_the_same():
     for C in (20, 50):
         xs = rand(4, C)
         assert_close(_forced_int64(softmax._plan_softmax(xs, True, None, True)), torch.log_softmax(xs, -1))
+
+
+def test_bf16_stores_round_to_nearest_even_like_the_hardware():
+    """Under the interpreter netdsl makes fp32 -> bf16 round to nearest even, as GPUs do (Triton's
+    interpreter truncates): ties to even, values past the midpoint up, the carry into the exponent, NaN
+    kept. torch's CPU conversion (round to nearest even) is the oracle."""
+    import triton
+    import triton.language as tl
+
+    from netdsl.backends.triton.runtime import round_bf16_like_the_hardware
+
+    @triton.jit
+    def store_bf16(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        mask = offs < n
+        tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=mask).to(tl.bfloat16), mask=mask)
+
+    round_bf16_like_the_hardware()  # idempotent: the session already applied it
+    x = torch.tensor([1 + 2**-8, 1 + 3 * 2**-9, 1 + 2**-7 + 2**-8, -(1 + 3 * 2**-9), 3.3895e38, 1e-40,
+                      float("inf"), float("nan"), 0.1, -7.77], dtype=torch.float32)
+    y = torch.empty(x.shape, dtype=torch.bfloat16)
+    store_bf16[(1,)](x, y, x.numel(), BLOCK=16)
+    expected = x.to(torch.bfloat16)
+    assert torch.equal(y.view(torch.int16)[~x.isnan()], expected.view(torch.int16)[~x.isnan()])
+    assert torch.isnan(y[x.isnan()]).all()
+    assert y[1].item() != 1.0  # truncation would give 1.0

@@ -40,6 +40,7 @@ def select_mode() -> str:
                 hint="import netdsl.backends.triton before anything imports triton")
         os.environ["TRITON_INTERPRET"] = "1"
         _MODE = "interpret"
+        round_bf16_like_the_hardware()
     return _MODE
 
 
@@ -61,3 +62,31 @@ def warn_if_interpreting() -> None:
 
 def device() -> str:
     return "cuda" if select_mode() == "cuda" else "cpu"
+
+
+def round_bf16_like_the_hardware() -> None:
+    """Triton's interpreter converts fp32 to bf16 by truncating the mantissa (and its round-to-nearest
+    mode rounds ties up without carrying into the exponent); GPUs round to nearest even. Kernels that store
+    bf16 are tested as the hardware runs them: this conversion rounds to nearest even, ties to even, with
+    the carry into the exponent (so the largest values round to infinity) and NaN kept a quiet NaN.
+    Idempotent; netdsl applies it whenever it chooses the interpreter, so `netdsl check --dtype bf16` on a
+    CPU sees the hardware's rounding."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    truncating = interpreter._convert_float
+    if getattr(truncating, "rounds_like_the_hardware", False):
+        return
+
+    def convert(input, input_dtype, output_dtype, rounding_mode):
+        if input_dtype != tl.float32 or output_dtype != tl.bfloat16 or rounding_mode == interpreter._ir.ROUNDING_MODE.RTZ:
+            return truncating(input, input_dtype, output_dtype, rounding_mode)
+        bits = np.ascontiguousarray(input, dtype=np.float32).view(np.uint32).astype(np.uint64)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        nan = (bits & 0x7FFFFFFF) > 0x7F800000
+        rounded[nan] = ((bits[nan] >> 16) | 0x40).astype(np.uint16)
+        return rounded
+
+    convert.rounds_like_the_hardware = True
+    interpreter._convert_float = convert
