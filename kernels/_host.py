@@ -197,6 +197,13 @@ def capturing():
         _CAPTURED = saved
 
 
+def autotuned(kernel, configs, **kwargs):
+    """Triton's autotuner of ``kernel`` over ``configs``, its choice kept on disk (Triton's cache,
+    ``TRITON_CACHE_DIR``) per GPU architecture, kernel source and tuning key, so a model autotunes once
+    per machine and shape, not once per process."""
+    return triton.autotune(configs, cache_results=True, **kwargs)(kernel)
+
+
 def run(launch: Launch) -> None:
     """Launch: the fixed config under the interpreter (or when not tuned), else autotune."""
     if _RECORDED is not None:

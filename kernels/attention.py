@@ -57,8 +57,18 @@ import torch
 import triton
 import triton.language as tl
 
-from ._host import (KernelError, Launch, aligned16, check_io_dtype, interpreting, meta_tensor, needs_int64, run,
-                    spec_of)
+from ._host import (
+    KernelError,
+    Launch,
+    aligned16,
+    autotuned,
+    check_io_dtype,
+    interpreting,
+    meta_tensor,
+    needs_int64,
+    run,
+    spec_of,
+)
 
 MAX_HEAD_DIM = 128
 LOG2E = 1.4426950408889634
@@ -308,10 +318,10 @@ def eligible_configs(args: dict) -> list:
     return short if args["L"] <= 64 and short else configs
 
 
-attention_fwd_kernel_tuned = triton.autotune(
+attention_fwd_kernel_tuned = autotuned(attention_fwd_kernel,
     CONFIGS, key=["L", "S", "HEAD_DIM", "HEAD_DIM_V", "MASK_KIND", "MASK_2D", "CAUSAL", "DOT_PRECISION", "QKV_ALIGN"],
     prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: eligible_configs({**nargs, **kw})},
-)(attention_fwd_kernel)
+)
 
 
 def _check_qkv(t, name):

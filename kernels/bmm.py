@@ -23,8 +23,19 @@ import torch
 import triton
 import triton.language as tl
 
-from ._host import (KernelError, Launch, aligned16, check_io_dtype, check_writable_rows, interpreting, meta_tensor,
-                    needs_int64, run, spec_of)
+from ._host import (
+    KernelError,
+    Launch,
+    aligned16,
+    autotuned,
+    check_io_dtype,
+    check_writable_rows,
+    interpreting,
+    meta_tensor,
+    needs_int64,
+    run,
+    spec_of,
+)
 from .conv_common import dot_tier
 from .epilogue import Epilogue, store_tile
 from .matmul import INTERPRET_CONFIG, TIERED_CONFIGS
@@ -104,11 +115,11 @@ def eligible_configs(args: dict) -> list:
     return [c for c, tiers in TIERED_CONFIGS if tier in tiers]
 
 
-bmm_kernel_tuned = triton.autotune(
+bmm_kernel_tuned = autotuned(bmm_kernel,
     CONFIGS, key=["M", "N", "K", "sam", "sak", "sbk", "sbn", "ACT1", "HAS_RES", "ACT2", "DOT_PRECISION"],
     restore_value=["out_ptr"],
     prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: eligible_configs({**nargs, **kw})},
-)(bmm_kernel)
+)
 
 
 def _plan_bmm(a, b, epilogue, out, allow_tf32, interpret):

@@ -34,15 +34,42 @@ import torch
 import triton
 import triton.language as tl
 
-from ._host import KernelError, Launch, interpreting, meta_tensor, needs_int64
+from ._host import (
+    KernelError,
+    Launch,
+    autotuned,
+    interpreting,
+    meta_tensor,
+    needs_int64,
+)
+
 # check_conv_args, conv_output_size, is_depthwise, dot_tier and _pair live in conv_common (shared with
 # conv_direct, conv_transpose and matmul) and stay importable from here.
-from .conv_common import _pair, check_conv_args, conv_output_size, dot_tier, eligible_tiered, is_depthwise, pair  # noqa: F401
-from .conv_common import HOPPER_CONFIGS, conv_aligned, hopper_configs, target_cc
+from .conv_common import (  # noqa: F401
+    HOPPER_CONFIGS,
+    _pair,
+    check_conv_args,
+    conv_aligned,
+    conv_output_size,
+    dot_tier,
+    eligible_tiered,
+    hopper_configs,
+    is_depthwise,
+    pair,
+    target_cc,
+)
 from .conv_direct import _plan_depthwise
 from .epilogue import Epilogue, store_tile
-from .splitk import (choose_split, device_sm_count, plan_reduce, run_all, specs_of, split_range, store_partial,
-                     workspace)
+from .splitk import (
+    choose_split,
+    device_sm_count,
+    plan_reduce,
+    run_all,
+    specs_of,
+    split_range,
+    store_partial,
+    workspace,
+)
 from .tiling import grouped_tile, window_origin
 
 # Autotuning configs. Every tile is >= 16 in M, N and K (tl.dot's minimum) and fits shared
@@ -191,12 +218,12 @@ def eligible_configs(args: dict, cc: Optional[int] = None) -> list:
 # The GPU path: same kernel, autotuned per problem size and per tier (the epilogue and the
 # dot precision are in the key because they change which configs are eligible).
 # restore_value keeps an in-place residual (residual is out) correct while configs are benchmarked.
-conv2d_kernel_tuned = triton.autotune(
+conv2d_kernel_tuned = autotuned(conv2d_kernel,
     CONFIGS + HOPPER_CONFIGS, key=["M", "OCg", "ICg", "KH", "KW", "sxw", "ACT1", "HAS_RES", "ACT2", "DOT_PRECISION"],
     restore_value=["out_ptr"],
     prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: eligible_configs(
         {**nargs, **kw}, target_cc(nargs["x_ptr"]))},
-)(conv2d_kernel)
+)
 
 
 def pack_conv_weight(w_oihw: torch.Tensor, groups: int) -> torch.Tensor:

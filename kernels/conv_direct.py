@@ -17,7 +17,16 @@ convolution one way and either kernel can run it. The epilogue is the shared one
 import triton
 import triton.language as tl
 
-from ._host import Launch, aligned16, interpreting, meta_tensor, needs_int64, run, spec_of
+from ._host import (
+    Launch,
+    aligned16,
+    autotuned,
+    interpreting,
+    meta_tensor,
+    needs_int64,
+    run,
+    spec_of,
+)
 from .conv_common import check_conv_args, check_nhwc, pair
 from .epilogue import Epilogue, heavy_epilogue, store_tile
 from .tiling import window_origin
@@ -97,10 +106,10 @@ def eligible_configs(args: dict) -> list:
     return [c for c in CONFIGS if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_C"] <= SLOW_PATH_ELEMS * 32 * c.num_warps]
 
 
-depthwise_conv2d_kernel_tuned = triton.autotune(
+depthwise_conv2d_kernel_tuned = autotuned(depthwise_conv2d_kernel,
     CONFIGS, key=["M", "C_out", "MULT", "KH", "KW", "sxw", "ACT1", "HAS_RES", "ACT2"], restore_value=["out_ptr"],
     prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: eligible_configs({**nargs, **kw})},
-)(depthwise_conv2d_kernel)
+)
 
 
 def _plan_depthwise(x, packed, out_channels, kernel_size, stride, padding, dilation, epilogue, out, interpret):

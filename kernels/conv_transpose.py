@@ -38,7 +38,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ._host import KernelError, Launch, interpreting, meta_tensor, needs_int64, run, spec_of
+from ._host import (
+    KernelError,
+    Launch,
+    autotuned,
+    interpreting,
+    meta_tensor,
+    needs_int64,
+    run,
+    spec_of,
+)
 from .conv_common import check_nhwc, check_packed, conv_out, eligible_tiered, pair
 from .epilogue import Epilogue, store_tile
 from .tiling import grouped_tile
@@ -192,12 +201,12 @@ def eligible_configs(args: dict) -> list:
 
 # The GPU path: autotuned per problem size and tier; restore_value keeps an in-place residual
 # (residual is out) correct while configs are benchmarked.
-conv_transpose2d_kernel_tuned = triton.autotune(
+conv_transpose2d_kernel_tuned = autotuned(conv_transpose2d_kernel,
     CONFIGS, key=["Mq", "OCg", "ICg", "KH", "KW", "stride_h", "stride_w", "sxw", "ACT1", "HAS_RES", "ACT2",
                   "DOT_PRECISION"],
     restore_value=["out_ptr"],
     prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: eligible_configs({**nargs, **kw})},
-)(conv_transpose2d_kernel)
+)
 
 
 def pack_conv_transpose_weight(w: torch.Tensor, groups: int) -> torch.Tensor:

@@ -24,12 +24,30 @@ import torch
 import triton
 import triton.language as tl
 
-from ._host import (KernelError, Launch, aligned16, check_io_dtype, check_writable_rows, interpreting,
-                    meta_tensor, needs_int64, rows_of)
+from ._host import (
+    KernelError,
+    Launch,
+    aligned16,
+    autotuned,
+    check_io_dtype,
+    check_writable_rows,
+    interpreting,
+    meta_tensor,
+    needs_int64,
+    rows_of,
+)
 from .conv_common import HOPPER_CONFIGS, dot_tier, hopper_configs, target_cc
 from .epilogue import Epilogue, store_tile
-from .splitk import (choose_split, device_sm_count, plan_reduce, run_all, specs_of, split_range, store_partial,
-                     workspace)
+from .splitk import (
+    choose_split,
+    device_sm_count,
+    plan_reduce,
+    run_all,
+    specs_of,
+    split_range,
+    store_partial,
+    workspace,
+)
 from .tiling import grouped_tile
 
 # Autotuning configs: tiles >= 16 in M, N, K (tl.dot's minimum), shared memory within the
@@ -190,18 +208,18 @@ def eligible_configs(args: dict, cc: Optional[int] = None) -> list:
 
 TMA_CC = 90   # the first GPUs with the tensor memory accelerator (TMA)
 
-linear_kernel_tuned = triton.autotune(
+linear_kernel_tuned = autotuned(linear_kernel,
     CONFIGS + HOPPER_CONFIGS, key=["M", "N", "K", "sxm", "ACT1", "HAS_RES", "ACT2", "DOT_PRECISION"],
     restore_value=["out_ptr"],
     prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: eligible_configs(
         {**nargs, **kw}, target_cc(nargs["x_ptr"]))},
-)(linear_kernel)
-linear_tma_kernel_tuned = triton.autotune(
+)
+linear_tma_kernel_tuned = autotuned(linear_tma_kernel,
     CONFIGS + HOPPER_CONFIGS, key=["M", "N", "K", "sxm", "ACT1", "HAS_RES", "ACT2", "DOT_PRECISION"],
     restore_value=["out_ptr"],
     prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: eligible_configs(
         {**nargs, **kw, "sxk": 1}, TMA_CC)},
-)(linear_tma_kernel)
+)
 
 
 def _tma_scratch(size: int, alignment: int, stream) -> torch.Tensor:

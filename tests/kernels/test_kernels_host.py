@@ -213,3 +213,20 @@ def test_bf16_stores_round_to_nearest_even_like_the_hardware():
     assert torch.equal(y.view(torch.int16)[~x.isnan()], expected.view(torch.int16)[~x.isnan()])
     assert torch.isnan(y[x.isnan()]).all()
     assert y[1].item() != 1.0  # truncation would give 1.0
+
+
+def test_autotuning_choices_are_kept_on_disk_when_compiling():
+    """Every autotuned kernel keeps its choice in Triton's cache (per GPU architecture and tuning key) when
+    kernels are compiled; the interpreter tunes nothing. Checked in a process that compiles."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from netdsl.kernels import attention, bmm, conv, conv_direct, conv_transpose, matmul\n"
+            "tuned = [attention.attention_fwd_kernel_tuned, bmm.bmm_kernel_tuned, conv.conv2d_kernel_tuned,\n"
+            "         conv_direct.depthwise_conv2d_kernel_tuned, conv_transpose.conv_transpose2d_kernel_tuned,\n"
+            "         matmul.linear_kernel_tuned, matmul.linear_tma_kernel_tuned]\n"
+            "print(all(t.cache_results for t in tuned), len(tuned))")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["True", "7"], out.stderr
