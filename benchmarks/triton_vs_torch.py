@@ -16,19 +16,24 @@ fp16 and bf16 -- three implementations of the same network with the same weights
             PyTorch interpreter, so every .net file has a PyTorch twin); cuDNN / cuBLAS, attention by
             ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels), the recurrent layers
             by torch.nn's own ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (cuDNN);
-* compiled: ``torch.compile(eager, fullgraph=True)`` (Inductor); where the graph cannot be captured
-            whole (torch.compile does not trace nn.LSTM and friends), ``fullgraph=False`` instead, and
-            its time is marked ``*``.
+* compiled: ``torch.compile(eager, fullgraph=True)`` (Inductor) in two modes: "max-autotune" (autotuned
+            Triton templates, CUDA graphs) and "reduce-overhead" (CUDA graphs); where the graph cannot be
+            captured whole (torch.compile does not trace nn.LSTM and friends), ``fullgraph=False`` instead,
+            and its time is marked ``*``.
 
 Sizes: ``--batch`` (N), ``--size`` (H = W, image models), ``--seq`` (every sequence dim: T, S), ``--dims``
-for any dim; otherwise the file's defaults (GPT-2: T = 1024). The PyTorch side runs channels-last (NHWC,
-what cuDNN is fastest with; ``--nchw`` for contiguous NCHW) with TF32 on or off to match. Each
-implementation is warmed up (netdsl autotunes its kernels, Inductor compiles), then timed over ``--runs``
-forward calls between ``torch.cuda.synchronize()`` calls, in turns (netdsl, eager, compiled, netdsl, ...)
-so that a change in the GPU's clocks falls on all alike. Printed: the median milliseconds per forward
-call, and netdsl's time relative to eager and to torch.compile (below 1: netdsl is faster), plus the
-largest difference between netdsl's and eager's outputs relative to the output's scale (a sanity check;
-``netdsl check`` is the real one).
+for any dim; otherwise the file's defaults (GPT-2: T = 1024). netdsl takes and returns NCHW (and pays its
+conversions to NHWC inside); PyTorch eager runs both ways: on the same NCHW tensors (cuDNN picks its
+kernels for that layout) and channels-last (what cuDNN is fastest with), so each layout's cost is shown.
+TF32 is on or off on every side alike, and netdsl captures CUDA graphs as the compiled modes do. Each
+implementation is warmed up (netdsl autotunes its kernels, Inductor compiles), then every forward call is
+timed with CUDA events, in turns (netdsl, eager, compiled, netdsl, ...) so that a change in the GPU's
+clocks falls on all alike. Printed per model and dtype: netdsl's min / median / max milliseconds, the
+median of every PyTorch side, netdsl's median over the fastest PyTorch side's (below 1: netdsl is
+faster), and the agreement: each side's output against PyTorch eager in fp32 with TF32 off, as the largest
+difference relative to the output's scale. netdsl must be no further off than twice PyTorch's own
+difference in the same dtype, or within netdsl's tolerance for that dtype (``netdsl.tolerances``);
+otherwise the row says FAIL and the script exits with 1.
 
 On a machine without a CUDA GPU there is nothing to time: the script says so and exits with 0.
 """
@@ -36,10 +41,10 @@ On a machine without a CUDA GPU there is nothing to time: the script says so and
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -244,7 +249,8 @@ class TorchGraph(torch.nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 def _timed(fns, runs: int, warmup: int) -> list[list[float]]:
-    """Warm every function up, then time them in turns; seconds per call, synchronised."""
+    """Warm every function up, then time them in turns: seconds per call, from CUDA events recorded on
+    either side of it (the GPU's time for the call, gaps between its launches included)."""
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -252,11 +258,12 @@ def _timed(fns, runs: int, warmup: int) -> list[list[float]]:
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(runs):
         for fn, ts in zip(fns, times):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
             fn()
-            torch.cuda.synchronize()
-            ts.append(time.perf_counter() - t0)
+            end.record()
+            end.synchronize()
+            ts.append(start.elapsed_time(end) / 1e3)
     return times
 
 
@@ -280,11 +287,12 @@ def example_inputs(graph, dims, device, torch_dtype=torch.float32, seed: int = 0
     return out
 
 
-def _compiled(module, example, name: str):
-    """(torch.compile(module, fullgraph=True), False), or, where the whole graph cannot be captured,
-    (torch.compile(module), True); (None, False) where torch.compile fails altogether."""
+def _compiled(module, example, name: str, mode: str | None = None):
+    """(torch.compile(module, fullgraph=True, mode=mode), False), or, where the whole graph cannot be
+    captured, (torch.compile(module, mode=mode), True); (None, False) where torch.compile fails."""
     try:
-        compiled = torch.compile(module, fullgraph=True)
+        torch._dynamo.reset()
+        compiled = torch.compile(module, fullgraph=True, mode=mode)
         compiled(*example)
         return compiled, False
     except Exception as e:  # noqa: BLE001 - report, then try with graph breaks
@@ -292,7 +300,7 @@ def _compiled(module, example, name: str):
               "timing torch.compile with graph breaks instead, marked *)", file=sys.stderr, flush=True)
     try:
         torch._dynamo.reset()
-        compiled = torch.compile(module)
+        compiled = torch.compile(module, mode=mode)
         compiled(*example)
         return compiled, True
     except Exception as e:  # noqa: BLE001 - report and go on without Inductor
@@ -301,9 +309,9 @@ def _compiled(module, example, name: str):
         return None, False
 
 
-def setup(name: str, dtype_key: str, dims: dict[str, int], device, nchw: bool = False):
-    """(netdsl's module, the eager TorchGraph, netdsl's inputs, the PyTorch side's inputs) for one example
-    at ``dims`` on ``device``; the same weights (seed 0) on both sides."""
+def setup(name: str, dtype_key: str, dims: dict[str, int], device):
+    """(netdsl's module, the eager TorchGraph, the inputs) for one example at ``dims`` on ``device``; the
+    same weights (seed 0) on both sides, the same NCHW inputs."""
     import netdsl
 
     torch_dtype, tf32 = DTYPES[dtype_key]
@@ -313,43 +321,62 @@ def setup(name: str, dtype_key: str, dims: dict[str, int], device, nchw: bool = 
     ours = netdsl.compile(graph, dtype="fp32" if dtype_key == "tf32" else dtype_key, weights=weights,
                           allow_tf32=tf32)
     eager = TorchGraph(graph, weights, dims).to(device, torch_dtype).eval()
-    torch_inputs = inputs
-    if not nchw:
-        eager = eager.to(memory_format=torch.channels_last)
-        torch_inputs = [x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs]
-    return ours, eager, inputs, torch_inputs
+    return ours, eager, inputs
 
 
-def bench_one(name: str, dtype_key: str, args) -> str:
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def agreement(ours_out, torch_out, exact_out, dtype_key: str) -> tuple[float, float, bool]:
+    """(netdsl's and PyTorch's difference from PyTorch in fp32, relative to its scale; whether netdsl's is
+    within twice PyTorch's own or within netdsl's tolerance for the dtype)."""
+    from netdsl.tolerances import TOLERANCES
+
+    tol = TOLERANCES["fp16" if dtype_key == "tf32" else dtype_key]  # TF32 keeps fp16's 10-bit mantissa
+    ours, theirs = _max_rel_diff(ours_out, exact_out), _max_rel_diff(torch_out, exact_out)
+    return ours, theirs, ours <= max(2 * theirs, tol.rtol)
+
+
+SIDES = ("eager NCHW", "eager NHWC", "max-autotune", "reduce-overhead")
+
+
+def bench_one(name: str, dtype_key: str, args) -> tuple[str, bool]:
+    """One row of the table, and whether netdsl's output agrees."""
     import netdsl
 
     _, tf32 = DTYPES[dtype_key]
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
     dims = model_dims(netdsl.load(EXAMPLES / f"{name}.net"), args.batch, args.size, args.seq, args.dims)
     print(f"  ({name} {dtype_key} at {', '.join(f'{k}={v}' for k, v in sorted(dims.items()))}: compiling ...)",
           file=sys.stderr, flush=True)
-    ours, eager, inputs, torch_inputs = setup(name, dtype_key, dims, "cuda", args.nchw)
-
     with torch.inference_mode():
-        reference = eager(*torch_inputs)
-        got = ours(*inputs)
-        if isinstance(got, tuple):
-            got, reference = got[0], reference[0]
-        diff = _max_rel_diff(got, reference)
-        fns = [lambda: ours(*inputs), lambda: eager(*torch_inputs)]
-        compiled, breaks = (None, False) if args.no_compile else _compiled(eager, torch_inputs, f"{name} {dtype_key}")
-        if compiled is not None:
-            fns.append(lambda: compiled(*torch_inputs))
-        times = _timed(fns, args.runs, args.warmup)
-    ms = [statistics.median(t) * 1e3 for t in times]
-    mark = "*" if breaks else " "
-    cols = [f"{name:<19} {dtype_key:<5} {ms[0]:>9.3f} {ms[1]:>9.3f}"]
-    cols.append(f"{ms[2]:>8.3f}{mark}" if len(ms) > 2 else f"{'n/a':>9}")
-    cols.append(f"{ms[0] / ms[1]:>10.2f}")
-    cols.append(f"{ms[0] / ms[2]:>10.2f}" if len(ms) > 2 else f"{'n/a':>10}")
-    cols.append(f"{diff:>10.1e}")
-    return " ".join(cols)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        ours, eager, inputs = setup(name, dtype_key, dims, "cuda")
+        exact = TorchGraph(eager.graph, netdsl.init_weights(eager.graph, seed=0), dims).to("cuda").eval()
+        exact_out = _first(exact(*[x.float() if x.is_floating_point() else x for x in inputs]))
+        del exact
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        channels_last = copy.deepcopy(eager).to(memory_format=torch.channels_last)
+        cl_inputs = [x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs]
+        ours_err, torch_err, ok = agreement(_first(ours(*inputs)), _first(eager(*inputs)), exact_out, dtype_key)
+        sides = {"eager NCHW": lambda: eager(*inputs), "eager NHWC": lambda: channels_last(*cl_inputs)}
+        breaks = set()
+        for mode in () if args.no_compile else ("max-autotune", "reduce-overhead"):
+            compiled, broke = _compiled(channels_last, cl_inputs, f"{name} {dtype_key}", mode)
+            if compiled is not None:
+                sides[mode] = (lambda c: lambda: c(*cl_inputs))(compiled)
+                if broke:
+                    breaks.add(mode)
+        times = _timed([lambda: ours(*inputs), *sides.values()], args.runs, args.warmup)
+    ms = [[t * 1e3 for t in ts] for ts in times]
+    med = {side: statistics.median(t) for side, t in zip(sides, ms[1:])}
+    best = min(med.values())
+    cols = [f"{name:<19} {dtype_key:<5} {min(ms[0]):>8.3f} {statistics.median(ms[0]):>8.3f} {max(ms[0]):>8.3f}"]
+    for side in SIDES:
+        cols.append(f"{med[side]:>9.3f}{'*' if side in breaks else ' '}" if side in med else f"{'n/a':>10}")
+    cols.append(f"{statistics.median(ms[0]) / best:>8.2f}")
+    cols.append(f"{ours_err:>9.1e} {torch_err:>9.1e}  {'ok' if ok else 'FAIL'}")
+    return " ".join(cols), ok
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,7 +420,6 @@ def main(argv=None) -> int:
     p.add_argument("--dims", default=None, help="sizes of the inputs' dims, e.g. T=1024,S=64 (over the others)")
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--nchw", action="store_true", help="run the PyTorch side in NCHW instead of channels-last")
     p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (netdsl against eager only)")
     p.add_argument("--selfcheck", action="store_true",
                    help="check the PyTorch twin against netdsl's reference backend (CPU) and exit")
@@ -408,19 +434,24 @@ def main(argv=None) -> int:
               "`netdsl check` checks the kernels under Triton's interpreter.)")
         return 0
 
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; batch {args.batch}, "
-          f"{'NCHW' if args.nchw else 'channels-last'} PyTorch, median of {args.runs} runs after {args.warmup} "
-          "warm-up calls (ms per forward call; * torch.compile with graph breaks, not fullgraph)")
-    print(f"{'model':<19} {'dtype':<5} {'netdsl':>9} {'eager':>9} {'compiled':>9} {'/eager':>10} {'/compiled':>10} "
-          f"{'max diff':>10}")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; batch {args.batch}; ms per forward call "
+          f"from CUDA events, {args.runs} runs after {args.warmup} warm-up calls; netdsl min/median/max, the "
+          "others medians (* torch.compile with graph breaks); err: max |out - PyTorch fp32| / max |PyTorch fp32|")
+    print(f"{'model':<19} {'dtype':<5} {'min':>8} {'netdsl':>8} {'max':>8} "
+          + " ".join(f"{side:>10}" for side in SIDES) + f" {'/best':>8} {'err ours':>9} {'err torch':>9}")
+    failed = 0
     for name in args.model:
         for dtype_key in args.dtype:
             try:
-                print(bench_one(name, dtype_key, args), flush=True)
+                row, ok = bench_one(name, dtype_key, args)
+                print(row, flush=True)
+                failed += not ok
             except torch.cuda.OutOfMemoryError:
                 print(f"{name:<19} {dtype_key:<5} out of GPU memory at batch {args.batch}")
                 torch.cuda.empty_cache()
-    return 0
+    if failed:
+        print(f"FAIL: {failed} row(s) where netdsl's output is further from PyTorch fp32 than allowed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

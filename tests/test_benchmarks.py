@@ -98,9 +98,20 @@ def test_triton_vs_torch_setup_runs_both_sides(monkeypatch):
     monkeypatch.setenv("NETDSL_QUIET_INTERPRETER", "1")
     graph = netdsl.load(triton_vs_torch.EXAMPLES / "seq2seq.net")
     dims = triton_vs_torch.model_dims(graph, batch=1, seq=2)
-    ours, eager, inputs, torch_inputs = triton_vs_torch.setup("seq2seq", "fp32", dims, "cpu")
+    ours, eager, inputs = triton_vs_torch.setup("seq2seq", "fp32", dims, "cpu")
     with torch.inference_mode():
-        assert triton_vs_torch._max_rel_diff(ours(*inputs), eager(*torch_inputs)) < 1e-4
+        assert triton_vs_torch._max_rel_diff(ours(*inputs), eager(*inputs)) < 1e-4
+
+
+def test_triton_vs_torch_agreement_rule():
+    """netdsl passes when no further from PyTorch fp32 than twice PyTorch's own error in the dtype, or
+    within netdsl's tolerance; fails otherwise."""
+    exact = torch.linspace(-1, 1, 101)
+    close = exact + 5e-5
+    ours, theirs, ok = triton_vs_torch.agreement(exact + 1.5e-2, exact + 1e-2, exact, "bf16")
+    assert ok and abs(ours - 1.5e-2) < 1e-6 and abs(theirs - 1e-2) < 1e-6
+    assert triton_vs_torch.agreement(close, exact, exact, "fp32")[2]  # within fp32's tolerance
+    assert not triton_vs_torch.agreement(exact + 5e-2, exact + 1e-3, exact, "fp16")[2]
 
 
 def test_host_overhead_runs_a_small_model(capsys):
