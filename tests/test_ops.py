@@ -1043,7 +1043,7 @@ def test_tensor_op_flops():
 
 
 def test_positional_encoding_table_is_the_papers():
-    from netdsl.ops.tensor import sinusoidal_table
+    from netdsl.ops.sequence import sinusoidal_table
 
     table = sinusoidal_table(50, 6)
     for t in (0, 1, 7, 49):

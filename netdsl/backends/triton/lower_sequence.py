@@ -14,7 +14,7 @@ from ...ir.graph import Node
 from ...kernels import attention, bmm, embedding, pointwise, recurrence
 from ...kernels._host import KernelError
 from ...ops import REGISTRY
-from ...ops.tensor import sinusoidal_table
+from ...ops.sequence import sinusoidal_table
 from ...passes.layout import NHWC
 from .lower_base import LowerCtx, Step, to_ir
 from .prepared import kept_across_calls
