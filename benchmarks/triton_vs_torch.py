@@ -129,10 +129,10 @@ class TorchGraph(torch.nn.Module):
     def __init__(self, graph, weights, dims=None):
         super().__init__()
         from netdsl.backends.reference import bind_attrs_to_sizes
-        from netdsl.ops.nn import conv_padding
+        from netdsl.ops.nn import conv_pads
 
         self.graph = graph
-        self._conv_padding = conv_padding
+        self._conv_pads = conv_pads
         self._attrs = [bind_attrs_to_sizes(n.attrs, dims) if dims else n.attrs for n in graph.nodes]
         self._names = {}
         recurrent = {n.op for n in graph.nodes} & set(RECURRENT)
@@ -152,7 +152,10 @@ class TorchGraph(torch.nn.Module):
         op, a = node.op, self._attrs[i]
         x = xs[0] if xs else None
         if op == "conv2d":
-            return F.conv2d(x, self._p(node, "weight"), self._p(node, "bias"), a["stride"], self._conv_padding(a),
+            top, left, bottom, right = self._conv_pads(a, tuple(x.shape[2:]))
+            if (top, left) != (bottom, right):  # torch pads both ends alike: pad first, asymmetrically
+                x, top, left = F.pad(x, (left, right, top, bottom)), 0, 0
+            return F.conv2d(x, self._p(node, "weight"), self._p(node, "bias"), a["stride"], (top, left),
                             a["dilation"], a["groups"])
         if op == "conv_transpose2d":
             return F.conv_transpose2d(x, self._p(node, "weight"), self._p(node, "bias"), a["stride"], a["padding"],

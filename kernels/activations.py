@@ -15,14 +15,21 @@ relu6, sigmoid,
 tanh, softsign,
 gelu, gelu_tanh,
 silu, hardswish,
-hardsigmoid,
 selu, mish
 leaky_relu      negative slope (torch default 0.01)      unused
 elu             alpha (torch default 1.0)                unused
 softplus        beta (torch default 1.0)                 threshold (torch default 20.0)
 prelu           unused; ``slope`` is the weight tensor    unused
+hardsigmoid     slope a (torch 1/6, ONNX 0.2)            offset c = b / a (torch 3.0, ONNX 2.5)
+hardtanh        min_val (torch default -1.0)             max_val (torch default 1.0)
 affine          scale (default 1.0)                      offset (default 0.0)
 ==============  =======================================  ==================================
+
+``hardsigmoid`` is max(0, min(1, a * x + b)) (torch's F.hardsigmoid is a = 1/6, b = 1/2; ONNX's
+HardSigmoid has both as attributes), computed as a * (x + c) with c = b / a given instead of b:
+x + c is exact near the zero at x = -c, so results near 0 keep their relative accuracy (a * x + b
+would cancel there, carrying the rounding of a(x) as an absolute error of |b| * 2^-24). Callers
+with a = 0 use ``affine`` (a constant) instead.
 
 ``affine`` (not a torch function) is y = alpha * x + beta: the language's tensor-with-number
 arithmetic (``x * 0.125`` is alpha = 0.125, beta = 0; ``x + 1`` is alpha = 1, beta = 1;
@@ -47,7 +54,7 @@ from ._host import KernelError
 
 ACTIVATIONS = (
     "none", "relu", "relu6", "leaky_relu", "prelu", "elu", "selu", "sigmoid", "tanh",
-    "softsign", "softplus", "gelu", "gelu_tanh", "silu", "hardswish", "hardsigmoid", "mish", "affine",
+    "softsign", "softplus", "gelu", "gelu_tanh", "silu", "hardswish", "hardsigmoid", "hardtanh", "mish", "affine",
 )
 
 # torch's defaults for the activations that take (alpha, beta) (affine's: the identity); the
@@ -56,6 +63,8 @@ ACT_DEFAULTS = {
     "leaky_relu": (0.01, 0.0),
     "elu": (1.0, 0.0),
     "softplus": (1.0, 20.0),
+    "hardsigmoid": (1.0 / 6.0, 3.0),
+    "hardtanh": (-1.0, 1.0),
     "affine": (1.0, 0.0),
 }
 
@@ -265,8 +274,10 @@ def _mish(x):
 
 
 @triton.jit
-def _hardsigmoid(x):
-    return tl.minimum(tl.maximum(x + 3.0, 0.0), 6.0) * 0.16666666666666666
+def _hardsigmoid(x, alpha, offset):
+    # alpha * (x + offset), clamped to [0, 1]: x + offset is exact near the zero (Sterbenz), so the
+    # product keeps its relative accuracy there; one more rounding than torch's (x + 3) / 6.
+    return tl.minimum(tl.maximum((x + offset) * alpha, 0.0), 1.0)
 
 
 @triton.jit
@@ -308,9 +319,11 @@ def apply_act(x, ACT: tl.constexpr, alpha, beta, slope):
     elif ACT == "silu":
         y = x * _sigmoid(x)
     elif ACT == "hardswish":
-        y = x * _hardsigmoid(x)
+        y = x * _hardsigmoid(x, 0.16666666666666666, 3.0)
     elif ACT == "hardsigmoid":
-        y = _hardsigmoid(x)
+        y = _hardsigmoid(x, alpha, beta)
+    elif ACT == "hardtanh":
+        y = tl.minimum(tl.maximum(x, alpha), beta)
     elif ACT == "mish":
         y = _mish(x)
     elif ACT == "affine":

@@ -51,6 +51,7 @@ from .conv_common import (  # noqa: F401
     check_conv_args,
     conv_aligned,
     conv_output_size,
+    conv_pads,
     dot_tier,
     eligible_tiered,
     hopper_configs,
@@ -304,8 +305,10 @@ def conv2d(x, packed, *, out_channels, kernel_size, stride=(1, 1), padding=(0, 0
 def output_shape(x_shape, out_channels, kernel_size, stride=1, padding=0, dilation=1) -> tuple:
     """[N, OH, OW, out_channels]: the NHWC output shape of :func:`conv2d` for an input of ``x_shape``."""
     N, H, W, _ = x_shape
-    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = map(pair, (kernel_size, stride, padding, dilation))
-    return (N, conv_output_size(H, KH, sh, ph, dh), conv_output_size(W, KW, sw, pw, dw), out_channels)
+    (KH, KW), (sh, sw), (dh, dw) = map(pair, (kernel_size, stride, dilation))
+    top, left, bottom, right = conv_pads(padding)
+    return (N, conv_output_size(H, KH, sh, (top, bottom), dh), conv_output_size(W, KW, sw, (left, right), dw),
+            out_channels)
 
 
 def specialization(x_shape, dtype, packed_shape, out_channels, kernel_size, stride, padding, dilation, groups,

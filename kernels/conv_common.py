@@ -37,9 +37,20 @@ def pair(v, name: str = "argument") -> tuple:
 _pair = pair   # the name conv.py and conv_direct.py used to share
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """torch's conv2d output size along one axis."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+def conv_output_size(size: int, kernel: int, stride: int, padding, dilation: int) -> int:
+    """The conv2d output size along one axis; ``padding``: one pad for both ends (torch), or (begin, end)."""
+    begin, end = padding if isinstance(padding, tuple) else (padding, padding)
+    return (size + begin + end - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_pads(padding) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of a padding given as p, (ph, pw) or (top, left, bottom, right). The
+    kernels read only the top/left offset and mask past the input's end, so bottom/right only size the
+    output."""
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        return tuple(int(p) for p in padding)
+    ph, pw = pair(padding, "padding")
+    return (ph, pw, ph, pw)
 
 
 def is_depthwise(in_channels: int, groups: int) -> bool:
@@ -87,14 +98,14 @@ def check_conv_args(x, packed, out_channels, kernel_size, stride, padding, dilat
     """Shared shape checks of conv2d and depthwise_conv2d; returns (geometry dict, out)."""
     N, H, W, C_in = check_nhwc(x)
     (KH, KW), (sh, sw) = pair(kernel_size, "kernel_size"), pair(stride, "stride")
-    (ph, pw), (dh, dw) = pair(padding, "padding"), pair(dilation, "dilation")
+    (ph, pw, pb, pr), (dh, dw) = conv_pads(padding), pair(dilation, "dilation")
     if groups < 1 or out_channels < 1 or C_in % groups or out_channels % groups:
         raise KernelError(f"channels ({C_in} in, {out_channels} out) not divisible by groups {groups}")
     ICg, OCg = C_in // groups, out_channels // groups
-    if min(sh, sw, dh, dw, KH, KW) < 1 or min(ph, pw) < 0:
+    if min(sh, sw, dh, dw, KH, KW) < 1 or min(ph, pw, pb, pr) < 0:
         raise KernelError("kernel, stride and dilation must be >= 1 and padding >= 0")
     check_packed(packed, (groups, KH * KW * ICg, OCg), "pack_conv_weight")
-    OH, OW = conv_output_size(H, KH, sh, ph, dh), conv_output_size(W, KW, sw, pw, dw)
+    OH, OW = conv_output_size(H, KH, sh, (ph, pb), dh), conv_output_size(W, KW, sw, (pw, pr), dw)
     if OH < 1 or OW < 1:
         raise KernelError(f"output would be empty ({OH}x{OW})")
     out, out_stride = conv_out(x, out, (N, OH, OW, out_channels))

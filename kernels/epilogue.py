@@ -35,7 +35,7 @@ from .activations import ACT_DEFAULTS, apply_act, check_activation
 
 
 # Piecewise-linear activations: a few instructions, no extra live registers.
-CHEAP_ACTS = ("none", "relu", "relu6", "leaky_relu", "prelu", "hardswish", "hardsigmoid", "softsign", "affine")
+CHEAP_ACTS = ("none", "relu", "relu6", "leaky_relu", "prelu", "hardswish", "hardsigmoid", "hardtanh", "softsign", "affine")
 
 
 def heavy_epilogue(constexprs: dict) -> bool:

@@ -6,6 +6,9 @@ load (channels contiguous in NHWC), overlapping taps hit L1/L2, and the output i
 once. Semantics are torch's, including ``ceil_mode`` (a last window that starts in the
 padding is dropped) and average pooling's divisor: with ``count_include_pad`` the window
 clipped to the padded input, otherwise only the real pixels (or ``divisor_override``).
+Padding may differ per side, (top, left, bottom, right), and reach the kernel size minus 1,
+as ONNX allows (torch: half the kernel); a max window wholly in the padding (possible with
+dilation) gives the dtype's lowest finite number, as onnxruntime does.
 
 Global average pooling is a reduction over H*W per (sample, channel): a program owns
 BLOCK_C channels of one sample and streams the pixels in BLOCK_M chunks into an fp32
@@ -33,8 +36,10 @@ def pool2d_kernel(
     x_ptr, sxn, sxh, sxw,           # input [N, H, W, C], channel stride 1
     out_ptr, out_stride,            # output rows [N*OH*OW, C]
     H, W, OH, OW, M, C,             # sizes; M = N*OH*OW
-    KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,   # pad_h, pad_w: top and left padding
+    pad_bottom, pad_right,          # the padding after the input (the divisor's window clipping)
     divisor_override,               # > 0: divide averages by this instead
+    lowest,                         # max of a window wholly in the padding: the dtype's lowest finite
     IS_MAX: tl.constexpr,           # max pool (else average)
     COUNT_INCLUDE_PAD: tl.constexpr,
     USE_INT64: tl.constexpr,
@@ -51,12 +56,14 @@ def pool2d_kernel(
         acc = tl.full((BLOCK_M, BLOCK_C), float("-inf"), dtype=tl.float32)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
+    hit = offs_m < 0                             # [BLOCK_M]: a tap of the window read the input
     for kh in range(0, KH):
         ih = h0 + kh * dil_h
         row_ok = mask_m & (ih >= 0) & (ih < H)
         for kw in range(0, KW):
             iw = w0 + kw * dil_w
             ok = row_ok & (iw >= 0) & (iw < W)
+            hit = hit | ok
             # one BLOCK_M x BLOCK_C tap, channel-contiguous.
             ptrs = x_ptr + ((x_rows + ih * sxh + iw * sxw)[:, None] + cols[None, :])
             if IS_MAX:
@@ -65,10 +72,12 @@ def pool2d_kernel(
             else:
                 acc += tl.load(ptrs, mask=ok[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
 
-    if not IS_MAX:
+    if IS_MAX:
+        acc = tl.where(hit[:, None], acc, lowest)
+    else:
         # torch's divisor: the window clipped to the padded input, or to the real input.
-        h_end = tl.minimum(h0 + KH, H + pad_h)
-        w_end = tl.minimum(w0 + KW, W + pad_w)
+        h_end = tl.minimum(h0 + KH, H + pad_bottom)
+        w_end = tl.minimum(w0 + KW, W + pad_right)
         if COUNT_INCLUDE_PAD:
             count = (h_end - h0) * (w_end - w0)
         else:
@@ -112,12 +121,22 @@ def global_avgpool_kernel(
 
 
 def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode) -> int:
-    """torch's pooling output size, including the ceil_mode rule."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    """torch's (and ONNX's) pooling output size along an axis padded by ``padding`` = (begin, end), including
+    the ceil_mode rule: a last window that would start in the end padding is dropped."""
+    begin, end = padding
+    span = size + begin + end - dilation * (kernel - 1) - 1
     out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
+    if ceil_mode and (out - 1) * stride >= size + begin:
         out -= 1
     return out
+
+
+def pool_pads(padding) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of ``padding``: p, (ph, pw) or (top, left, bottom, right)."""
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        return tuple(int(p) for p in padding)
+    ph, pw = pair(padding, "padding")
+    return (ph, pw, ph, pw)
 
 
 def tile_config(C: int, interpret: bool) -> triton.Config:
@@ -137,13 +156,13 @@ def _plan_pool(x, kernel, stride, padding, dilation, ceil_mode, is_max, count_in
         raise KernelError("x must be channels-last with channel stride 1")
     stride = kernel if stride is None else stride
     (KH, KW), (sh, sw) = pair(kernel, "kernel"), pair(stride, "stride")
-    (ph, pw), (dh, dw) = pair(padding, "padding"), pair(dilation, "dilation")
-    if min(KH, KW, sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
+    (pt, pl, pb, pr), (dh, dw) = pool_pads(padding), pair(dilation, "dilation")
+    if min(KH, KW, sh, sw, dh, dw) < 1 or min(pt, pl, pb, pr) < 0:
         raise KernelError("kernel, stride and dilation must be >= 1 and padding >= 0")
-    if ph > KH // 2 or pw > KW // 2:
-        raise KernelError("padding must be at most half the kernel size (torch's rule)")
-    OH = pool_output_size(H, KH, sh, ph, dh, ceil_mode)
-    OW = pool_output_size(W, KW, sw, pw, dw, ceil_mode)
+    if max(pt, pb) >= KH or max(pl, pr) >= KW:
+        raise KernelError("padding must be smaller than the kernel size (ONNX's rule)")
+    OH = pool_output_size(H, KH, sh, (pt, pb), dh, ceil_mode)
+    OW = pool_output_size(W, KW, sw, (pl, pr), dw, ceil_mode)
     if OH < 1 or OW < 1:
         raise KernelError(f"pooling output would be empty ({OH}x{OW})")
     if out is None:
@@ -154,15 +173,17 @@ def _plan_pool(x, kernel, stride, padding, dilation, ceil_mode, is_max, count_in
     _, _, out_stride = check_writable_rows(out, "out")
     M = N * OH * OW
     args = dict(x_ptr=x, sxn=x.stride(0), sxh=x.stride(1), sxw=x.stride(2), out_ptr=out, out_stride=out_stride,
-                H=H, W=W, OH=OH, OW=OW, M=M, C=C, KH=KH, KW=KW, stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw,
-                dil_h=dh, dil_w=dw, divisor_override=int(divisor_override or 0))
+                H=H, W=W, OH=OH, OW=OW, M=M, C=C, KH=KH, KW=KW, stride_h=sh, stride_w=sw, pad_h=pt, pad_w=pl,
+                dil_h=dh, dil_w=dw, pad_bottom=pb, pad_right=pr, divisor_override=int(divisor_override or 0),
+                lowest=float(torch.finfo(out.dtype).min))
     constexprs = dict(IS_MAX=is_max, COUNT_INCLUDE_PAD=count_include_pad, USE_INT64=needs_int64(x, out))
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(C, meta["BLOCK_C"]))
     return out, Launch(pool2d_kernel, None, args, constexprs, grid, tile_config(C, interpret))
 
 
 def maxpool2d(x, kernel, stride=None, padding=(0, 0), dilation=(1, 1), ceil_mode=False, *, out=None):
-    """torch's max_pool2d on NHWC x [N, H, W, C] -> [N, OH, OW, C]; stride None = kernel.
+    """torch's max_pool2d on NHWC x [N, H, W, C] -> [N, OH, OW, C]; stride None = kernel; padding p,
+    (ph, pw) or (top, left, bottom, right).
 
     NaNs propagate as in torch; ``out`` may be a channel slice of a bigger buffer.
     """

@@ -150,6 +150,21 @@ CASES = {
                                  "ceil_mode=true, count_include_pad=false), b = x -> avgpool(2, stride=2, padding=1, "
                                  "ceil_mode=true), c = x -> maxpool(2, stride=2, padding=1, ceil_mode=true)",
                                  [{"N": 2}]),
+    "conv_asymmetric": (IMAGE, "output a = x -> conv2d(6, 3, stride=2, padding=(1, 0, 2, 1)), "
+                               "b = x -> conv2d(4, 3, groups=4, padding=(0, 2, 1, 0), bias=false)", HW),
+    "conv_same_strided": (IMAGE, "output a = x -> conv2d(5, 4, stride=(2, 3), padding=\"same\"), "
+                                 "b = x -> conv2d(4, 2, padding=\"same\")", HW),
+    "conv_same_dilated_static": ("x: f32[N, 4, 9, 8]", "output x -> conv2d(5, 3, stride=2, dilation=2, "
+                                 "padding=\"same\")", [{"N": 2}]),
+    "pools_asymmetric": (IMAGE, "output a = x -> maxpool(3, stride=2, padding=(2, 0, 1, 2)), "
+                                "b = x -> avgpool(3, stride=2, padding=(0, 1, 2, 2), count_include_pad=false), "
+                                "c = x -> avgpool(3, stride=2, padding=(0, 1, 2, 2))", HW),
+    "pools_same": (IMAGE, "output a = x -> maxpool(2, stride=2, padding=\"same\"), "
+                          "b = x -> avgpool(3, stride=2, padding=\"same\", count_include_pad=false), "
+                          "c = x -> avgpool((4, 3), stride=(3, 2), padding=\"same\")", HW),
+    "pools_ceil_asymmetric": ("x: f32[N, 4, 9, 8]", "output a = x -> maxpool(2, stride=2, padding=(0, 1, 1, 1), "
+                              "ceil_mode=true), b = x -> avgpool(3, stride=2, padding=(0, 1, 2, 0), ceil_mode=true)",
+                              [{"N": 2}]),
     "adaptive_avgpool_bins": (IMAGE, "output x -> adaptive_avgpool((4, 3))", HW),
     "adaptive_avgpool_divides": ("x: f32[N, 4, 8, 6]", "output x -> adaptive_avgpool((4, 3))", [{"N": 2}]),
     "global_avgpool_flatten": (IMAGE, "output x -> global_avgpool -> flatten", HW),
@@ -217,7 +232,8 @@ def test_op(case):
 def test_activation(act):
     """Each activation over a wide range (softplus past its threshold, elu/selu far negative)."""
     extra = {"softplus": "(beta=2, threshold=5)", "leaky_relu": "(alpha=0.2)", "elu": "(alpha=0.7)",
-             "gelu": "(approximate=\"tanh\")", "affine": "(scale=-2, shift=0.5)", "rrelu": "(lower=0.1, upper=0.3)"}
+             "gelu": "(approximate=\"tanh\")", "affine": "(scale=-2, shift=0.5)", "rrelu": "(lower=0.1, upper=0.3)",
+             "hardsigmoid": "(alpha=0.2, beta=0.4)", "hardtanh": "(min_val=-2.5, max_val=0.75)"}
     graph = netdsl.load_source(net(IMAGE, f"output a = x * 6.0 -> {act}{extra.get(act, '')}, b = x * 6.0 -> {act}"))
     weights = random_weights(graph, 4)
     for opset in (18, 20, 21):  # gelu: spelled with Erf/Tanh before opset 20, its own op from 20

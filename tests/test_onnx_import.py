@@ -334,6 +334,32 @@ CASES = {  # name: (op, input shape, constants (in input order), attributes)
     "avgpool_ceil_include_pad": ("AveragePool", (2, 3, 8, 8), {}, dict(kernel_shape=[3, 3], strides=[2, 2],
                                                                        pads=[1, 1, 1, 1], ceil_mode=1,
                                                                        count_include_pad=1)),
+    "conv_asymmetric_pads": ("Conv", (2, 4, 9, 8), {"W": w(5, 4, 3, 3), "B": w(5)},
+                             dict(strides=[2, 1], pads=[0, 1, 2, 0])),
+    "conv_depthwise_asymmetric": ("Conv", (2, 4, 9, 8), {"W": w(4, 1, 3, 3)}, dict(group=4, pads=[2, 0, 1, 2])),
+    "conv_same_upper_even_stride": ("Conv", (2, 3, 9, 8), {"W": w(4, 3, 4, 4)},
+                                    dict(auto_pad="SAME_UPPER", strides=[2, 2])),
+    "conv_same_lower": ("Conv", (2, 3, 7, 8), {"W": w(4, 3, 2, 3), "B": w(4)}, dict(auto_pad="SAME_LOWER")),
+    "conv_same_lower_stride": ("Conv", (2, 3, 9, 8), {"W": w(4, 3, 4, 2)},
+                               dict(auto_pad="SAME_LOWER", strides=[2, 3])),
+    "maxpool_asymmetric_big_pads": ("MaxPool", (2, 3, 9, 8), {}, dict(kernel_shape=[3, 3], strides=[2, 2],
+                                                                      pads=[2, 0, 1, 2])),
+    "maxpool_asymmetric_ceil": ("MaxPool", (2, 3, 4, 5), {}, dict(kernel_shape=[2, 2], strides=[2, 2],
+                                                                  pads=[0, 1, 1, 1], ceil_mode=1)),
+    "maxpool_window_in_padding": ("MaxPool", (2, 3, 1, 3), {}, dict(kernel_shape=[2, 1], dilations=[2, 1],
+                                                                    pads=[1, 0, 1, 0])),
+    "maxpool_same_upper": ("MaxPool", (2, 3, 7, 10), {}, dict(kernel_shape=[2, 3], strides=[2, 2],
+                                                              auto_pad="SAME_UPPER")),
+    "avgpool_asymmetric_exclude_pad": ("AveragePool", (2, 3, 9, 8), {}, dict(kernel_shape=[3, 3], strides=[2, 2],
+                                                                             pads=[2, 1, 0, 2])),
+    "avgpool_asymmetric_include_pad_ceil": ("AveragePool", (2, 3, 9, 8), {},
+                                            dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 2, 0],
+                                                 ceil_mode=1, count_include_pad=1)),
+    "avgpool_same_upper": ("AveragePool", (2, 3, 7, 10), {}, dict(kernel_shape=[3, 2], strides=[2, 2],
+                                                                  auto_pad="SAME_UPPER")),
+    "avgpool_same_lower_include_pad": ("AveragePool", (2, 3, 7, 10), {},
+                                       dict(kernel_shape=[4, 3], strides=[3, 2], auto_pad="SAME_LOWER",
+                                            count_include_pad=1)),
     "global_avgpool": ("GlobalAveragePool", (2, 3, 5, 4), {}, {}),
     "leaky_relu": ("LeakyRelu", (2, 7), {}, dict(alpha=0.2)),
     "elu": ("Elu", (2, 7), {}, dict(alpha=0.7)),
@@ -343,6 +369,11 @@ CASES = {  # name: (op, input shape, constants (in input order), attributes)
     "hardswish": ("HardSwish", (2, 7), {}, {}),
     "hardsigmoid_torch": ("HardSigmoid", (2, 7), {}, dict(alpha=1 / 6)),
     "clip_relu6": ("Clip", (2, 7), {"lo": np.array(0, np.float32), "hi": np.array(6, np.float32)}, {}),
+    "hardsigmoid_onnx_defaults": ("HardSigmoid", (2, 3, 8), {}, {}),
+    "hardsigmoid_alpha_beta": ("HardSigmoid", (2, 3, 8), {}, dict(alpha=-0.3, beta=0.6)),
+    "clip_hardtanh": ("Clip", (2, 7), {"lo": np.array(-1, np.float32), "hi": np.array(1, np.float32)}, {}),
+    "clip_any_bounds": ("Clip", (2, 7), {"lo": np.array(-2.5, np.float32), "hi": np.array(0.75, np.float32)}, {}),
+    "clip_no_bounds": ("Clip", (2, 7), {}, {}),
     "sub_scalar": ("Sub", (2, 7), {"c": np.array(1.5, np.float32)}, {}),
     "div_scalar": ("Div", (2, 7), {"c": np.array([4.0], np.float32)}, {}),
     "add_tensor_constant": ("Add", (2, 3, 4), {"c": w(3, 1)}, {}),
@@ -353,7 +384,10 @@ CASES = {  # name: (op, input shape, constants (in input order), attributes)
     "gather_one_index": ("Gather", (2, 5, 3), {"i": np.array(-2, np.int64)}, dict(axis=1)),
     "transpose_two": ("Transpose", (2, 3, 4), {}, dict(perm=[0, 2, 1])),
     "permute": ("Transpose", (2, 3, 4, 5), {}, dict(perm=[0, 2, 3, 1])),
-    "flatten_axis2": ("Flatten", (2, 3, 4, 5), {}, dict(axis=2)),  # axis 2 needs static leading dims: N
+    "flatten_axis2": ("Flatten", (2, 3, 4, 5), {}, dict(axis=2)),  # reshape(N * 3, 20)
+    "flatten_axis0": ("Flatten", (2, 3, 4), {}, dict(axis=0)),
+    "flatten_axis_rank": ("Flatten", (2, 3, 4), {}, dict(axis=3)),
+    "flatten_axis_negative": ("Flatten", (2, 3, 4, 5), {}, dict(axis=-1)),
     "softmax_axis1": ("Softmax", (2, 3, 4), {}, dict(axis=1)),
     "log_softmax": ("LogSoftmax", (2, 5), {}, {}),
     "unsqueeze_two": ("Unsqueeze", (2, 3), {"axes": np.array([1, 3], np.int64)}, {}),
@@ -364,11 +398,52 @@ CASES = {  # name: (op, input shape, constants (in input order), attributes)
 }
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c != "flatten_axis2"])
+@pytest.mark.parametrize("case", CASES)
 def test_one_op(tmp_path, case):
     op, shape, consts, attrs = CASES[case]
     opset = 20 if op == "Gelu" else 17  # Gelu is an ONNX op from opset 20 on
     import_and_compare(tmp_path, single_node(tmp_path, op, shape, consts, attrs, opset=opset), [batch(*shape)])
+
+
+def test_hard_activations_written_as_netdsl_spells_them(tmp_path):
+    """ONNX's HardSigmoid defaults (alpha=0.2) are written out, torch's (1/6) are netdsl's; Clip(-1, 1) is
+    hardtanh with its defaults, other bounds are given, and Clip's bounds are attributes before opset 11."""
+    texts = {case: import_onnx(single_node(tmp_path, *CASES[case]))[0] for case in
+             ("hardsigmoid_onnx_defaults", "hardsigmoid_torch", "clip_hardtanh", "clip_any_bounds")}
+    assert "-> hardsigmoid(alpha=0.2)" in texts["hardsigmoid_onnx_defaults"]
+    assert "-> hardsigmoid\n" in texts["hardsigmoid_torch"]
+    assert "-> hardtanh\n" in texts["clip_hardtanh"]
+    assert "-> hardtanh(min_val=-2.5, max_val=0.75)" in texts["clip_any_bounds"]
+    model = single_node(tmp_path, "Clip", (2, 7), {}, dict(min=-0.5, max=2.0), opset=6)
+    assert "-> hardtanh(min_val=-0.5, max_val=2.0)" in import_and_compare(tmp_path, model, [batch(2, 7) * 3])
+
+
+def test_selu_with_other_constants_is_unsupported_naming_them(tmp_path):
+    """netdsl's selu has torch's constants (ONNX's defaults are their float32 values); others do not import."""
+    with pytest.raises(NetDSLError, match=r"alpha=1\.5, gamma=1\.25.*netdsl's selu has alpha=1\.67"):
+        import_onnx(single_node(tmp_path, "Selu", (2, 7), {}, dict(alpha=1.5, gamma=1.25)))
+
+
+def test_padding_written_as_netdsl_spells_it(tmp_path):
+    """ONNX's pads [top, left, bottom, right] are netdsl's 4-tuple (a pair when symmetric); SAME_UPPER with a
+    stride on dynamic sizes is ``padding="same"``, which pads each run as its size needs."""
+    texts = {case: import_onnx(single_node(tmp_path, *CASES[case]))[0] for case in
+             ("conv_asymmetric_pads", "conv_same_lower", "maxpool_asymmetric_big_pads", "avgpool_same_upper")}
+    assert "conv2d(5, 3, stride=(2, 1), padding=(0, 1, 2, 0))" in texts["conv_asymmetric_pads"]
+    assert "padding=(1, 1, 0, 1)" in texts["conv_same_lower"]
+    assert "maxpool2d(3, stride=2, padding=(2, 0, 1, 2))" in texts["maxpool_asymmetric_big_pads"]
+    assert "avgpool2d((3, 2), stride=2, padding=(1, 0), count_include_pad=false)" in \
+        texts["avgpool_same_upper"]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], auto_pad="SAME_UPPER", strides=[2, 3]),
+             helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER")]
+    model = helper.make_model(helper.make_graph(nodes, "same", [x], [helper.make_tensor_value_info("y", 1, None)],
+                                                [numpy_helper.from_array(w(4, 3, 4, 3), "W")]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = save(model, tmp_path / "same.onnx")
+    for h, wd in ((9, 8), (12, 13)):
+        text = import_and_compare(tmp_path, path, [batch(2, 3, h, wd)])
+    assert text.count('padding="same"') == 2
 
 
 def test_the_library_function_takes_a_model_in_memory(tmp_path):
@@ -380,10 +455,32 @@ def test_the_library_function_takes_a_model_in_memory(tmp_path):
     assert import_onnx(path.read_bytes())[0] == text
 
 
-def test_flatten_from_axis_2_needs_static_leading_dims(tmp_path):
-    op, shape, consts, attrs = CASES["flatten_axis2"]
-    with pytest.raises(NetDSLError, match="axis=2 over dynamic leading dims"):
-        import_onnx(single_node(tmp_path, op, shape, consts, attrs))
+def flatten_model(tmp_path: Path, dims: list, axis: int) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    node = helper.make_node("Flatten", ["x"], ["y"], axis=axis)
+    graph = helper.make_graph([node], "flat", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "flat.onnx")
+
+
+@pytest.mark.parametrize("dims, axis, written, sizes", [
+    (["N", 3, 4, 5], 2, "reshape(N * 3, 20)", [(2, 3, 4, 5)]),
+    (["N", 3, "H", 5], 2, "reshape(N * 3, H * 5)", [(2, 3, 4, 5), (1, 3, 7, 5)]),
+    (["N", 3, "H", 5], 1, "reshape(N, H * 15)", [(2, 3, 4, 5)]),
+    ([2, "T", 6], 0, "reshape(1, T * 12)", [(2, 5, 6)]),
+    (["N", 3, 4], 3, "reshape(N * 12, 1)", [(3, 3, 4)]),
+])
+def test_flatten_at_any_axis_is_a_reshape_to_two_dims(tmp_path, dims, axis, written, sizes):
+    """ONNX's Flatten is 2-D whatever the axis: [prod(dims[:axis]), prod(dims[axis:])], dynamic dims included
+    while each product holds at most one of them."""
+    model = flatten_model(tmp_path, dims, axis)
+    for shape in sizes:
+        assert f"-> {written}" in import_and_compare(tmp_path, model, [batch(*shape)])
+
+
+@pytest.mark.parametrize("dims, axis", [(["N", "T", 4], 2), (["N", 3, "H", "W"], 1)])
+def test_flatten_to_a_product_of_dynamic_dims_is_unsupported(tmp_path, dims, axis):
+    with pytest.raises(NetDSLError, match=f"axis={axis} on .*a product of dynamic dims"):
+        import_onnx(flatten_model(tmp_path, dims, axis))
 
 
 def test_gemm_with_transposed_a_and_softmax_before_opset_13(tmp_path):
@@ -418,11 +515,11 @@ def test_tensor_ops_between_inputs(tmp_path):
 
 def test_unsupported_nodes_are_listed_at_once_and_nothing_is_written(tmp_path, capsys):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
-    inits = [numpy_helper.from_array(w(4, 3, 3, 3), "W"), numpy_helper.from_array(np.array(-1, np.float32), "lo"),
+    inits = [numpy_helper.from_array(w(3, 4, 3, 3), "WT"), numpy_helper.from_array(np.array(-1, np.float32), "lo"),
              numpy_helper.from_array(np.array(1, np.float32), "hi")]
-    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="asym", pads=[0, 0, 1, 1]),
+    nodes = [helper.make_node("ConvTranspose", ["x", "WT"], ["c"], name="asym", pads=[0, 0, 1, 1]),
              helper.make_node("Erf", ["c"], ["e"], name="the_erf"),
-             helper.make_node("Clip", ["e", "lo", "hi"], ["k"], name="hardtanh"),
+             helper.make_node("Clip", ["e", "lo"], ["k"], name="clip_min"),
              helper.make_node("MaxPool", ["k"], ["p"], name="big_pad", kernel_shape=[2, 2], pads=[2, 2, 2, 2]),
              helper.make_node("GlobalMaxPool", ["p"], ["y"], name="gmp")]
     model = helper.make_model(helper.make_graph(nodes, "bad", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
@@ -433,8 +530,8 @@ def test_unsupported_nodes_are_listed_at_once_and_nothing_is_written(tmp_path, c
     assert main(["import", str(tmp_path / "bad.onnx"), "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert "5 nodes cannot be imported" in err and "Traceback" not in err
-    for needle in ("Conv node `asym`: asymmetric pads=[0, 0, 1, 1]", "Erf node `the_erf`: the language has no layer",
-                   "Clip node `hardtanh`: bounds min=-1.0, max=1.0", "MaxPool node `big_pad`: pads [2, 2] exceed half",
+    for needle in ("ConvTranspose node `asym`: asymmetric pads=[0, 0, 1, 1]", "Erf node `the_erf`: the language has no layer",
+                   "Clip node `clip_min`: only one bound, min=-1.0, max=None", "MaxPool node `big_pad`: pads [2, 2, 2, 2] reach the kernel size",
                    "GlobalMaxPool node `gmp`"):
         assert needle in err
     assert list(out.parent.iterdir()) == []

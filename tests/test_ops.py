@@ -71,7 +71,9 @@ ACTIVATION_ORACLES = {
     "gelu": lambda x, a, s: F.gelu(x, approximate=a["approximate"]),
     "silu": lambda x, a, s: F.silu(x),
     "hardswish": lambda x, a, s: F.hardswish(x),
-    "hardsigmoid": lambda x, a, s: F.hardsigmoid(x),
+    "hardsigmoid": lambda x, a, s: F.hardsigmoid(x) if (a["alpha"], a["beta"]) == (1 / 6, 0.5)
+    else torch.clamp(a["alpha"] * x + a["beta"], 0, 1),  # ONNX's HardSigmoid (torch's is alpha 1/6)
+    "hardtanh": lambda x, a, s: F.hardtanh(x, a["min_val"], a["max_val"]),
     "mish": lambda x, a, s: F.mish(x),
     "affine": lambda x, a, s: a["scale"] * x + a["shift"],  # what `x * 0.125`, `1 - x`, `-x` ... elaborate to
 }
@@ -241,6 +243,8 @@ ACT_ATTRS = {  # non-default attributes of each activation that has any
     "softplus": [{"beta": 2.0, "threshold": 5.0}, {"beta": 0.5, "threshold": 1}],
     "gelu": [{"approximate": "tanh"}],
     "affine": [{"scale": 0.125, "shift": -1.5}, {"scale": -1.0}],
+    "hardsigmoid": [{"alpha": 0.2, "beta": 0.5}, {"alpha": -0.75, "beta": 0.25}],
+    "hardtanh": [{"min_val": -2.5, "max_val": 0.75}, {"min_val": 0.5, "max_val": 0.5}],
 }
 
 CASES: dict[str, list[tuple[list[tuple[int, ...]], dict]]] = {
@@ -249,6 +253,7 @@ CASES: dict[str, list[tuple[list[tuple[int, ...]], dict]]] = {
 }
 CASES.update({
     "conv2d": [
+        ([(1, 3, 7, 6)], {"out_channels": 2, "kernel_size": (4, 3), "padding": "same"}),  # even kernel: asymmetric
         ([(2, 3, 9, 11)], {"out_channels": 4, "kernel_size": 3}),
         ([(2, 3, 9, 11)], {"out_channels": 5, "kernel_size": 3, "stride": 2, "padding": 1}),
         ([(1, 3, 7, 6)], {"out_channels": 2, "kernel_size": 5, "padding": "same"}),

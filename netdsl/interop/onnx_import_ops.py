@@ -114,15 +114,27 @@ def only_first_output(node, cx: Context, what: str) -> None:
             raise Unsupported(f"its output `{extra}` ({what}) is used", "netdsl's layer gives only its main result")
 
 
+def padding_arg(pads: Sequence[int] | str) -> str:
+    """A conv or pool's ``padding`` as netdsl writes it: ``1``, ``(1, 2)``, ``(top, left, bottom, right)``, ``"same"``."""
+    if isinstance(pads, str):
+        return f'"{pads}"'
+    top, left, bottom, right = (int(v) for v in pads)
+    if (top, left) == (bottom, right):
+        return pair((top, left))
+    return f"({top}, {left}, {bottom}, {right})"
+
+
 def spatial_pads(node, cx: Context, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]
-                 ) -> tuple[int, int]:
-    """(pad_h, pad_w) of a 2-D conv or pool, from ``pads`` or ``auto_pad``; asymmetric padding is unsupported."""
+                 ) -> tuple[int, int, int, int] | str:
+    """(top, left, bottom, right) of a 2-D conv or pool, from ``pads`` or ``auto_pad``. SAME_UPPER is netdsl's
+    ``"same"``: explicit pads where the sizes give them (stride 1, or static sizes), else ``"same"`` itself;
+    SAME_LOWER puts the odd pad at the beginning, which needs the pads explicit."""
     auto = cx.attr(node, "auto_pad", "NOTSET")
     if auto == "VALID":
-        return (0, 0)
+        return (0, 0, 0, 0)
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         dims = cx.dims(node.input[0])
-        pads = []
+        begin, end = [], []
         for axis in range(2):
             span = dilations[axis] * (kernel[axis] - 1) + 1
             size = dims[2 + axis] if dims and len(dims) == 4 else None
@@ -130,24 +142,31 @@ def spatial_pads(node, cx: Context, kernel: Sequence[int], strides: Sequence[int
                 total = span - 1
             elif isinstance(size, int):
                 total = max((-(-size // strides[axis]) - 1) * strides[axis] + span - size, 0)
+            elif auto == "SAME_UPPER":
+                return "same"
             else:
                 raise Unsupported(f"auto_pad={auto} with stride {strides[axis]} on a dynamic size",
-                                  "export with explicit pads, or with static input sizes")
-            if total % 2:
-                raise Unsupported(f"auto_pad={auto} needs asymmetric padding here (total {total})",
-                                  "netdsl pads both sides equally: use an odd kernel, or pad explicitly")
-            pads.append(total // 2)
-        return tuple(pads)
+                                  "export with explicit pads, with static input sizes, or with SAME_UPPER")
+            small, large = total // 2, total - total // 2
+            begin.append(small if auto == "SAME_UPPER" else large)
+            end.append(large if auto == "SAME_UPPER" else small)
+        return (begin[0], begin[1], end[0], end[1])
     p = [int(v) for v in (cx.attr(node, "pads") or [0, 0, 0, 0])]
     if len(p) != 4:
         raise Unsupported(f"pads={p}", "only 2-D (NCHW) convolutions and pools import")
-    if p[0] != p[2] or p[1] != p[3]:
-        raise Unsupported(f"asymmetric pads={p} (top, left, bottom, right)",
-                          "netdsl pads both sides equally: re-export with symmetric padding")
-    return (p[0], p[1])
+    return tuple(p)
 
 
-def _geometry(node, cx: Context, kernel: Sequence[int]) -> tuple[list[int], list[int], tuple[int, int]]:
+def symmetric_pads(pads: tuple[int, int, int, int] | str) -> tuple[int, int]:
+    """(pad_h, pad_w) of a layer that pads both sides alike (conv_transpose2d crops them)."""
+    if isinstance(pads, str) or pads[:2] != pads[2:]:
+        raise Unsupported(f"asymmetric pads={pads if isinstance(pads, str) else list(pads)} (top, left, bottom, "
+                          "right)", "conv_transpose2d crops both sides equally: re-export with symmetric padding")
+    return pads[:2]
+
+
+def _geometry(node, cx: Context, kernel: Sequence[int]
+              ) -> tuple[list[int], list[int], tuple[int, int, int, int] | str]:
     if len(kernel) != 2:
         raise Unsupported(f"a {len(kernel)}-D kernel {list(kernel)}", "only 2-D (NCHW) convolutions and pools import")
     strides = [int(v) for v in (cx.attr(node, "strides") or [1, 1])]
@@ -163,7 +182,8 @@ def conv(node, cx: Context) -> list[Step]:
     kernel = [int(v) for v in (cx.attr(node, "kernel_shape") or w.shape[2:])]
     strides, dilations, pads = _geometry(node, cx, kernel)
     groups = int(cx.attr(node, "group", 1))
-    args = (str(w.shape[0]), pair(kernel), *kw("stride", pair(strides), "1"), *kw("padding", pair(pads), "0"),
+    args = (str(w.shape[0]), pair(kernel), *kw("stride", pair(strides), "1"),
+            *kw("padding", padding_arg(pads), "0"),
             *kw("dilation", pair(dilations), "1"), *kw("groups", str(groups), "1"),
             *(() if b is not None else ("bias=false",)))
     params = {"weight": w} | ({} if b is None else {"bias": float_param(b, "bias")})
@@ -179,6 +199,7 @@ def conv_transpose(node, cx: Context) -> list[Step]:
         raise Unsupported(f"auto_pad={cx.attr(node, 'auto_pad')}", "give explicit pads")
     kernel = [int(v) for v in (cx.attr(node, "kernel_shape") or w.shape[2:])]
     strides, dilations, pads = _geometry(node, cx, kernel)
+    pads = symmetric_pads(pads)
     groups = int(cx.attr(node, "group", 1))
     out_pad = [int(v) for v in (cx.attr(node, "output_padding") or [0, 0])]
     args = (str(w.shape[1] * groups), pair(kernel), *kw("stride", pair(strides), "1"),
@@ -289,10 +310,10 @@ def prelu(node, cx: Context) -> list[Step]:
 def _pool(node, cx: Context, op: str) -> tuple[str, ...]:
     kernel = [int(v) for v in cx.attr(node, "kernel_shape")]
     strides, dilations, pads = _geometry(node, cx, kernel)
-    if any(2 * p > k for p, k in zip(pads, kernel)):
-        raise Unsupported(f"pads {list(pads)} exceed half the kernel {kernel}",
-                          "netdsl pools pad at most half the kernel (as PyTorch)")
-    args = (pair(kernel), *kw("stride", pair(strides), pair(kernel)), *kw("padding", pair(pads), "0"))
+    if not isinstance(pads, str) and any(p >= kernel[i % 2] for i, p in enumerate(pads)):
+        raise Unsupported(f"pads {list(pads)} reach the kernel size {kernel}",
+                          "pads must be smaller than the kernel (ONNX's rule)")
+    args = (pair(kernel), *kw("stride", pair(strides), pair(kernel)), *kw("padding", padding_arg(pads), "0"))
     if op == "maxpool2d":
         args += kw("dilation", pair(dilations), "1")
     elif pair(dilations) != "1":
@@ -339,10 +360,9 @@ def selu_args(node, cx):
 
 
 def hardsigmoid_args(node, cx):
+    """Any alpha and beta; ONNX's defaults (0.2, 0.5) are not torch's (1/6, 0.5), which netdsl's are."""
     alpha, beta = cx.attr(node, "alpha", 0.2), cx.attr(node, "beta", 0.5)
-    if not (same_f32(alpha, 1 / 6) and same_f32(beta, 0.5)):
-        raise Unsupported(f"alpha={alpha}, beta={beta}", "netdsl's hardsigmoid is PyTorch's: alpha=1/6, beta=0.5")
-    return ()
+    return (*(() if same_f32(alpha, 1 / 6) else (f"alpha={num(alpha)}",)), *kw("beta", num(beta), num(0.5)))
 
 
 def gelu_args(node, cx):
@@ -351,17 +371,27 @@ def gelu_args(node, cx):
 
 
 def clip(node, cx: Context) -> list[Step]:
-    """``Clip(0, 6)`` is ``relu6`` and ``Clip(0)`` is ``relu``; bounds are attributes before opset 11."""
+    """``Clip(0, 6)`` is ``relu6``, ``Clip(0)`` ``relu``, any other constant bounds ``hardtanh(min_val, max_val)``,
+    no bounds the input itself; bounds are attributes before opset 11."""
     if cx.opset < 11:
         lo, hi = cx.attr(node, "min"), cx.attr(node, "max")
     else:
         lo, hi = (const_input(node, cx, i, name, required=False) for i, name in ((1, "min"), (2, "max")))
         lo, hi = (None if v is None else float(v.reshape(-1)[0]) for v in (lo, hi))
+    x = (node.input[0],)
     if lo == 0 and hi == 6:
-        return [Step(node.output[0], "relu6", (node.input[0],))]
+        return [Step(node.output[0], "relu6", x)]
     if lo == 0 and hi is None:
-        return [Step(node.output[0], "relu", (node.input[0],))]
-    raise Unsupported(f"bounds min={lo}, max={hi}", "only Clip(0, 6) (relu6) and Clip(0) (relu) have a layer")
+        return [Step(node.output[0], "relu", x)]
+    if lo is None and hi is None:
+        return [Step(node.output[0], "=", x)]
+    if lo is None or hi is None:
+        raise Unsupported(f"only one bound, min={lo}, max={hi}",
+                          "netdsl clamps one side only at 0 (relu); give both bounds (hardtanh)")
+    if lo > hi:
+        raise Unsupported(f"bounds min={lo} > max={hi} (every output is max)", "give min <= max")
+    args = (*kw("min_val", num(lo), num(-1.0)), *kw("max_val", num(hi), num(1.0)))
+    return [Step(node.output[0], "hardtanh", x, args)]
 
 
 def _scalar(value: np.ndarray | None, other_dims: tuple | None) -> float | None:

@@ -13,19 +13,42 @@ import numpy as np
 from .onnx_import_ops import Context, Step, Unsupported, const_input, float_param, kw, num, only_first_output, pair
 
 
+def _product(dims) -> str | None:
+    """The product of ``dims`` as a size the language can write: an integer, or one dim times an integer
+    (``N * 3``); None for a product of two dims (no type holds one) or a size ONNX does not know."""
+    static, names = 1, []
+    for d in dims:
+        if d is None:
+            return None
+        if isinstance(d, int):
+            static *= d
+        else:
+            names.append(d)
+    if len(names) > 1:
+        return None
+    if not names:
+        return str(static)
+    return names[0] if static == 1 else f"{names[0]} * {static}"
+
+
 def flatten(node, cx: Context) -> list[Step]:
+    """ONNX's Flatten(axis) is 2-D, [prod(dims[:axis]), prod(dims[axis:])]: ``flatten`` for axis 1 over static
+    dims, else a ``reshape`` to the two products, each a static size or one dim times one."""
     axis = int(cx.attr(node, "axis", 1))
     dims = cx.dims(node.input[0])
-    if dims is not None and axis < 0:
+    if dims is None:
+        if axis == 1:
+            return [Step(node.output[0], "flatten", (node.input[0],))]
+        raise Unsupported(f"axis={axis} on an input of unknown rank", "give the input's shape")
+    if axis < 0:
         axis += len(dims)
-    if axis == 1:
+    if axis == 1 and all(isinstance(d, int) for d in dims[1:]):
         return [Step(node.output[0], "flatten", (node.input[0],))]
-    if dims is not None and axis == 0:
-        return [Step(node.output[0], "reshape", (node.input[0],), ("1", "-1"))]
-    lead = dims[:axis] if dims is not None else None
-    if lead is None or not all(isinstance(d, int) for d in lead):
-        raise Unsupported(f"axis={axis} over dynamic leading dims", "flatten from axis 1, or give static sizes")
-    return [Step(node.output[0], "reshape", (node.input[0],), (str(int(np.prod(lead))), "-1"))]
+    lead, tail = _product(dims[:axis]), _product(dims[axis:])
+    if lead is None or tail is None:
+        raise Unsupported(f"axis={axis} on {list(dims)}: a result dim would be a product of dynamic dims",
+                          "give all but one of those dims static sizes")
+    return [Step(node.output[0], "reshape", (node.input[0],), (lead, tail))]
 
 
 def reshape(node, cx: Context) -> list[Step]:

@@ -20,7 +20,7 @@ import numpy as np
 from ..ir.graph import Node
 from ..ops import REGISTRY
 from ..ops.activations import SELU_ALPHA, SELU_SCALE
-from ..ops.nn import conv_padding
+from ..ops.convolution import window_pads
 from ..ops.recurrent import GATES, directions
 from ..ops.resample import upsample_scales
 from ..ops.structure import split_sizes
@@ -103,7 +103,8 @@ ACTIVATIONS: dict[str, Exporter] = {
     "gelu": lambda b, n, xs: _gelu(b, xs[0], n.attrs["approximate"]),
     "silu": lambda b, n, xs: b.op("Mul", [xs[0], b.op("Sigmoid", xs)]),
     "hardswish": lambda b, n, xs: b.op("HardSwish", xs),
-    "hardsigmoid": lambda b, n, xs: b.op("HardSigmoid", xs, alpha=1 / 6, beta=0.5),
+    "hardsigmoid": lambda b, n, xs: b.op("HardSigmoid", xs, alpha=n.attrs["alpha"], beta=n.attrs["beta"]),
+    "hardtanh": lambda b, n, xs: b.op("Clip", [xs[0], _f(b, n.attrs["min_val"]), _f(b, n.attrs["max_val"])]),
     "mish": lambda b, n, xs: b.op("Mul", [xs[0], b.op("Tanh", [_softplus(b, xs[0], 1.0, 20.0)])]),
     "affine": _affine,
 }
@@ -117,11 +118,21 @@ def _bias(n) -> list[str]:
     return [n.params["bias"]] if n.attrs["bias"] else []
 
 
+def _padding(n, kernel, stride, dilation) -> dict:
+    """ONNX's attributes for a conv or pool's padding: explicit pads [top, left, bottom, right] where the sizes
+    give them; netdsl's "same" with a stride on a symbolic size is SAME_UPPER, which pads as that size needs
+    (onnxruntime runs it without dilation only)."""
+    padding, hw = n.attrs["padding"], n.inputs[0].type.shape[2:]
+    if padding == "same" and any(s > 1 and not isinstance(size, int) for s, size in zip(stride, hw)):
+        return {"auto_pad": "SAME_UPPER"}
+    return {"pads": list(window_pads(padding, hw, kernel, stride, dilation))}
+
+
 def _conv(b, n, xs):
     a = n.attrs
-    ph, pw = conv_padding(a)
     return b.op("Conv", [xs[0], n.params["weight"], *_bias(n)], kernel_shape=list(a["kernel_size"]),
-                strides=list(a["stride"]), pads=[ph, pw, ph, pw], dilations=list(a["dilation"]), group=a["groups"])
+                strides=list(a["stride"]), dilations=list(a["dilation"]), group=a["groups"],
+                **_padding(n, a["kernel_size"], a["stride"], a["dilation"]))
 
 
 def _conv_transpose(b, n, xs):
@@ -137,24 +148,24 @@ def _linear(b, n, xs):
     return b.op("Add", [y, n.params["bias"]]) if n.attrs["bias"] else y
 
 
-def _pool_args(a) -> dict:
+def _pool_args(n) -> dict:
+    a = n.attrs
     k = a["kernel_size"]
     s = a["stride"] if a["stride"] is not None else k
     s = (s, s) if isinstance(s, int) else s
-    p = a["padding"]
-    return {"kernel_shape": list(k), "strides": list(s), "pads": [p[0], p[1], p[0], p[1]],
-            "ceil_mode": int(a["ceil_mode"])}
+    return {"kernel_shape": list(k), "strides": list(s), "ceil_mode": int(a["ceil_mode"]),
+            **_padding(n, k, s, a.get("dilation", (1, 1)))}
 
 
 def _crop(b, n, y: str) -> str:
-    """Drop the last window of a ceil_mode pooling where torch does: one that would start in the right
+    """Drop the last window of a ceil_mode pooling where torch does: one that would start in the end
     padding (only possible at static sizes; ONNX's shape rule keeps it)."""
-    a, args = n.attrs, _pool_args(n.attrs)
-    if not a["ceil_mode"]:
+    a, args = n.attrs, _pool_args(n)
+    if not a["ceil_mode"] or "pads" not in args:
         return y
-    k, s, p, d = args["kernel_shape"], args["strides"], a["padding"], a.get("dilation", (1, 1))
+    k, s, p, d = args["kernel_shape"], args["strides"], args["pads"], a.get("dilation", (1, 1))
     out = n.outputs[0].type.shape[2:]
-    onnx_out = [(i + 2 * p[j] - d[j] * (k[j] - 1) - 1 + s[j] - 1) // s[j] + 1 if isinstance(i, int) else want
+    onnx_out = [(i + p[j] + p[j + 2] - d[j] * (k[j] - 1) - 1 + s[j] - 1) // s[j] + 1 if isinstance(i, int) else want
                 for j, (i, want) in enumerate(zip(n.inputs[0].type.shape[2:], out))]
     if onnx_out == list(out):
         return y
@@ -162,11 +173,11 @@ def _crop(b, n, y: str) -> str:
 
 
 def _maxpool(b, n, xs):
-    return _crop(b, n, b.op("MaxPool", xs, dilations=list(n.attrs["dilation"]), **_pool_args(n.attrs)))
+    return _crop(b, n, b.op("MaxPool", xs, dilations=list(n.attrs["dilation"]), **_pool_args(n)))
 
 
 def _avgpool(b, n, xs):
-    y = b.op("AveragePool", xs, count_include_pad=int(n.attrs["count_include_pad"]), **_pool_args(n.attrs))
+    y = b.op("AveragePool", xs, count_include_pad=int(n.attrs["count_include_pad"]), **_pool_args(n))
     return _crop(b, n, y)
 
 

@@ -29,6 +29,7 @@ class Activation:
     aliases: tuple[str, ...] = ()
     params: Callable = no_params  # learned parameters (prelu's slope), as OpDef.params
     axis: Any = None  # as OpDef.axis: the dim its parameters run along (None: any layout)
+    check: Callable[[Mapping[str, Any]], None] | None = None  # rules between attributes; raises ShapeError
 
 
 def _gelu(x, a, _):
@@ -73,6 +74,31 @@ def _prelu(x, a, slope):
         shape[1] = slope.shape[0]
     s = slope.reshape(shape) if slope.shape[0] != 1 else slope.reshape(())
     return np.where(x >= 0, x, s * x)
+
+
+def _hardsigmoid(x, a, _):
+    """max(0, min(1, alpha * x + beta)), computed as alpha * (x + beta / alpha): the sum is exact near the
+    zero at x = -beta / alpha (torch's x + 3 for alpha = 1/6, beta = 1/2), so small results keep their
+    relative accuracy in float32, as the kernel's (see ``_hardsigmoid_kernel``)."""
+    alpha, beta = a["alpha"], a["beta"]
+    if alpha == 0:
+        return np.full_like(x, min(max(beta, 0.0), 1.0))
+    return np.clip((x + beta / alpha) * alpha, 0, 1)
+
+
+def _hardsigmoid_kernel(a) -> tuple[str, float, float]:
+    """The kernel takes (alpha, beta / alpha), the offset whose sum with x is exact near the zero (3.0 for
+    torch's defaults, 2.5 for ONNX's); a zero slope is a constant, an ``affine`` with scale 0."""
+    alpha, beta = a["alpha"], a["beta"]
+    if alpha == 0:
+        return ("affine", 0.0, min(max(beta, 0.0), 1.0))
+    return ("hardsigmoid", alpha, beta / alpha)
+
+
+def _hardtanh_check(a) -> None:
+    if a["min_val"] > a["max_val"]:
+        raise ShapeError(f"hardtanh min_val={a['min_val']} is greater than max_val={a['max_val']}",
+                         hint="the output is clamped to [min_val, max_val]: give min_val <= max_val", arg="max_val")
 
 
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -132,8 +158,24 @@ ACTIVATIONS: tuple[Activation, ...] = (
     ),
     Activation("silu", lambda x, a, _: x * _sigmoid(x), lambda a: ("silu", 0.0, 0.0), flops=5, aliases=("swish",)),
     Activation("hardswish", lambda x, a, _: x * np.clip(x + 3, 0, 6) / 6, lambda a: ("hardswish", 0.0, 0.0), flops=4),
-    Activation("hardsigmoid", lambda x, a, _: np.clip(x + 3, 0, 6) / 6, lambda a: ("hardsigmoid", 0.0, 0.0),
-               flops=3),
+    Activation(
+        "hardsigmoid",  # torch's defaults (ONNX's HardSigmoid defaults to alpha=0.2)
+        _hardsigmoid,
+        _hardsigmoid_kernel,
+        attrs=(Attr("alpha", "float", 1 / 6, doc="y = max(0, min(1, alpha * x + beta))"),
+               Attr("beta", "float", 0.5, doc="y = max(0, min(1, alpha * x + beta))")),
+        flops=3,
+    ),
+    Activation(
+        "hardtanh",
+        lambda x, a, _: np.clip(x, a["min_val"], a["max_val"]),
+        lambda a: ("hardtanh", a["min_val"], a["max_val"]),
+        attrs=(Attr("min_val", "float", -1.0, doc="y = min(max(x, min_val), max_val)"),
+               Attr("max_val", "float", 1.0, doc="y = min(max(x, min_val), max_val)")),
+        flops=2,
+        init="xavier",
+        check=_hardtanh_check,
+    ),
     Activation(
         "mish",
         lambda x, a, _: x * np.tanh(_softplus(x, {"beta": 1.0, "threshold": 20.0}, None)),
@@ -156,6 +198,13 @@ def _same_type(types, attrs):
     return types[0]
 
 
+def _checked_same_type(check: Callable[[Mapping[str, Any]], None]):
+    def infer(types, attrs):
+        check(attrs)
+        return types[0]
+    return infer
+
+
 def register_activation(act: Activation) -> OpDef:
     """Make ``act`` an op: the reference backend, the fusion passes (as an epilogue activation) and the
     Triton backend (through ``act.kernel``) all take it from this one entry."""
@@ -166,7 +215,7 @@ def register_activation(act: Activation) -> OpDef:
         OpDef(
             name=act.name,
             kind=OpKind.ELEMENTWISE,
-            infer=_same_type,
+            infer=_same_type if act.check is None else _checked_same_type(act.check),
             reference=reference,
             flops=lambda ins, out, attrs, _f=act.flops: _f * int(np.prod(out)),
             attrs=act.attrs,

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .registry import ShapeError
+
 # Bytes of the input phases + accumulator + scratch of one depthwise chunk: half the L2 cache of a current
 # core (on MobileNetV2's depthwise layers a quarter was slower, the whole L2 no faster).
 CHUNK_BYTES = 1 << 19
@@ -50,22 +52,61 @@ GEMM_CHUNK_BYTES = 1 << 21
 GEMM_MIN_COLUMNS = 1024
 
 
+Pads = tuple[int, int, int, int]  # (top, left, bottom, right), as ONNX's pads [top, left, bottom, right]
+
+
+def pads4(padding) -> Pads:
+    """(top, left, bottom, right) of an explicit padding: a pair (ph, pw) pads both sides of an axis alike."""
+    if len(padding) == 4:
+        return tuple(padding)
+    ph, pw = padding
+    return (ph, pw, ph, pw)
+
+
+def same_pads(size, k: int, s: int, d: int) -> tuple[int, int]:
+    """(begin, end) padding of one axis for ``padding="same"``, as TensorFlow's SAME and ONNX's SAME_UPPER:
+    ceil(size / s) outputs, a total of max((ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0), the odd one
+    at the end. With stride 1 it is (k - 1) * d whatever the size; otherwise the size must be known."""
+    span = (k - 1) * d + 1
+    if s == 1:
+        total = span - 1
+    elif isinstance(size, int):
+        total = max((-(-size // s) - 1) * s + span - size, 0)
+    else:
+        raise ShapeError(f'padding="same" with stride {s} depends on the size `{size}`, unknown here',
+                         hint="give the input a static size, or pad explicitly")
+    return total // 2, total - total // 2
+
+
+def window_pads(padding, size_hw, kernel, stride, dilation) -> Pads:
+    """(top, left, bottom, right) of a conv or pool's ``padding`` attribute ("valid", "same", a pair or a
+    4-tuple) for an input of spatial size ``size_hw``."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        (top, bottom), (left, right) = (same_pads(n, k, s, d) for n, k, s, d in zip(size_hw, kernel, stride, dilation))
+        return (top, left, bottom, right)
+    return pads4(padding)
+
+
 def _conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+    """Output size along an axis padded by ``p`` in all (both sides together)."""
+    return (size + p - d * (k - 1) - 1) // s + 1
 
 
-def pad_nchw(x, ph: int, pw: int, fill=0):
-    """``x`` [N, C, H, W] copied once into a buffer with ``ph``/``pw`` rows/columns of ``fill`` on each side;
-    ``x`` itself when there is no padding."""
-    if not (ph or pw):
+def pad_nchw(x, pads: Pads, fill=0):
+    """``x`` [N, C, H, W] copied once into a buffer with ``pads`` (top, left, bottom, right) rows/columns of
+    ``fill`` around it; ``x`` itself when there is no padding."""
+    top, left, bottom, right = pads
+    if not any(pads):
         return x
     n, c, h, w = x.shape
-    xp = np.empty((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-    xp[:, :, :ph] = fill
-    xp[:, :, ph + h:] = fill
-    xp[:, :, ph:ph + h, :pw] = fill
-    xp[:, :, ph:ph + h, pw + w:] = fill
-    xp[:, :, ph:ph + h, pw:pw + w] = x
+    xp = np.empty((n, c, top + h + bottom, left + w + right), dtype=x.dtype)
+    xp[:, :, :top] = fill
+    xp[:, :, top + h:] = fill
+    xp[:, :, top:top + h, :left] = fill
+    xp[:, :, top:top + h, left + w:] = fill
+    xp[:, :, top:top + h, left:left + w] = x
     return xp
 
 
@@ -82,22 +123,23 @@ def conv2d_reference(x, weight, bias, stride, padding, dilation, groups):
     whole image; through a small buffer for a band, or with one block transpose for b > 1)."""
     n, c, h, w = x.shape
     oc, cg, kh, kw = weight.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    (sh, sw), (dh, dw) = stride, dilation
+    pads = pads4(padding)
     if cg == 1 and groups == c:  # depthwise (any channel multiplier): no GEMM, a tap loop in cache
-        return depthwise_conv2d(x, weight, bias, stride, padding, dilation)
-    oh, ow = _conv_out(h, kh, sh, ph, dh), _conv_out(w, kw, sw, pw, dw)
+        return depthwise_conv2d(x, weight, bias, stride, pads, dilation)
+    oh, ow = _conv_out(h, kh, sh, pads[0] + pads[2], dh), _conv_out(w, kw, sw, pads[1] + pads[3], dw)
     dtype = np.result_type(x, weight)
     g, ocg, k, hw = groups, oc // groups, cg * kh * kw, oh * ow
     wm = weight.reshape(g, ocg, k).astype(dtype, copy=False)
     result = np.empty((n, oc, oh, ow), dtype=dtype)
-    if kh == kw == 1 and (ph, pw) == (0, 0) and (sh, sw) == (1, 1):  # the input is the columns: no copy
+    if kh == kw == 1 and not any(pads) and (sh, sw) == (1, 1):  # the input is the columns: no copy
         np.matmul(wm, x.reshape(n, g, cg, hw), out=result.reshape(n, g, ocg, hw))  # one GEMM per image
         if bias is not None:
             result += bias.reshape(oc, 1, 1)
         return result
     if g == 1:  # plain 2-D GEMMs
         wm = wm[0]
-    xp = pad_nchw(x, ph, pw)
+    xp = pad_nchw(x, pads)
     columns = max(GEMM_MIN_COLUMNS, GEMM_CHUNK_BYTES // (g * k * xp.dtype.itemsize))
     nb = max(1, min(n, columns // hw))  # images per GEMM
     band = oh if nb > 1 or hw <= columns else max(1, columns // ow)  # output rows per GEMM (of one image)
@@ -165,18 +207,21 @@ class _Phases:
 
 
 def depthwise_conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: tuple[int, int],
-                     padding: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
+                     padding, dilation: tuple[int, int]) -> np.ndarray:
     """conv2d with groups = C_in (a depthwise conv, any channel multiplier M = C_out / C_in) in NCHW.
 
     ``weight`` is [C * M, 1, KH, KW]; output channel c * M + k reads input channel c (torch's order).
+    ``padding`` is (ph, pw) or (top, left, bottom, right): the phases are placed by the top/left padding,
+    and the bottom/right padding only sets the output size (the phase grids' borders are zeros).
     A large image runs channel by channel (``_depthwise_rows``); a small one, whose rows would make
     NumPy's inner loops short, with the channels last (``_depthwise_channels_last``)."""
     n, c, h, w = x.shape
     oc, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    oh, ow = _conv_out(h, kh, sh, ph, dh), _conv_out(w, kw, sw, pw, dw)
+    (sh, sw), (dh, dw) = stride, dilation
+    top, left, bottom, right = pads4(padding)
+    oh, ow = _conv_out(h, kh, sh, top + bottom, dh), _conv_out(w, kw, sw, left + right, dw)
     dtype = np.result_type(x, weight)
-    phases = _Phases.plan(h, w, oh, ow, (kh, kw), stride, padding, dilation)
+    phases = _Phases.plan(h, w, oh, ow, (kh, kw), stride, (top, left), dilation)
     wt = weight.reshape(c, oc // c, kh * kw).astype(dtype, copy=False)  # [C, M, taps]
     run = _depthwise_channels_last if oh * phases.wq <= CHANNELS_LAST_PIXELS else _depthwise_rows
     out = run(x, wt, phases, oh, ow, dtype)

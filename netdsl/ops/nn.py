@@ -15,7 +15,7 @@ import numpy as np
 from ..ir.dims import SymDim
 from ..ir.graph import ParamSpec
 from ..ir.types import TensorType, numel
-from .convolution import conv2d_reference
+from .convolution import Pads, conv2d_reference, window_pads
 from .registry import ORDERED, Attr, OpDef, OpKind, ShapeError, register
 
 
@@ -31,43 +31,57 @@ def _rank(t: TensorType, ranks: Sequence[int], op: str, layout: str) -> None:
         raise ShapeError(f"`{op}` expects a rank-{'/'.join(map(str, ranks))} input {layout}, got {t}")
 
 
-def _out_size(size, k: int, s: int, p: int, d: int, ceil_mode: bool = False, what: str = "input"):
+def _out_size(size, k: int, s: int, pads: tuple[int, int], d: int, ceil_mode: bool = False, what: str = "input"):
+    """Output size along an axis padded by ``pads`` (begin, end); torch's and ONNX's ceil_mode rule drops a last
+    window that would start in the end padding."""
+    begin, end = pads
     span = d * (k - 1) + 1
-    if isinstance(size, int) and size + 2 * p < span:
-        raise ShapeError(f"{what} of size {size} (padded to {size + 2 * p}) is smaller than the window {span}",
+    if isinstance(size, int) and size + begin + end < span:
+        raise ShapeError(f"{what} of size {size} (padded to {size + begin + end}) is smaller than the window {span}",
                          hint="the input is too small here: pad it, use a smaller kernel, or downsample less")
     if not ceil_mode:
-        return (size + 2 * p - span) // s + 1
-    out = (size + 2 * p - span + s - 1) // s + 1
+        return (size + begin + end - span) // s + 1
+    out = (size + begin + end - span + s - 1) // s + 1
     if isinstance(size, int):
-        if (out - 1) * s >= size + p:  # the last window would start inside the right padding
+        if (out - 1) * s >= size + begin:  # the last window would start inside the end padding
             out -= 1
-    elif p + s >= span + 1:
+    elif end + s >= span + 1:
         raise ShapeError("ceil_mode with this padding needs a static spatial size")
     return out
+
+
+def _window_out(t: TensorType, attrs, kernel, stride, dilation, ceil_mode: bool = False) -> tuple:
+    """(OH, OW) of a conv or pool on ``t`` [N, C, H, W]: ceil(size / stride) for ``padding="same"`` (any
+    size, symbolic too), else from the explicit (top, left, bottom, right) padding."""
+    hw = t.shape[2:]
+    if attrs["padding"] == "same":
+        return tuple(n if s == 1 else (n + s - 1) // s for n, s in zip(hw, stride))
+    top, left, bottom, right = window_pads(attrs["padding"], hw, kernel, stride, dilation)
+    return (_out_size(hw[0], kernel[0], stride[0], (top, bottom), dilation[0], ceil_mode, "height"),
+            _out_size(hw[1], kernel[1], stride[1], (left, right), dilation[1], ceil_mode, "width"))
 
 
 # ---------------------------------------------------------------------------------------------
 # conv2d
 # ---------------------------------------------------------------------------------------------
 
+def conv_pads(attrs: Mapping[str, Any], size_hw) -> Pads:
+    """A conv's (top, left, bottom, right) padding on an input of spatial size ``size_hw`` (``"same"`` with
+    stride > 1 depends on it)."""
+    return window_pads(attrs["padding"], size_hw, attrs["kernel_size"], attrs["stride"], attrs["dilation"])
+
+
 def conv_padding(attrs: Mapping[str, Any]) -> tuple[int, int]:
-    """Explicit (pad_h, pad_w) for a conv's attributes ("same" needs stride 1 and an odd span)."""
-    pad = attrs["padding"]
-    if pad == "valid":
-        return (0, 0)
-    if pad == "same":
-        out = []
-        for k, d in zip(attrs["kernel_size"], attrs["dilation"]):
-            span = d * (k - 1)
-            if span % 2:
-                raise ShapeError('padding="same" with an even kernel needs asymmetric padding, which is not supported',
-                                 hint="use an odd kernel size or explicit padding")
-            out.append(span // 2)
-        if attrs.get("stride", (1, 1)) != (1, 1):
-            raise ShapeError('padding="same" needs stride 1', hint="give the padding explicitly")
-        return tuple(out)
-    return pad
+    """A conv's padding as one (pad_h, pad_w) for both sides, for code that pads symmetrically only; an
+    asymmetric padding (also "same" with an even kernel span, or with stride > 1) is an error here:
+    such code must take ``conv_pads`` instead."""
+    if attrs["padding"] == "same" and tuple(attrs["stride"]) != (1, 1):
+        raise ShapeError('padding="same" with stride > 1 depends on the input size', hint="use conv_pads")
+    top, left, bottom, right = conv_pads(attrs, (1, 1))  # (stride 1: any size gives the same padding)
+    if (top, left) != (bottom, right):
+        raise ShapeError(f"asymmetric padding (top, left, bottom, right) = {(top, left, bottom, right)}",
+                         hint="use conv_pads")
+    return (top, left)
 
 
 def _conv_infer(types, attrs):
@@ -82,9 +96,7 @@ def _conv_infer(types, attrs):
     if oc % g:
         raise ShapeError(f"conv2d out_channels={oc} is not divisible by groups={g}",
                          hint="groups must divide both the input channels and out_channels")
-    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
-    ph, pw = conv_padding(attrs)
-    return t.with_shape((n, oc, _out_size(h, kh, sh, ph, dh, what="height"), _out_size(w, kw, sw, pw, dw, what="width")))
+    return t.with_shape((n, oc) + _window_out(t, attrs, attrs["kernel_size"], attrs["stride"], attrs["dilation"]))
 
 
 def _conv_params(types, attrs):
@@ -99,8 +111,8 @@ def _conv_params(types, attrs):
 
 
 def _conv_ref(xs, params, attrs):
-    return conv2d_reference(xs[0], params["weight"], params.get("bias"), attrs["stride"], conv_padding(attrs),
-                            attrs["dilation"], attrs["groups"])
+    return conv2d_reference(xs[0], params["weight"], params.get("bias"), attrs["stride"],
+                            conv_pads(attrs, xs[0].shape[2:]), attrs["dilation"], attrs["groups"])
 
 
 def _conv_flops(ins, out, attrs):
@@ -114,7 +126,7 @@ CONV_ATTRS = (
     Attr("out_channels", "int", positive=True, doc="number of output channels"),
     Attr("kernel_size", "pair", positive=True, doc="kernel size: k or (kh, kw)"),
     Attr("stride", "pair", 1, positive=True),
-    Attr("padding", "padding", 0, doc='padding: p, (ph, pw), "same" or "valid"'),
+    Attr("padding", "padding", 0, doc='padding: p, (ph, pw), (top, left, bottom, right), "same" or "valid"'),
     Attr("dilation", "pair", 1, positive=True),
     Attr("groups", "int", 1, positive=True),
     Attr("bias", "bool", True),
@@ -162,27 +174,34 @@ register(OpDef(
 # pooling
 # ---------------------------------------------------------------------------------------------
 
+def pool_pads(attrs: Mapping[str, Any], size_hw) -> Pads:
+    """A pool's (top, left, bottom, right) padding on an input of spatial size ``size_hw``. Each side may pad
+    up to the kernel size minus 1, as ONNX allows (torch allows half the kernel)."""
+    k, s, _, d = _pool_geometry(attrs)
+    pads = window_pads(attrs["padding"], size_hw, k, s, d)
+    if any(p >= k[i % 2] for i, p in enumerate(pads)):
+        raise ShapeError(f"pool padding (top, left, bottom, right) = {pads} must be smaller than the kernel size {k}",
+                         hint="a window must reach the input: pad each side by at most the kernel size - 1",
+                         arg="padding")
+    return pads
+
+
 def _pool_geometry(attrs):
+    """(kernel, stride, padding attribute, dilation); the stride defaults to the kernel size."""
     k = attrs["kernel_size"]
     s = attrs["stride"] if attrs["stride"] is not None else k
     if isinstance(s, int):
         s = (s, s)
-    d = attrs.get("dilation", (1, 1))
-    p = attrs["padding"]
-    for i in range(2):
-        if p[i] * 2 > k[i]:
-            raise ShapeError(f"pool padding {p} must be at most half the kernel size {k}")
-    return k, s, p, d
+    return k, s, attrs["padding"], attrs.get("dilation", (1, 1))
 
 
 def _pool_infer(types, attrs):
     (t,) = types
     _rank(t, (4,), "pooling", "[N, C, H, W]")
-    n, c, h, w = t.shape
-    k, s, p, d = _pool_geometry(attrs)
-    ceil = attrs["ceil_mode"]
-    return t.with_shape((n, c, _out_size(h, k[0], s[0], p[0], d[0], ceil, "height"),
-                         _out_size(w, k[1], s[1], p[1], d[1], ceil, "width")))
+    k, s, _, d = _pool_geometry(attrs)
+    if attrs["padding"] != "same" or all(isinstance(n, int) for n in t.shape[2:]) or s == (1, 1):
+        pool_pads(attrs, t.shape[2:])  # (the limit; "same" with stride > 1 on a symbolic size: when run)
+    return t.with_shape(t.shape[:2] + _window_out(t, attrs, k, s, d, attrs["ceil_mode"]))
 
 
 def _tap_range(size: int, out: int, tap: int, s: int, p: int, d: int) -> tuple[int, int, int]:
@@ -199,17 +218,21 @@ POOL_CHUNK_BYTES = 1 << 19
 
 
 def _pool_reduce(x, k, s, p, d, out_hw, init, combine):
-    """Fold the KH * KW taps of every pooling window into ``init`` with ``combine(acc, view, out=acc)``.
-    Taps in the padding are skipped (the padding is never materialised): max pooling starts from -inf,
-    sum pooling from 0, which is what padding with those values would give. The rows (one image's
-    channel) are taken a chunk at a time, so that the accumulator stays in cache across the taps."""
+    """Fold the KH * KW taps of every pooling window into ``init`` with ``combine(acc, view, out=acc)``;
+    ``p`` is the (top, left) padding. Taps in the padding are skipped (the padding is never materialised):
+    max pooling starts from -inf, sum pooling from 0, which is what padding with those values would give.
+    The rows (one image's channel) are taken a chunk at a time, so that the accumulator stays in cache
+    across the taps. Returns the result and, per output row and column, whether any tap reads the input."""
     n, c, h, w = x.shape
     oh, ow = out_hw
     taps = []  # (output rows, output cols) <- (input rows, input cols) of each tap that reads the input
+    rows_hit, cols_hit = np.zeros(oh, bool), np.zeros(ow, bool)
     for i in range(k[0]):
         r0, r1, xr = _tap_range(h, oh, i, s[0], p[0], d[0])
+        rows_hit[r0:r1] = True
         for j in range(k[1]):
             c0, c1, xc = _tap_range(w, ow, j, s[1], p[1], d[1])
+            cols_hit[c0:c1] = True
             if r1 > r0 and c1 > c0:
                 taps.append((slice(r0, r1), slice(c0, c1), slice(xr, xr + (r1 - r0 - 1) * s[0] + 1, s[0]),
                              slice(xc, xc + (c1 - c0 - 1) * s[1] + 1, s[1])))
@@ -220,31 +243,44 @@ def _pool_reduce(x, k, s, p, d, out_hw, init, combine):
         for rs, cs, xr, xc in taps:
             dst = acc[a:a + step, rs, cs]
             combine(dst, rows[a:a + step, xr, xc], out=dst)
-    return acc.reshape(n, c, oh, ow)
+    return acc.reshape(n, c, oh, ow), np.outer(rows_hit, cols_hit)
+
+
+def _pool_setup(x, attrs):
+    k, s, _, d = _pool_geometry(attrs)
+    pads = pool_pads(attrs, x.shape[2:])
+    out_hw = _window_out(TensorType(x.shape), attrs, k, s, d, attrs["ceil_mode"])
+    return k, s, pads, d, out_hw
 
 
 def _maxpool_ref(xs, params, attrs):
+    """A window wholly in the padding (a dilated one, or with ONNX's large pads) has no input to take the max
+    of: it gives the dtype's lowest finite number, as onnxruntime does (torch's padding rule never forms one)."""
     x = xs[0]
-    k, s, p, d = _pool_geometry(attrs)
-    out_hw = _pool_infer([TensorType(x.shape)], attrs).shape[2:]
-    return _pool_reduce(x, k, s, p, d, out_hw, -np.inf, np.maximum)
+    k, s, pads, d, out_hw = _pool_setup(x, attrs)
+    out, hit = _pool_reduce(x, k, s, pads[:2], d, out_hw, -np.inf, np.maximum)
+    if not hit.all():
+        out[:, :, ~hit] = np.finfo(x.dtype).min
+    return out
 
 
-def _avg_divisor(size, out, k, s, p, include_pad):
-    start = np.arange(out) * s - p
-    end = np.minimum(start + k, size + p)
+def _avg_divisor(size, out, k, s, begin, end, include_pad):
+    """Per output position along an axis: the window clipped to the padded input (``include_pad``) or to the
+    input; never 0 (a window wholly in the padding sums nothing: 0 / 1)."""
+    start = np.arange(out) * s - begin
+    stop = np.minimum(start + k, size + end)
     if include_pad:
-        return end - start
-    return np.minimum(end, size) - np.maximum(start, 0)
+        return stop - start
+    return np.maximum(np.minimum(stop, size) - np.maximum(start, 0), 1)
 
 
 def _avgpool_ref(xs, params, attrs):
     x = xs[0]
-    k, s, p, d = _pool_geometry(attrs)
-    oh, ow = _pool_infer([TensorType(x.shape)], attrs).shape[2:]
-    total = _pool_reduce(x, k, s, p, d, (oh, ow), 0, np.add)
+    k, s, pads, d, (oh, ow) = _pool_setup(x, attrs)
+    total, _ = _pool_reduce(x, k, s, pads[:2], d, (oh, ow), 0, np.add)
     inc = attrs["count_include_pad"]
-    div = np.outer(_avg_divisor(x.shape[2], oh, k[0], s[0], p[0], inc), _avg_divisor(x.shape[3], ow, k[1], s[1], p[1], inc))
+    div = np.outer(_avg_divisor(x.shape[2], oh, k[0], s[0], pads[0], pads[2], inc),
+                   _avg_divisor(x.shape[3], ow, k[1], s[1], pads[1], pads[3], inc))
     return (total / div.astype(x.dtype)).astype(x.dtype)
 
 
@@ -255,7 +291,7 @@ def _pool_flops(ins, out, attrs):
 POOL_ATTRS = (
     Attr("kernel_size", "pair", positive=True),
     Attr("stride", "pair", None, positive=True, doc="defaults to the kernel size"),
-    Attr("padding", "pair", 0),
+    Attr("padding", "padding", 0, doc='padding: p, (ph, pw), (top, left, bottom, right), "same" or "valid"'),
 )
 register(OpDef("maxpool2d", OpKind.REDUCE, _pool_infer, _maxpool_ref, _pool_flops,
                POOL_ATTRS + (Attr("dilation", "pair", 1, positive=True), Attr("ceil_mode", "bool", False)), axis=1),

@@ -51,7 +51,7 @@ REQUIRED = object()
 @dataclass(frozen=True)
 class Attr:
     """An attribute: ``type`` is one of int, float, bool, str, pair (int or 2-tuple), padding
-    (int, 2-tuple, "same" or "valid"), any."""
+    (int, 2-tuple, (top, left, bottom, right), "same" or "valid"), any."""
 
     name: str
     type: str
@@ -296,8 +296,13 @@ def _check_attr_type(attr: Attr, value: Any) -> Any:
             return value
         if is_int(value):
             value = (value, value)
+        if t == "padding" and isinstance(value, tuple) and len(value) == 4 and all(is_int(v) for v in value):
+            if min(value) < 0:
+                raise ShapeError(f"attribute `{attr.name}` must not be negative, got {_show(value)}", arg=attr.name)
+            return value[:2] if value[:2] == value[2:] else value  # (top, left, bottom, right); symmetric: a pair
         if not (isinstance(value, tuple) and len(value) == 2 and all(is_int(v) for v in value)):
-            raise bad("an integer or a pair of integers" + (', "same" or "valid"' if t == "padding" else ""))
+            raise bad("an integer or a pair of integers"
+                      + (', (top, left, bottom, right), "same" or "valid"' if t == "padding" else ""))
         if attr.positive and min(value) <= 0:
             raise ShapeError(f"attribute `{attr.name}` must be positive, got {_show(value)}", arg=attr.name)
         if min(value) < 0:

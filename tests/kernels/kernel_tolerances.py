@@ -99,7 +99,9 @@ TORCH_ACTS = {
     "tanh": lambda t, a, b, s: torch.tanh(t), "softsign": lambda t, a, b, s: F.softsign(t),
     "softplus": lambda t, a, b, s: F.softplus(t, beta=a, threshold=b), "gelu": lambda t, a, b, s: F.gelu(t),
     "gelu_tanh": lambda t, a, b, s: F.gelu(t, approximate="tanh"), "silu": lambda t, a, b, s: F.silu(t),
-    "hardswish": lambda t, a, b, s: F.hardswish(t), "hardsigmoid": lambda t, a, b, s: F.hardsigmoid(t),
+    "hardswish": lambda t, a, b, s: F.hardswish(t),
+    "hardsigmoid": lambda t, a, b, s: torch.clamp(a * (t + b), 0.0, 1.0),  # (alpha, beta / alpha): F.hardsigmoid
+    "hardtanh": lambda t, a, b, s: F.hardtanh(t, a, b),                     # at (1/6, 3)
     "mish": lambda t, a, b, s: F.mish(t), "affine": lambda t, a, b, s: t * a + b,
 }
 
@@ -111,5 +113,6 @@ def torch_act(name: str, x: torch.Tensor, alpha: float = 0.0, beta: float = 0.0,
 
 def act_params(name: str):
     """(alpha, beta) to test an activation with: torch's defaults, or non-trivial values."""
-    return {"leaky_relu": (0.1, 0.0), "elu": (0.7, 0.0), "softplus": (1.5, 4.0), "affine": (-0.375, 1.25)}.get(
+    return {"leaky_relu": (0.1, 0.0), "elu": (0.7, 0.0), "softplus": (1.5, 4.0), "affine": (-0.375, 1.25),
+            "hardsigmoid": (0.2, 2.5), "hardtanh": (-2.5, 0.75)}.get(
         name, (0.0, 0.0))

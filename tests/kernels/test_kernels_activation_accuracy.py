@@ -47,9 +47,13 @@ FP32_TINY = 2.0 ** -126          # smallest normal fp32: below it, compare absol
 FORMAT = {torch.float32: (23, -126), torch.float16: (10, -14), torch.bfloat16: (7, -126)}
 
 # (activation, alpha, beta): torch's defaults, and non-trivial parameters where there are any.
-CASES = [(name, 0.0, 0.0) for name in ACTIVATIONS if name not in ("leaky_relu", "elu", "softplus", "affine")] + [
+PARAMETRISED = ("leaky_relu", "elu", "softplus", "affine", "hardsigmoid", "hardtanh")
+CASES = [(name, 0.0, 0.0) for name in ACTIVATIONS if name not in PARAMETRISED] + [
     ("leaky_relu", 0.01, 0.0), ("leaky_relu", 0.1, 0.0), ("elu", 1.0, 0.0), ("elu", 0.7, 0.0),
     ("softplus", 1.0, 20.0), ("softplus", 1.5, 4.0), ("softplus", 0.5, 20.0), ("affine", -0.375, 1.25),
+    # the kernel's hardsigmoid takes (alpha, beta / alpha): torch's 1/6 and 0.5, ONNX's 0.2 and 0.5, a negative
+    ("hardsigmoid", 1 / 6, 3.0), ("hardsigmoid", 0.2, 2.5), ("hardsigmoid", -0.75, -1 / 3),
+    ("hardtanh", -1.0, 1.0), ("hardtanh", -2.5, 0.75),
 ]
 PRELU_SLOPE = 0.25
 # Known limits under the GPU math model (strict xfails: they fail today, and must be revisited when fixed).
@@ -109,7 +113,8 @@ REFERENCE = {
     "gelu_tanh": lambda x, a, b: _gelu_tanh(x),
     "silu": lambda x, a, b: x * _sigmoid(x),
     "hardswish": lambda x, a, b: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
-    "hardsigmoid": lambda x, a, b: np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "hardsigmoid": lambda x, a, b: np.clip(a * (x + b), 0.0, 1.0),
+    "hardtanh": lambda x, a, b: np.clip(x, a, b),
     "mish": lambda x, a, b: x * np.tanh(np.log1p(np.exp(np.minimum(x, 50.0)))),
     "affine": lambda x, a, b: x * a + b,
 }

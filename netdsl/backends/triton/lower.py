@@ -34,7 +34,7 @@ from ...kernels import adaptive_pool, conv, conv_transpose, matmul, norm, pointw
 from ...ops import REGISTRY, OpDef, OpKind
 from ...ops.epilogue import Epilogue
 from ...ops.fused import folded_weight_and_bias
-from ...ops.nn import batchnorm_affine, conv_padding
+from ...ops.nn import batchnorm_affine, conv_pads, pool_pads
 from ...ops.resample import upsample_scales
 from ...passes.layout import stored_dim
 from .lower_base import (TORCH_DTYPES, TORCH_INT_DTYPES, LowerCtx, Step, _with_residual, along_last,  # noqa: F401
@@ -54,12 +54,12 @@ def lower_conv(node: Node, ctx: LowerCtx) -> Step:
     w, b = folded_weight_and_bias(ctx.params(node), a)
     packed = conv.pack_conv_weight(ctx.tensor(w), a["groups"])
     ep = epilogue_of(ctx, node, b)
-    padding = conv_padding(a)
     depthwise = conv.is_depthwise(node.inputs[0].type.shape[1], a["groups"])
 
     def run(inputs, out):
         return conv.conv2d(inputs[0], packed, out_channels=a["out_channels"], kernel_size=a["kernel_size"],
-                           stride=a["stride"], padding=padding, dilation=a["dilation"], groups=a["groups"],
+                           stride=a["stride"], padding=conv_pads(a, inputs[0].shape[1:3]),  # NHWC: (H, W)
+                           dilation=a["dilation"], groups=a["groups"],
                            epilogue=_with_residual(ep, node, inputs), out=out, allow_tf32=ctx.allow_tf32,
                            split_k=SPLIT_K)
 
@@ -225,13 +225,15 @@ def lower_groupnorm(node: Node, ctx: LowerCtx) -> Step:
 
 def lower_maxpool(node: Node, ctx: LowerCtx) -> Step:
     a = node.attrs
-    return Step(node, lambda inputs, out: pool.maxpool2d(inputs[0], a["kernel_size"], a["stride"], a["padding"],
+    return Step(node, lambda inputs, out: pool.maxpool2d(inputs[0], a["kernel_size"], a["stride"],
+                                                         pool_pads(a, inputs[0].shape[1:3]),
                                                          a["dilation"], a["ceil_mode"], out=out), kernel="maxpool2d")
 
 
 def lower_avgpool(node: Node, ctx: LowerCtx) -> Step:
     a = node.attrs
-    return Step(node, lambda inputs, out: pool.avgpool2d(inputs[0], a["kernel_size"], a["stride"], a["padding"],
+    return Step(node, lambda inputs, out: pool.avgpool2d(inputs[0], a["kernel_size"], a["stride"],
+                                                         pool_pads(a, inputs[0].shape[1:3]),
                                                          a["ceil_mode"], a["count_include_pad"], out=out),
                 kernel="avgpool2d")
 
