@@ -1,7 +1,7 @@
 """The reference backend's fast paths against torch.nn.functional (the independent oracle, in float64).
 
 The conv, pooling and batchnorm references work in chunks sized for the cache
-(``netdsl/ops/convolution.py``; ``_pool_reduce`` and ``channel_affine`` in ``netdsl/ops/nn.py``): whole
+(``netdsl/ops/convolution.py``; ``_pool_reduce`` in ``netdsl/ops/pooling.py``, ``channel_affine`` in ``netdsl/ops/nn.py``): whole
 images or bands of rows per GEMM, phases and flat rows in the depthwise tap loop (one row per image and
 channel, or the channels last). Each case runs at the real chunk sizes and again with the sizes shrunk
 so that a small input spans many chunks, a partial last one and bands of a single image. Start-up:
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from netdsl.ops import REGISTRY
-from netdsl.ops import convolution, nn
+from netdsl.ops import convolution, nn, pooling
 from netdsl.ops.registry import bind_attrs
 from netdsl.tolerances import TOLERANCES
 
@@ -43,7 +43,7 @@ def chunks(request, monkeypatch):
         monkeypatch.setattr(convolution, "CHUNK_BYTES", 1 << 10)
         monkeypatch.setattr(convolution, "GEMM_CHUNK_BYTES", 1 << 9)
         monkeypatch.setattr(convolution, "GEMM_MIN_COLUMNS", 4)
-        monkeypatch.setattr(nn, "POOL_CHUNK_BYTES", 1 << 7)
+        monkeypatch.setattr(pooling, "POOL_CHUNK_BYTES", 1 << 7)
         monkeypatch.setattr(nn, "AFFINE_CHUNK_BYTES", 1 << 6)
     return request.param
 

@@ -1,6 +1,6 @@
 """The op registry. Importing this package registers every op."""
 
-from . import activations, nn  # noqa: F401  (registration side effects)
+from . import activations, nn, pooling  # noqa: F401  (registration side effects)
 from . import resample  # noqa: F401  (conv_transpose2d, upsample)
 from . import tensor  # noqa: F401  (matmul, reshape, transpose, permute, (un)squeeze)
 from . import sequence  # noqa: F401  (embedding, positional_encoding, scaled_dot_product_attention)

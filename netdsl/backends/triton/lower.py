@@ -34,7 +34,8 @@ from ...kernels import adaptive_pool, conv, conv_transpose, matmul, norm, pointw
 from ...ops import REGISTRY, OpDef, OpKind
 from ...ops.epilogue import Epilogue
 from ...ops.fused import folded_weight_and_bias
-from ...ops.nn import batchnorm_affine, conv_pads, pool_pads
+from ...ops.nn import batchnorm_affine, conv_pads
+from ...ops.pooling import pool_pads
 from ...ops.resample import upsample_scales
 from ...passes.layout import stored_dim
 from .lower_base import (TORCH_DTYPES, TORCH_INT_DTYPES, LowerCtx, Step, _with_residual, along_last,  # noqa: F401
