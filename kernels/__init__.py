@@ -17,7 +17,7 @@ the ``@triton.jit`` kernel, the host wrapper, the AOT ``specialization``):
                   causal, boolean/additive masks; the [L, S] scores never reach memory)
 * ``embedding``   row gather (``embedding``; ids outside [0, V) give zero rows and are counted)
 * ``norm``        ``layernorm``, ``groupnorm``, batchnorm as ``channel_affine``
-* ``pool``        ``maxpool2d``, ``avgpool2d``, ``global_avgpool``
+* ``pool``        ``maxpool2d``, ``avgpool2d``, ``global_avgpool``, ``global_maxpool``
 * ``upsample``    ``upsample_nearest2d``, ``upsample_bilinear2d`` (torch's interpolate)
 * ``softmax``     ``softmax``, ``log_softmax``
 * ``pointwise``   fused elementwise chains (``pointwise``, ``channel_affine``, ``add``, ``mul``)

@@ -1,4 +1,4 @@
-"""Pooling over channels-last activations: max, average, and global average.
+"""Pooling over channels-last activations: max, average, global average and global max.
 
 Windowed pools are direct kernels over (output pixels x channels) tiles that walk the
 KH x KW taps, like the depthwise convolution: each tap is one coalesced BLOCK_M x BLOCK_C
@@ -10,9 +10,11 @@ Padding may differ per side, (top, left, bottom, right), and reach the kernel si
 as ONNX allows (torch: half the kernel); a max window wholly in the padding (possible with
 dilation) gives the dtype's lowest finite number, as onnxruntime does.
 
-Global average pooling is a reduction over H*W per (sample, channel): a program owns
-BLOCK_C channels of one sample and streams the pixels in BLOCK_M chunks into an fp32
+Global average (and max) pooling is a reduction over H*W per (sample, channel): a program
+owns BLOCK_C channels of one sample and streams the pixels in BLOCK_M chunks into an fp32
 tile, reducing it once at the end. It returns [N, C] (view it as [N, 1, 1, C] for NHWC).
+The max keeps a NaN (torch's rule): both the running maximum and the final reduction
+propagate it.
 
 Pools are bandwidth bound: fixed tiles, no autotuning.
 """
@@ -120,6 +122,41 @@ def global_avgpool_kernel(
     tl.store(out_ptr + n * out_stride + cols, mean.to(out_ptr.dtype.element_ty), mask=mask_c)
 
 
+@triton.jit
+def _max_nan(a, b):
+    # the combine of the final reduction: a NaN wins, as in torch
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def global_maxpool_kernel(
+    x_ptr, sxn, sxp,                # input [N, HW, C]: sample stride, pixel stride, channel stride 1
+    out_ptr, out_stride,            # output [N, C] rows
+    HW, C,                          # pixels per sample, channels
+    USE_INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr,          # pixels per chunk
+    BLOCK_C: tl.constexpr,          # channels per program
+):
+    n = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = cols < C
+    offs_p = tl.arange(0, BLOCK_M)
+    base = x_ptr + n * sxn
+    if USE_INT64:
+        base = x_ptr + n.to(tl.int64) * sxn
+    acc = tl.full((BLOCK_M, BLOCK_C), float("-inf"), dtype=tl.float32)
+    for p0 in range(0, HW, BLOCK_M):
+        p = p0 + offs_p
+        mask = (p < HW)[:, None] & mask_c[None, :]
+        if USE_INT64:
+            p = p.to(tl.int64)
+        # stream HW x BLOCK_C inputs once, BLOCK_M pixels at a time; a NaN stays NaN.
+        v = tl.load(base + p[:, None] * sxp + cols[None, :], mask=mask, other=float("-inf")).to(tl.float32)
+        acc = tl.maximum(acc, v, propagate_nan=tl.PropagateNan.ALL)
+    top = tl.reduce(acc, 0, _max_nan)
+    tl.store(out_ptr + n * out_stride + cols, top.to(out_ptr.dtype.element_ty), mask=mask_c)
+
+
 def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode) -> int:
     """torch's (and ONNX's) pooling output size along an axis padded by ``padding`` = (begin, end), including
     the ceil_mode rule: a last window that would start in the end padding is dropped."""
@@ -202,10 +239,11 @@ def avgpool2d(x, kernel, stride=None, padding=(0, 0), ceil_mode=False, count_inc
     return out
 
 
-def _plan_global_avgpool(x, out, interpret):
+def _plan_global_pool(x, out, interpret, is_max=False):
+    name = "global_maxpool" if is_max else "global_avgpool"
     check_io_dtype(x, "x")
     if x.dim() != 4:
-        raise KernelError(f"global_avgpool expects NHWC [N, H, W, C], got {tuple(x.shape)}")
+        raise KernelError(f"{name} expects NHWC [N, H, W, C], got {tuple(x.shape)}")
     N, H, W, C = x.shape
     _, _, sxp = rows_of(x, "x")
     if out is None:
@@ -216,24 +254,35 @@ def _plan_global_avgpool(x, out, interpret):
     _, _, out_stride = check_writable_rows(out, "out")
     HW = H * W
     cfg = tile_config(C, interpret)
-    args = dict(x_ptr=x, sxn=HW * sxp, sxp=sxp, out_ptr=out, out_stride=out_stride, HW=HW, C=C, inv_hw=1.0 / HW)
+    args = dict(x_ptr=x, sxn=HW * sxp, sxp=sxp, out_ptr=out, out_stride=out_stride, HW=HW, C=C)
+    if not is_max:
+        args["inv_hw"] = 1.0 / HW
     grid = lambda meta: (N, triton.cdiv(C, meta["BLOCK_C"]))
-    return out, Launch(global_avgpool_kernel, None, args, dict(USE_INT64=needs_int64(x)), grid, cfg)
+    kernel = global_maxpool_kernel if is_max else global_avgpool_kernel
+    return out, Launch(kernel, None, args, dict(USE_INT64=needs_int64(x)), grid, cfg)
 
 
 def global_avgpool(x, *, out=None):
     """Mean over H and W of NHWC x [N, H, W, C]; returns [N, C] (or writes ``out``, [N, C] or [N, 1, 1, C])."""
-    out, launch = _plan_global_avgpool(x, out, interpreting())
+    out, launch = _plan_global_pool(x, out, interpreting())
+    run(launch)
+    return out
+
+
+def global_maxpool(x, *, out=None):
+    """Max over H and W of NHWC x [N, H, W, C] (NaN propagates, as torch's adaptive_max_pool2d(x, 1));
+    returns [N, C] (or writes ``out``, [N, C] or [N, 1, 1, C])."""
+    out, launch = _plan_global_pool(x, out, interpreting(), is_max=True)
     run(launch)
     return out
 
 
 def specialization(x_shape, dtype, kind, kernel=(3, 3), stride=None, padding=(0, 0), dilation=(1, 1),
                    ceil_mode=False, count_include_pad=True) -> dict:
-    """AOT specialization for ``kind`` in {"max", "avg", "global_avg"} (contiguous NHWC x)."""
+    """AOT specialization for ``kind`` in {"max", "avg", "global_avg", "global_max"} (contiguous NHWC x)."""
     x = meta_tensor(x_shape, dtype)
-    if kind == "global_avg":
-        _, launch = _plan_global_avgpool(x, None, False)
+    if kind in ("global_avg", "global_max"):
+        _, launch = _plan_global_pool(x, None, False, is_max=kind == "global_max")
     else:
         _, launch = _plan_pool(x, kernel, stride, padding, dilation, ceil_mode, kind == "max", count_include_pad,
                                None, None, False)

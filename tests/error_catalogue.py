@@ -212,6 +212,8 @@ SOURCES: list[Source] = [
            ("integer",), "embedding(10, 4)"),
     # shapes
     Source("shape-conv-on-2d", net("y = x -> conv2d(4, 3)\noutput y", inputs="input x: f32[N, 4]"), ("conv2d",), "conv2d(4, 3)"),
+    Source("shape-global-maxpool-on-2d", net("y = x -> global_maxpool\noutput y", inputs="input x: f32[N, 4]"),
+           ("global_maxpool", "[N, C, H, W]"), "global_maxpool"),
     Source("shape-add-channels", net("y = x -> conv2d(8, 1)\nz = y + x\noutput z"), ("8", "4"), "y + x"),
     Source("shape-concat-sizes", net("y = x -> maxpool2d(2)\nz = concat(x, y)\noutput z"), ("concat",), "concat(x, y)"),
     Source("shape-matmul-inner", net("y = matmul(x, w)\noutput y", inputs="input x: f32[N, 4], w: f32[5, 3]"),

@@ -168,6 +168,7 @@ CASES = {
     "adaptive_avgpool_bins": (IMAGE, "output x -> adaptive_avgpool((4, 3))", HW),
     "adaptive_avgpool_divides": ("x: f32[N, 4, 8, 6]", "output x -> adaptive_avgpool((4, 3))", [{"N": 2}]),
     "global_avgpool_flatten": (IMAGE, "output x -> global_avgpool -> flatten", HW),
+    "global_maxpool": (IMAGE, "output a = x -> global_maxpool, b = x -> global_maxpool -> flatten", HW),
     "batchnorm_2d_and_4d": ("x: f32[N, 4, 3, 2]", "output x -> batchnorm -> flatten -> linear(5) -> batchnorm",
                             [{"N": 2}, {"N": 1}]),
     "layernorm_dims": ("x: f32[N, T, 3, 6]", "output a = x -> layernorm(dims=2), b = x -> layernorm(affine=false, "

@@ -516,12 +516,13 @@ def test_tensor_ops_between_inputs(tmp_path):
 def test_unsupported_nodes_are_listed_at_once_and_nothing_is_written(tmp_path, capsys):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
     inits = [numpy_helper.from_array(w(3, 4, 3, 3), "WT"), numpy_helper.from_array(np.array(-1, np.float32), "lo"),
-             numpy_helper.from_array(np.array(1, np.float32), "hi")]
+             numpy_helper.from_array(np.array(1, np.float32), "hi"),
+             numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")]
     nodes = [helper.make_node("ConvTranspose", ["x", "WT"], ["c"], name="asym", pads=[0, 0, 1, 1]),
              helper.make_node("Erf", ["c"], ["e"], name="the_erf"),
              helper.make_node("Clip", ["e", "lo"], ["k"], name="clip_min"),
              helper.make_node("MaxPool", ["k"], ["p"], name="big_pad", kernel_shape=[2, 2], pads=[2, 2, 2, 2]),
-             helper.make_node("GlobalMaxPool", ["p"], ["y"], name="gmp")]
+             helper.make_node("Pad", ["p", "pads"], ["y"], name="reflect", mode="reflect")]
     model = helper.make_model(helper.make_graph(nodes, "bad", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
                               opset_imports=[helper.make_opsetid("", 17)])
     save(model, tmp_path / "bad.onnx")
@@ -532,7 +533,7 @@ def test_unsupported_nodes_are_listed_at_once_and_nothing_is_written(tmp_path, c
     assert "5 nodes cannot be imported" in err and "Traceback" not in err
     for needle in ("ConvTranspose node `asym`: asymmetric pads=[0, 0, 1, 1]", "Erf node `the_erf`: the language has no layer",
                    "Clip node `clip_min`: only one bound, min=-1.0, max=None", "MaxPool node `big_pad`: pads [2, 2, 2, 2] reach the kernel size",
-                   "GlobalMaxPool node `gmp`"):
+                   "Pad node `reflect`: mode=reflect; netdsl has no pad layer"):
         assert needle in err
     assert list(out.parent.iterdir()) == []
 

@@ -206,6 +206,7 @@ ORACLES = {
     "avgpool2d": lambda xs, p, a: F.avg_pool2d(xs[0], a["kernel_size"], _pool_stride(a), a["padding"], a["ceil_mode"],
                                                a["count_include_pad"]),
     "global_avgpool": lambda xs, p, a: F.adaptive_avg_pool2d(xs[0], 1),
+    "global_maxpool": lambda xs, p, a: F.adaptive_max_pool2d(xs[0], 1),
     "adaptive_avgpool2d": lambda xs, p, a: F.adaptive_avg_pool2d(xs[0], a["output_size"]),
     "batchnorm": lambda xs, p, a: _bn(xs[0], p["running_mean"], p["running_var"], p["weight"], p["bias"], a["eps"]),
     "layernorm": lambda xs, p, a: F.layer_norm(xs[0], xs[0].shape[-a["dims"]:], p.get("weight"), p.get("bias"),
@@ -344,6 +345,7 @@ CASES.update({
         ([(1, 1, 1, 1)], {"kernel_size": 1}),
     ],
     "global_avgpool": [([(2, 3, 5, 7)], {}), ([(1, 1, 1, 1)], {}), ([(1, 4, 1, 9)], {})],
+    "global_maxpool": [([(2, 3, 5, 7)], {}), ([(1, 1, 1, 1)], {}), ([(3, 4, 6, 1)], {})],
     "adaptive_avgpool2d": [
         ([(2, 3, 8, 6)], {"output_size": (4, 3)}),  # divides: avgpool2d's windows
         ([(2, 3, 7, 5)], {"output_size": (3, 2)}),  # does not divide: bins of 3 rows that overlap
@@ -1113,3 +1115,12 @@ def test_sdpa_on_random_shapes(case, dtype, seed):
     rng = np.random.default_rng(seed)
     q, k, v = (_random_input(rng, s, DTYPES[dtype]) for s in shapes[:3])
     check_sdpa_direct(q, k, v, rng.random(shapes[3]) < 0.7, kwargs, dtype)
+
+
+def test_global_maxpool_propagates_nan_and_inf_as_torch():
+    x = np.random.default_rng(5).standard_normal((2, 3, 4, 5))
+    x[0, 1, 2, 3], x[1, 2, 0, 0], x[1, 0] = np.nan, np.inf, -np.inf
+    got = REGISTRY["global_maxpool"].reference([x], {}, {})
+    want = F.adaptive_max_pool2d(torch.from_numpy(x), 1).numpy()
+    np.testing.assert_array_equal(got, want)  # exact: a max rounds nothing; NaN where torch has NaN
+    assert np.isnan(got[0, 1, 0, 0]) and got[1, 2, 0, 0] == np.inf and got[1, 0, 0, 0] == -np.inf

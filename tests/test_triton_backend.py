@@ -231,6 +231,7 @@ OP_CASES: dict[str, Case] = {
             "x: f32[N, 3, 8, 10]"), "O0"),
     "avgpool2d_2": Case(net("output x -> avgpool2d(2)", X4), "O0"),
     "global_avgpool": Case(net("output x -> global_avgpool", "x: f32[N, 19, 6, 7]"), "O0", ("global_avgpool",)),
+    "global_maxpool": Case(net("output x -> global_maxpool", "x: f32[N, 19, 6, 7]"), "O0", ("global_maxpool",)),
     "adaptive_avgpool2d": Case(net("output x -> adaptive_avgpool2d((3, 4))", X4), "O0", ("adaptive_avgpool2d",)),
     "adaptive_avgpool2d_divides": Case(net("output x -> adaptive_avgpool2d((2, 3))", "x: f32[N, 3, 8, 9]"), "O0"),
     "adaptive_avgpool2d_symbolic": Case(net("output x -> adaptive_avgpool2d(1) -> flatten",

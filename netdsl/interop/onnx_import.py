@@ -3,10 +3,11 @@
 The importer reads the model (``onnx`` is imported only here, inside functions, so the CLI starts
 without it), folds what is constant (initializers, Constant nodes, and shape arithmetic such as
 ``x.view(x.size(0), -1)``), converts each node that computes the outputs through the per-op table
-(``CONVERTERS``, whose converters are in ``onnx_import_ops`` and ``onnx_import_shapes``) and writes the
-layers as chains (``onnx_import_text``). Every node the language cannot
-express is reported at once, before anything is written. The text is then loaded back with the front
-end and the weights matched to it strictly, so an import that succeeds is a model netdsl runs.
+(``CONVERTERS``, whose converters are in ``onnx_import_ops`` and ``onnx_import_shapes``; patterns of nodes
+that are one layer are rewritten first, ``onnx_import_rewrites``) and writes the layers as chains
+(``onnx_import_text``). Every node the language cannot express is reported at once, before anything is
+written. The text is then loaded back with the front end and the weights matched to it strictly, so an
+import that succeeds is a model netdsl runs.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import numpy as np
 
 from ..errors import NetDSLError
 from . import onnx_import_ops as ops
+from . import onnx_import_rewrites as rewrites
 from . import onnx_import_shapes as shapes
 from .onnx_import_ops import Context, Step, Unsupported
+from .onnx_import_rewrites import Rewrites
 from .onnx_import_text import DTYPES, Names, Writer, ident, input_declarations
 
 # The ONNX op types that import, and the inputs of each that must be constants (never walked as tensors).
@@ -35,7 +38,10 @@ CONVERTERS: dict[str, tuple[Callable[[Any, Context], list[Step]], tuple[int, ...
     "MaxPool": (ops.maxpool, ()),
     "AveragePool": (ops.avgpool, ()),
     "GlobalAveragePool": (ops.unary("global_avgpool"), ()),
-    "ReduceMean": (shapes.reduce_mean, (1,)),
+    "GlobalMaxPool": (ops.unary("global_maxpool"), ()),
+    "ReduceMean": (shapes.global_reduce("global_avgpool"), (1,)),
+    "ReduceMax": (shapes.global_reduce("global_maxpool"), (1,)),
+    "Split": (shapes.split, (1,)),
     "Slice": (shapes.slice_, (1, 2, 3, 4)),
     "Gather": (shapes.gather, ()),
     "Resize": (shapes.resize, (1, 2, 3)),
@@ -65,6 +71,7 @@ CONVERTERS: dict[str, tuple[Callable[[Any, Context], list[Step]], tuple[int, ...
     "Unsqueeze": (shapes.axis_by_axis("unsqueeze"), (1,)),
     "Squeeze": (shapes.axis_by_axis("squeeze"), (1,)),
     "Dropout": (shapes.passthrough("the dropout mask"), (1, 2)),
+    "Pad": (rewrites.pad, (1, 2, 3)),
     "Identity": (shapes.passthrough(""), ()),
 }
 
@@ -136,6 +143,7 @@ class _Model:
         import onnx
 
         self.onnx = onnx
+        model = rewrites.fold_integer_constants(model)
         self.graph = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         try:
@@ -149,6 +157,10 @@ class _Model:
                 self.consts[n.output[0]] = self._constant(n)
         self.types = {v.name: v.type for v in (*inferred.input, *inferred.value_info, *inferred.output)}
         self.uses = Counter(i for n in model.graph.node for i in n.input if i)
+        self.reading: dict[str, list] = {}
+        for n in model.graph.node:
+            for i in dict.fromkeys(n.input):
+                self.reading.setdefault(i, []).append(n)
         self.uses.update(o.name for o in model.graph.output)
         self.symbols: dict[str, str] = {}  # ONNX dim_param -> the network's dim name
 
@@ -179,6 +191,10 @@ class _Model:
 
     def used(self, name: str) -> bool:
         return self.uses[name] > 0
+
+    def readers(self, name: str) -> list:
+        """The nodes that read ``name`` (a graph output is read by none of them: see ``uses``)."""
+        return self.reading.get(name, [])
 
     def dims(self, name: str) -> tuple | None:
         """The value's shape: ints, the network's dim names, None for a size ONNX does not know."""
@@ -228,80 +244,6 @@ class _Model:
 
 
 # --- converting -------------------------------------------------------------------------------------
-
-class _Rewrites:
-    """Patterns of ONNX nodes that are one netdsl layer, each replaced by one node at the place of its last:
-    ``MatMul(x, W) + b`` (PyTorch's linear on a 3-D input) by a Gemm (one ``linear`` with a bias), and
-    ``x * 0.5 * (1 + erf(x / sqrt 2))`` (PyTorch's GELU before opset 20) by a Gelu."""
-
-    def __init__(self, model: _Model):
-        self.model, self.nodes = model, list(model.graph.node)
-        self.users: dict[str, list] = {}
-        for n in self.nodes:
-            for i in n.input:
-                self.users.setdefault(i, []).append(n)
-        self.replace: dict[int, Any] = {}
-        self.drop: set[int] = set()
-
-    def nodes_after(self) -> list:
-        for n in self.nodes:
-            self.matmul_add(n)
-            self.erf_gelu(n)
-        return [self.replace.get(id(n), n) for n in self.nodes if id(n) not in self.drop]
-
-    def only_user(self, value: str, op_type: str):
-        """The node that alone reads ``value``, when it is an ``op_type``."""
-        users = self.users.get(value, [])
-        if self.model.uses[value] == 1 and len(users) == 1 and users[0].op_type == op_type \
-                and id(users[0]) not in self.drop:
-            return users[0]
-        return None
-
-    def other(self, node, value: str) -> str:
-        return node.input[1] if node.input[0] == value else node.input[0]
-
-    def is_number(self, name: str, value: float) -> bool:
-        c = self.model.const(name)
-        return c is not None and c.size == 1 and bool(np.isclose(float(c.reshape(())), value, rtol=1e-6, atol=0))
-
-    def merge(self, pattern: list, new) -> None:
-        self.drop.update(id(n) for n in pattern[:-1])
-        self.replace[id(pattern[-1])] = new
-
-    def matmul_add(self, n) -> None:
-        w = self.model.const(n.input[1]) if n.op_type == "MatMul" else None
-        add = self.only_user(n.output[0], "Add") if w is not None and w.ndim == 2 else None
-        if add is None:
-            return
-        bias = self.other(add, n.output[0])
-        b, dims = self.model.const(bias), self.model.dims(n.output[0])
-        if b is not None and b.dtype.kind == "f" and b.size == w.shape[1] == b.shape[-1] \
-                and b.ndim <= (len(dims) if dims is not None else 1):
-            self.merge([n, add], self.model.onnx.helper.make_node(
-                "Gemm", [n.input[0], n.input[1], bias], [add.output[0]], name=n.name))
-
-    def erf_gelu(self, erf) -> None:
-        div = self.model.producer.get(erf.input[0]) if erf.op_type == "Erf" else None
-        if div is None or div.op_type != "Div" or not self.is_number(div.input[1], 2 ** 0.5) \
-                or self.only_user(div.output[0], "Erf") is not erf:
-            return
-        x, add = div.input[0], self.only_user(erf.output[0], "Add")
-        times = self.only_user(add.output[0], "Mul") if add and self.is_number(self.other(add, erf.output[0]), 1) else None
-        if times is None:
-            return
-        factor, half = self.other(times, add.output[0]), None
-        if factor == x:  # (x * (1 + erf)) * 0.5
-            half = self.only_user(times.output[0], "Mul")
-            pattern = [div, erf, add, times, half]
-            ok = half is not None and self.is_number(self.other(half, times.output[0]), 0.5)
-        else:  # (x * 0.5) * (1 + erf)
-            half = self.model.producer.get(factor)
-            pattern = [half, div, erf, add, times]
-            ok = half is not None and half.op_type == "Mul" and self.model.uses[factor] == 1 \
-                and x in half.input and self.is_number(self.other(half, x), 0.5)
-        if ok:
-            self.merge(pattern, self.model.onnx.helper.make_node("Gelu", [x], [pattern[-1].output[0]], name=erf.name))
-
 
 def _needed(model: _Model, nodes: list) -> list:
     """The nodes that compute the outputs, in graph order; constant inputs (a shape, a weight) are not walked."""
@@ -364,7 +306,7 @@ def import_onnx(source, network_file: str | None = None) -> tuple[str, dict[str,
     stem = Path(source).stem if isinstance(source, (str, Path)) else model_proto.graph.name
     network = ident(stem, "net") or "model"
     inputs, input_names = input_declarations(model, names)
-    steps = _convert(model, _needed(model, _Rewrites(model).nodes_after()), where)
+    steps = _convert(model, _needed(model, Rewrites(model).nodes_after()), where)
     writer = Writer(model, steps, names)
     writer.value.update(input_names)
     body = writer.lines()

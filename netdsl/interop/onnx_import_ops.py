@@ -26,7 +26,8 @@ class Step:
     ``op`` is a netdsl layer, or ``+`` / ``*`` / ``-`` between two tensors (``a - b`` is written
     ``a + -b``). ``params`` are the layer's tensors by role (``weight``, ``bias``, ...): the step is
     labelled and they are saved as ``label.role``. ``label_from`` are the initializers whose names may
-    suggest the label (``conv1.weight`` -> ``conv1``); ``=`` is no layer: the output is the input."""
+    suggest the label (``conv1.weight`` -> ``conv1``); ``=`` is no layer: the output is the input. A layer
+    of several ``results`` is written ``a, b = x -> split(...)`` (``output`` then names the step only)."""
 
     output: str
     op: str
@@ -36,6 +37,7 @@ class Step:
     label_from: tuple[str, ...] = ()
     origin: tuple[str, str] = ("", "")  # the ONNX node's (name, op type), set by the importer
     label: str = ""  # chosen by the importer for a step with parameters
+    results: tuple[str, ...] = ()  # a layer of several results (split): the ONNX values it binds at once
 
 
 class Unsupported(Exception):
@@ -51,12 +53,15 @@ class Context(Protocol):
     """What a converter may ask of the importer about the model being imported."""
 
     opset: int
+    onnx: Any  # the onnx module (imported by the importer)
+    uses: Any  # value name -> how many node inputs and graph outputs read it
 
     def attr(self, node, name: str, default: Any = None) -> Any: ...
     def const(self, name: str) -> np.ndarray | None: ...
     def dims(self, name: str) -> tuple | None: ...
     def shape_list(self, name: str) -> list | None: ...
     def used(self, name: str) -> bool: ...
+    def readers(self, name: str) -> list: ...
 
 
 # --- formatting of arguments ---------------------------------------------------------------------

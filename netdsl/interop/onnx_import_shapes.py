@@ -1,6 +1,7 @@
 """ONNX's shape and data-movement ops as netdsl layers: flatten, reshape, transpose, softmax, concat,
-(un)squeeze, slice, gather, resize, the spatial mean, and the ops that pass their input on (Identity, and
-Dropout at inference); one converter each, entered in the importer's table (``onnx_import.CONVERTERS``).
+(un)squeeze, slice, gather, resize, split (several results), the spatial mean and max, and the ops that
+pass their input on (Identity, and Dropout at inference); one converter each, entered in the importer's
+table (``onnx_import.CONVERTERS``).
 
 Their sizes and indices must be known when importing: constants, or shape arithmetic folded from the
 input's sizes (``Context.shape_list``), as PyTorch's exporter writes ``x.view(x.size(0), -1)``.
@@ -204,17 +205,51 @@ def resize(node, cx: Context) -> list[Step]:
     return [Step(node.output[0], "upsample", (node.input[0],), args + _RESIZE[mode, ctm])]
 
 
-def reduce_mean(node, cx: Context) -> list[Step]:
-    """A mean over H and W of ``[N, C, H, W]`` (PyTorch's ``x.mean((2, 3))``) is ``global_avgpool``, then
-    ``flatten`` when the reduced dims are dropped."""
-    dims, axes = cx.dims(node.input[0]), _axes(node, cx, input_since=18)
-    if dims is None or len(dims) != 4 or sorted(a % 4 for a in axes) != [2, 3]:
-        raise Unsupported(f"axes={axes} on an input of rank {len(dims) if dims else 'unknown'}",
-                          "only the mean over H and W of [N, C, H, W] (global average pooling) imports")
-    if cx.attr(node, "keepdims", 1):
-        return [Step(node.output[0], "global_avgpool", (node.input[0],))]
-    pooled = node.output[0] + "::pooled"
-    return [Step(pooled, "global_avgpool", (node.input[0],)), Step(node.output[0], "flatten", (pooled,))]
+def global_reduce(pool: str):
+    """ReduceMean / ReduceMax over H and W of ``[N, C, H, W]`` (PyTorch's ``x.mean((2, 3))``, ``x.amax((2, 3))``)
+    is ``global_avgpool`` / ``global_maxpool``, then ``flatten`` when the reduced dims are dropped."""
+    what = {"global_avgpool": "mean", "global_maxpool": "max"}[pool]
+
+    def convert(node, cx: Context) -> list[Step]:
+        dims, axes = cx.dims(node.input[0]), _axes(node, cx, input_since=18)
+        if dims is None or len(dims) != 4 or sorted(a % 4 for a in axes) != [2, 3]:
+            raise Unsupported(f"axes={axes} on an input of rank {len(dims) if dims else 'unknown'}",
+                              f"only the {what} over H and W of [N, C, H, W] (a global pool) imports")
+        if cx.attr(node, "keepdims", 1):
+            return [Step(node.output[0], pool, (node.input[0],))]
+        pooled = node.output[0] + "::pooled"
+        return [Step(pooled, pool, (node.input[0],)), Step(node.output[0], "flatten", (pooled,))]
+    return convert
+
+
+def split(node, cx: Context) -> list[Step]:
+    """Split into constant sizes along any axis: ``a, b = x -> split((s1, s2), dim=axis)`` (one size when the
+    pieces are equal); without sizes, equal pieces of the (static) dim, the last smaller from opset 18 on."""
+    axis, count = int(cx.attr(node, "axis", 0)), len(node.output)
+    if cx.opset < 13:
+        given = cx.attr(node, "split")
+        sizes = [int(v) for v in given] if given else None
+    else:
+        value = const_input(node, cx, 1, "split", required=False)
+        sizes = None if value is None else [int(v) for v in value.reshape(-1)]
+    dims = cx.dims(node.input[0])
+    size = dims[axis % len(dims)] if dims and -len(dims) <= axis < len(dims) else None
+    if sizes is None:
+        if not isinstance(size, int):
+            raise Unsupported(f"equal pieces of axis {axis}, whose size is not static",
+                              "give the split sizes, or a static size to the split dim")
+        if cx.opset < 18 and size % count:
+            raise Unsupported(f"{count} equal pieces of a dim of size {size}", "give the split sizes")
+        piece = -(-size // count)  # opset 18: the last piece smaller
+        sizes = [piece] * (count - 1) + [size - piece * (count - 1)]
+    if len(sizes) != count or min(sizes) < 1:
+        raise Unsupported(f"split sizes {sizes} for {count} outputs", "give one positive size per output")
+    if count == 1:
+        return [Step(node.output[0], "=", (node.input[0],))]
+    same = all(s == sizes[0] for s in sizes[:-1]) and sizes[-1] <= sizes[0]
+    arg = str(sizes[0]) if same else f"({', '.join(map(str, sizes))})"
+    return [Step(node.output[0] + "::split", "split", (node.input[0],), (arg, *kw("dim", str(axis), "0")),
+                 results=tuple(node.output))]
 
 
 def passthrough(what: str):

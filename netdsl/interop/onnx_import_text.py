@@ -83,7 +83,7 @@ class Writer:
         self.steps = [s for s in steps if s.op != "="]
         for s in self.steps:
             s.inputs = tuple(self.resolve(i) for i in s.inputs)
-        self.producer = {s.output: s for s in self.steps}
+        self.producer = {o: s for s in self.steps for o in (s.results or (s.output,))}
         self.outputs = [self.resolve(o.name) for o in model.graph.output]
         self.uses = Counter(i for s in self.steps for i in s.inputs) + Counter(self.outputs)
         self.value: dict[str, str] = {}  # ONNX value -> netdsl name
@@ -94,7 +94,7 @@ class Writer:
 
     def inline(self, v: str) -> bool:
         s = self.producer.get(v)
-        if s is None or self.uses[v] != 1 or v in self.outputs:
+        if s is None or s.results or self.uses[v] != 1 or v in self.outputs:
             return False
         reader = next(r for r in self.steps if v in r.inputs)
         return reader.op not in _INFIX and len(reader.inputs) == 1
@@ -132,11 +132,17 @@ class Writer:
             for i in s.inputs:
                 if i not in self.value and i in self.model.consts:
                     out.append(self.param(i))
-            if not self.inline(s.output):
+            for r in s.results:  # bound at once; a result nothing reads is `_`
+                if self.uses[r]:
+                    self.value.setdefault(r, self.names.new(ident(r, "v"), "piece"))
+            if not s.results and not self.inline(s.output):
                 self.value.setdefault(s.output, self.names.new(ident(_module_path(*s.origin), "v"),
                                                                s.origin[1].lower()))
         for s in self.steps:
-            if not self.inline(s.output):
+            if s.results:
+                names = ", ".join(self.value[r] if self.uses[r] else "_" for r in s.results)
+                out.append(_wrap(f"    {names} = {self.expr(s)}"))
+            elif not self.inline(s.output):
                 out.append(_wrap(f"    {self.value[s.output]} = {self.expr(s)}"))
         items: list[str] = []
         for v in self.model.graph.output:  # an input passed on, or a value given twice, gets a name of its own

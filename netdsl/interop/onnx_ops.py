@@ -412,6 +412,7 @@ EXPORTERS: dict[str, Exporter] = {
     "maxpool2d": _maxpool,
     "avgpool2d": _avgpool,
     "global_avgpool": lambda b, n, xs: b.op("GlobalAveragePool", xs),
+    "global_maxpool": lambda b, n, xs: b.op("GlobalMaxPool", xs),
     "adaptive_avgpool2d": _adaptive_avgpool,
     "batchnorm": _batchnorm,
     "layernorm": _layernorm,

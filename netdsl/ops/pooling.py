@@ -1,5 +1,5 @@
-"""Pooling: ``maxpool2d``, ``avgpool2d``, ``global_avgpool`` and ``adaptive_avgpool2d``, as torch and
-ONNX define them (padding p, (ph, pw), (top, left, bottom, right), "same" or "valid"; each side up to the
+"""Pooling: ``maxpool2d``, ``avgpool2d``, ``global_avgpool``, ``global_maxpool`` and ``adaptive_avgpool2d``,
+as torch and ONNX define them (padding p, (ph, pw), (top, left, bottom, right), "same" or "valid"; each side up to the
 kernel size minus 1, as ONNX allows). References reduce over the window's taps in cache-sized chunks of
 rows, in the dtype of their input.
 """
@@ -143,15 +143,22 @@ register(OpDef("avgpool2d", OpKind.REDUCE, _pool_infer, _avgpool_ref, _pool_flop
          aliases=("avgpool",))
 
 
-def _gap_infer(types, attrs):
-    (t,) = types
-    check_rank(t, (4,), "global_avgpool", "[N, C, H, W]")
-    return t.with_shape(t.shape[:2] + (1, 1))
+def _global_infer(op: str):
+    def infer(types, attrs):
+        (t,) = types
+        check_rank(t, (4,), op, "[N, C, H, W]")
+        return t.with_shape(t.shape[:2] + (1, 1))
+    return infer
 
 
-register(OpDef("global_avgpool", OpKind.REDUCE, _gap_infer,
+register(OpDef("global_avgpool", OpKind.REDUCE, _global_infer("global_avgpool"),
                lambda xs, p, a: xs[0].mean(axis=(2, 3), keepdims=True),
                lambda ins, out, a: numel(ins[0]), doc="mean over H and W; output [N, C, 1, 1]", axis=1))
+# NaN propagates (NumPy's max, torch's adaptive_max_pool2d): a channel holding a NaN gives NaN
+register(OpDef("global_maxpool", OpKind.REDUCE, _global_infer("global_maxpool"),
+               lambda xs, p, a: xs[0].max(axis=(2, 3), keepdims=True),
+               lambda ins, out, a: numel(ins[0]),
+               doc="max over H and W (F.adaptive_max_pool2d(x, 1)); output [N, C, 1, 1]", axis=1))
 
 
 def _adaptive_infer(types, attrs):

@@ -63,6 +63,7 @@ def specs():
         ("maxpool fp16", pool.specialization((2, 28, 28, 64), F16, "max", 3, 2, 1), False),
         ("avgpool fp32", pool.specialization((2, 28, 28, 64), F32, "avg", 3, 2, 1), False),
         ("global_avgpool fp16", pool.specialization((2, 7, 7, 512), F16, "global_avg"), False),
+        ("global_maxpool fp16", pool.specialization((2, 7, 7, 512), F16, "global_max"), False),
         ("adaptive_avgpool bf16", adaptive_pool.specialization((2, 14, 14, 512), BF16, (5, 5)), False),
         ("adaptive_avgpool fp32 int64", int64(adaptive_pool.specialization((2, 9, 61, 13), F32, (4, 3))), False),
         ("upsample nearest fp16", upsample.specialization(x, F16, (56, 56), "nearest"), False),
