@@ -32,13 +32,15 @@ def prepare(model: str | Path | Graph, weights=None, seed: int = 0, network: str
 
 def compile(model: str | Path | Graph, *, backend: str = "triton", dtype: str = "fp32", weights=None,
             seed: int = 0, network: str | None = None, pipeline: str = "O1", allow_tf32: bool = False,
-            cuda_graphs: bool = True):
+            cuda_graphs: bool = True, sm_count: int | None = None):
     """Compile a model into a ``torch.nn.Module`` taking and returning NCHW tensors.
 
     backend "triton": fused Triton kernels — compiled on a CUDA GPU, run through Triton's interpreter
     on a CPU-only machine (slow; for checking). dtype: "fp32", "fp16" or "bf16".
     cuda_graphs: on a CUDA GPU, replay each input shape's kernels as one CUDA graph (captured on the
     second call of a shape; the environment variable NETDSL_CUDA_GRAPHS=0 turns it off too).
+    sm_count: the SMs a short conv/linear fills by splitting K (``netdsl.kernels.splitk``); None: the
+    GPU's on a CUDA device, no split on the CPU (give one there to run split-K in the interpreter).
     """
     if backend != "triton":
         raise NetDSLError(f"unknown backend `{backend}`", hint="netdsl.compile(..., backend=\"triton\"); the "
@@ -46,4 +48,5 @@ def compile(model: str | Path | Graph, *, backend: str = "triton", dtype: str = 
     from .backends.triton import TritonModule, device
 
     _, fused, w = prepare(model, weights, seed, network, pipeline)
-    return TritonModule(fused, w, dtype=dtype, device=device(), allow_tf32=allow_tf32, cuda_graphs=cuda_graphs)
+    return TritonModule(fused, w, dtype=dtype, device=device(), allow_tf32=allow_tf32, cuda_graphs=cuda_graphs,
+                        sm_count=sm_count)

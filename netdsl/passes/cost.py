@@ -6,7 +6,10 @@ One place decides what a node costs (``node_cost``), from the op's registry entr
   otherwise one launch per input it copies (along a dim that is not stored last: one copy, no launch);
 - any other node makes ``OpDef.launches`` launches that read each distinct input tensor once, read its
   weights once (as the kernel will, ``OpDef.weight_numel``: a folded batchnorm is a packed weight and
-  one bias vector, a batchnorm affine a scale and a shift vector) and write its output once.
+  one bias vector, a batchnorm affine a scale and a shift vector) and write its output once;
+- given an SM count (the module's), a conv or linear that splits K for it (``memory.gemm_split``) makes
+  one more launch, the reduction, and moves its fp32 workspace [SPLIT, M, N] twice (written by the
+  partial sums, read by the reduction). Without one, no split is counted.
 That is the traffic of a kernel that keeps its tiles on chip; re-reads between tiles (L2 hits) are not
 modelled, which is fair to the unfused and the fused graph alike.
 
@@ -42,7 +45,7 @@ from ..ops import REGISTRY, OpKind
 from .cleanup import eliminate_common_subexpressions, eliminate_dead_code, remove_dropout
 from .fusion import fold_parameter_linear
 from .layout import LayoutPlan, plan_layout, stored_dim
-from .memory import MemoryPlan, is_view, value_bytes
+from .memory import MemoryPlan, gemm_split, is_view, value_bytes
 from .rewrite import origin_of
 
 
@@ -84,7 +87,7 @@ def param_bytes(graph: Graph, node: Node, itemsize: int | None = None) -> int:
 
 
 def node_cost(graph: Graph, node: Node, env: Mapping[str, int], plan: MemoryPlan | None,
-              layout: LayoutPlan, itemsize: int | None = None) -> Cost:
+              layout: LayoutPlan, itemsize: int | None = None, sm_count: int | None = None) -> Cost:
     op = REGISTRY[node.op]
     if is_view(node, layout) or op.constant:  # a parameter read as a value: its readers read the weight
         return Cost()
@@ -99,14 +102,20 @@ def node_cost(graph: Graph, node: Node, env: Mapping[str, int], plan: MemoryPlan
     flops = int(op.flops(ins, node.outputs[0].type.concrete(env), node.attrs))  # (the first result's shape)
     read = sum(tensor_bytes(v, env, itemsize) for v in inputs) + param_bytes(graph, node, itemsize)
     written = sum(tensor_bytes(v, env, itemsize) for v in node.outputs)
+    split, m, n = gemm_split(graph, node, env, sm_count, itemsize)
+    if split > 1:  # the reduction launch; the workspace written by the partial sums and read by the reduction
+        workspace = split * m * n * 4
+        return Cost(flops, read + workspace, written + workspace, op.launches_of(node.attrs) + 1)
     return Cost(flops, read, written, op.launches_of(node.attrs))
 
 
-def node_costs(graph: Graph, env: Mapping[str, int], itemsize: int | None = None) -> dict[str, Cost]:
-    """Cost per node, keyed by the node's (first) output value: the name the IR printer gives it."""
+def node_costs(graph: Graph, env: Mapping[str, int], itemsize: int | None = None,
+               sm_count: int | None = None) -> dict[str, Cost]:
+    """Cost per node, keyed by the node's (first) output value: the name the IR printer gives it;
+    with ``sm_count``, split-K as a module compiled for that many SMs runs it."""
     plan = graph.annotations.get("memory")
     layout = graph.annotations.get("layout") or plan_layout(graph)
-    return {n.outputs[0].name: node_cost(graph, n, env, plan, layout, itemsize) for n in graph.nodes}
+    return {n.outputs[0].name: node_cost(graph, n, env, plan, layout, itemsize, sm_count) for n in graph.nodes}
 
 
 def total(costs: Mapping[str, Cost]) -> Cost:

@@ -20,11 +20,18 @@ Sizes need concrete dims: ``annotations["dims"]`` (set by run_pipeline's ``dims`
 defaults with N=1; bytes are the IR dtype's unless an item size is given (the Triton module plans
 fp16 runs with 2). Buffers start at multiples of ``ALIGN`` bytes. The plan is stored as
 ``annotations["memory"]`` (a MemoryPlan); the Triton module allocates exactly this plan.
+
+Split-K (``netdsl.kernels.splitk``), only for a plan made for an SM count: a GEMM over an [out, ...]
+weight (``OpDef.folds_batchnorm``: conv, linear) whose tile grid is too short for the SMs splits its K
+loop; ``gemm_split`` decides it with the kernels' own chooser, and the plan keeps each split
+(``splits``) and one fp32 scratch buffer (``workspace``, bytes) the size of the largest [SPLIT, M, N]
+workspace, shared by the split nodes one after the other and counted in the peak.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from ..errors import NetDSLError
@@ -50,6 +57,8 @@ class MemoryPlan:
     converted: Mapping[str, str]  # converted copy (``x@NHWC``) -> the value it is a copy of
     no_reuse: int  # bytes if every kernel output had its own buffer
     max_live: int  # the most bytes live at once (a lower bound for any plan)
+    splits: Mapping[str, int] = field(default_factory=dict)  # split-K node (first output) -> K slices (> 1)
+    workspace: int = 0  # bytes of the fp32 split-K scratch buffer (0: no split)
 
     @property
     def offsets(self) -> tuple[int, ...]:
@@ -66,7 +75,7 @@ class MemoryPlan:
 
     @property
     def peak(self) -> int:
-        return self.arena_bytes + sum(self.outputs.values())
+        return self.arena_bytes + sum(self.outputs.values()) + self.workspace
 
     def summary(self) -> str:
         dims = ", ".join(f"{k}={v}" for k, v in sorted(self.dims.items()))
@@ -91,6 +100,36 @@ def plan_dims(graph: Graph) -> dict[str, int] | None:
 
 def value_bytes(v: Value, env: Mapping[str, int], itemsize: int | None = None) -> int:
     return numel(v.type.concrete(env)) * (itemsize or DTYPES[v.type.dtype])
+
+
+def gemm_split(graph: Graph, node, env: Mapping[str, int], sm_count: int | None,
+               itemsize: int | None = None) -> tuple[int, int, int]:
+    """(K slices, M, N) of a split-K node: its workspace is [slices, M, N] fp32; (1, 0, 0) when it does
+    not split. A GEMM over an [out, ...] weight (``folds_batchnorm``; [OC, IC/G, KH, KW] or [N, K]): M
+    output rows, N = ``out`` columns in G groups, K = KH*KW taps of IC/G. Decided by
+    ``kernels.splitk.choose_split`` for ``sm_count`` SMs over the sm_80 configs of the kernel's tier
+    (fp32: exact FMA; fp16/bf16: tensor cores), the same for a node on every call of a shape.
+    A depthwise conv (one input channel per group) runs the direct kernel: no split."""
+    op = REGISTRY[node.op]
+    base = REGISTRY[op.base] if op.base is not None else op
+    if not sm_count or not base.folds_batchnorm or "weight" not in node.params:
+        return 1, 0, 0
+    from ..kernels import conv, matmul  # only with an SM count: Triton is imported by then
+    from ..kernels.splitk import choose_split
+
+    weight = tuple(graph.params[node.params["weight"]].shape)
+    groups = node.attrs.get("groups", 1)
+    out = tuple(node.outputs[0].type.concrete(env))
+    axis = op.axis_of(node.attrs, len(out))
+    n = out[axis]
+    m = math.prod(out) // n
+    if groups > 1 and weight[1] == 1:
+        return 1, 0, 0
+    tier = "fma" if (itemsize or DTYPES[node.outputs[0].type.dtype]) == 4 else "fast"
+    tiered = conv.TIERED_CONFIGS if len(weight) == 4 else matmul.TIERED_CONFIGS
+    configs = [c for c, tiers in tiered if tier in tiers]
+    _, split = choose_split(m, n // groups, weight[1], configs, sm_count, taps=math.prod(weight[2:]), groups=groups)
+    return (split, m, n) if split > 1 else (1, 0, 0)
 
 
 def _aligned(n: int) -> int:
@@ -139,8 +178,9 @@ def _concat_slices(graph: Graph, producer, layout: LayoutPlan) -> dict[str, tupl
 
 
 def plan_buffers(graph: Graph, env: Mapping[str, int], layout: LayoutPlan | None = None,
-                 itemsize: int | None = None) -> MemoryPlan:
-    """The memory plan of ``graph`` at sizes ``env`` (see the module docstring)."""
+                 itemsize: int | None = None, sm_count: int | None = None) -> MemoryPlan:
+    """The memory plan of ``graph`` at sizes ``env`` (see the module docstring); with ``sm_count``, the
+    split-K nodes for that many SMs and their workspace."""
     layout = layout or graph.annotations.get("layout") or plan_layout(graph)
     producer = {v.name: n for n in graph.nodes for v in n.outputs}
     value = {v.name: v for v in graph.values()}
@@ -267,8 +307,11 @@ def plan_buffers(graph: Graph, env: Mapping[str, int], layout: LayoutPlan | None
         and not REGISTRY[n.op].constant for v in n.outputs)
     storage = {v: r for v, r in root.items() if r not in external}
     buffer_of = {v: buffer_of_root[r] for v, r in storage.items() if r in buffer_of_root}
+    gemms = {n.outputs[0].name: gemm_split(graph, n, env, sm_count, itemsize) for n in graph.nodes}
+    splits = {name: s for name, (s, _, _) in gemms.items() if s > 1}
+    workspace = max((_aligned(s * m * n * 4) for s, m, n in gemms.values() if s > 1), default=0)
     return MemoryPlan(dict(env), storage, buffer_of, tuple(buffers), {r: sizes[r] for r in sorted(outputs_of)},
-                      views, slices, in_place, conversions, no_reuse, max_live)
+                      views, slices, in_place, conversions, no_reuse, max_live, splits, workspace)
 
 
 def plan_memory(graph: Graph) -> tuple[Graph, str]:

@@ -44,9 +44,9 @@ from .lower_sequence import (lower_embedding, lower_expand, lower_matmul, lower_
                              lower_positional_encoding, lower_recurrent, lower_sdpa, lower_select, lower_slice,
                              lower_split)
 
-# Split-K (kernels/splitk.py) stays off in compiled models until the memory plan counts its fp32
-# workspace and the cost model its second launch: a model's allocations and launches must be the ones
-# its plan reports. The kernels' own split-K is tested in tests/kernels/test_kernels_splitk.py.
+# Split-K (kernels/splitk.py): a conv/linear step runs with the K slices the module's memory plan gives
+# its node for the shape (``run(inputs, out, split_k=...)``; the plan counts the workspace, the cost
+# report the reduction launch). Left to itself a step never splits: SPLIT_K.
 SPLIT_K = 1
 
 
@@ -57,12 +57,12 @@ def lower_conv(node: Node, ctx: LowerCtx) -> Step:
     ep = epilogue_of(ctx, node, b)
     depthwise = conv.is_depthwise(node.inputs[0].type.shape[1], a["groups"])
 
-    def run(inputs, out):
+    def run(inputs, out, split_k=SPLIT_K):
         return conv.conv2d(inputs[0], packed, out_channels=a["out_channels"], kernel_size=a["kernel_size"],
                            stride=a["stride"], padding=conv_pads(a, inputs[0].shape[1:3]),  # NHWC: (H, W)
                            dilation=a["dilation"], groups=a["groups"],
                            epilogue=_with_residual(ep, node, inputs), out=out, allow_tf32=ctx.allow_tf32,
-                           split_k=SPLIT_K)
+                           split_k=split_k)
 
     return Step(node, run, kernel="depthwise_conv2d" if depthwise else "conv2d")
 
@@ -96,7 +96,6 @@ def lower_upsample(node: Node, ctx: LowerCtx) -> Step:
     return Step(node, run, kernel=f"upsample_{a['mode']}2d")
 
 
-
 def lower_linear(node: Node, ctx: LowerCtx) -> Step:
     w, b = folded_weight_and_bias(ctx.params(node), node.attrs)
     src = node.inputs[0].name
@@ -106,11 +105,10 @@ def lower_linear(node: Node, ctx: LowerCtx) -> Step:
     packed = matmul.pack_linear_weight(ctx.tensor(w))
     ep = epilogue_of(ctx, node, b)
 
-    def kernel(x, others, out):
-        return matmul.linear(x, packed, epilogue=dataclasses.replace(ep, residual=others[0]), out=out,
-                             allow_tf32=ctx.allow_tf32, split_k=SPLIT_K)
-
-    def run(inputs, out):  # over the IR's last axis: W of a rank-4 (NHWC) input needs a layout fix-up
+    def run(inputs, out, split_k=SPLIT_K):  # over the IR's last axis: W of a rank-4 (NHWC) input needs a fix-up
+        def kernel(x, others, o):
+            return matmul.linear(x, packed, epilogue=dataclasses.replace(ep, residual=others[0]), out=o,
+                                 allow_tf32=ctx.allow_tf32, split_k=split_k)
         return along_last(ctx.axis(node), inputs[0], kernel, out, _with_residual(ep, node, inputs).residual)
 
     return Step(node, run, kernel="linear")
@@ -239,14 +237,22 @@ def lower_avgpool(node: Node, ctx: LowerCtx) -> Step:
                 kernel="avgpool2d")
 
 
-def lower_global_avgpool(node: Node, ctx: LowerCtx) -> Step:
-    def run(inputs, out):
-        x = inputs[0]
-        if out is None:
-            out = torch.empty((x.shape[0], 1, 1, x.shape[3]), dtype=x.dtype, device=x.device)
-        return pool.global_avgpool(x, out=out)
+def _lower_global_pool(reduce, kernel: str):
+    """The lowering of a global pool: ``reduce`` (kernels.pool's global_avgpool or global_maxpool) over H and
+    W of an NHWC input into [N, 1, 1, C]."""
+    def lower(node: Node, ctx: LowerCtx) -> Step:
+        def run(inputs, out):
+            x = inputs[0]
+            if out is None:
+                out = torch.empty((x.shape[0], 1, 1, x.shape[3]), dtype=x.dtype, device=x.device)
+            return reduce(x, out=out)
 
-    return Step(node, run, kernel="global_avgpool")
+        return Step(node, run, kernel=kernel)
+    return lower
+
+
+lower_global_avgpool = _lower_global_pool(pool.global_avgpool, "global_avgpool")
+lower_global_maxpool = _lower_global_pool(pool.global_maxpool, "global_maxpool")
 
 
 def lower_adaptive_avgpool(node: Node, ctx: LowerCtx) -> Step:
@@ -385,6 +391,7 @@ LOWERINGS: dict[str, Callable[[Node, LowerCtx], Step]] = {
     "maxpool2d": lower_maxpool,
     "avgpool2d": lower_avgpool,
     "global_avgpool": lower_global_avgpool,
+    "global_maxpool": lower_global_maxpool,
     "adaptive_avgpool2d": lower_adaptive_avgpool,
     "softmax": _lower_softmax(softmax.softmax),
     "log_softmax": _lower_softmax(softmax.log_softmax),

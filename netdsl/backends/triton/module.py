@@ -20,6 +20,13 @@ work besides launching is called as it is). A later call for a known shape copie
 those calls (on a CUDA device, replays them as one CUDA graph: ``graphs``) and returns fresh copies of
 the outputs, so outputs stay valid after the next call.
 
+Split-K (``netdsl.kernels.splitk``): a module made for an SM count (``sm_count``: on a CUDA device its
+GPU's by default, none on the CPU unless asked for) plans each shape's splits with the memory plan
+(``MemoryPlan.splits``, decided by ``netdsl.passes.memory.gemm_split``), runs each split conv/linear
+with that split (two launches: partial sums, then the reduction with the epilogue) and gives their fp32
+partial sums the plan's workspace, so the bytes it allocates and the launches it makes are still the
+plans' and the cost report's for the same SM count.
+
 ``forward`` takes and returns NCHW tensors (a 4-D output stored NHWC is returned with the strides of an
 NCHW view of it). Layout conversions are copies made by torch into planned storage; fix-ups, the input
 buffers and the returned copies are the only memory besides the plan.
@@ -53,6 +60,14 @@ def _shape_only(x) -> np.ndarray:
     return np.broadcast_to(np.zeros((), np.uint8), tuple(np.shape(x) if not isinstance(x, torch.Tensor) else x.shape))
 
 
+def default_sm_count(device: torch.device) -> int | None:
+    """The SMs a module fills by splitting K unless told otherwise: a CUDA device's; none elsewhere (the
+    interpreter, meta tensors), where ``sm_count`` asks for it explicitly."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def convert(x: torch.Tensor, layout: str) -> torch.Tensor:
     """A 4-D tensor stored in the other layout, viewed as ``layout`` (NHWC <-> NCHW)."""
     return to_internal_view(x) if layout == NHWC else to_ir(x)
@@ -67,7 +82,8 @@ def _located(node, e: KernelError, given: Mapping) -> NetDSLError:
 
 class TritonModule(torch.nn.Module):
     def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray], dtype: str = "fp32",
-                 device: str | torch.device | None = None, allow_tf32: bool = False, cuda_graphs: bool = True):
+                 device: str | torch.device | None = None, allow_tf32: bool = False, cuda_graphs: bool = True,
+                 sm_count: int | None = None):
         super().__init__()
         if dtype not in TORCH_DTYPES:
             raise NetDSLError(f"unknown dtype `{dtype}`", hint="one of fp32, fp16, bf16")
@@ -79,6 +95,8 @@ class TritonModule(torch.nn.Module):
         if self.device.type != "meta":
             warn_if_interpreting()
         self.cuda_graphs = graphs_wanted(cuda_graphs, self.device)
+        # SMs a conv/linear's tile grid should fill (split-K): the GPU's unless given; none on the CPU
+        self.sm_count = sm_count if sm_count is not None else default_sm_count(self.device)
         self.layout: LayoutPlan = graph.annotations.get("layout") or plan_layout(graph)
         self.values = {v.name: v for v in graph.values()}
         ctx = LowerCtx(graph, dict(weights), self.torch_dtype, self.device, self.layout, allow_tf32)
@@ -96,7 +114,7 @@ class TritonModule(torch.nn.Module):
         """The memory plan for these sizes, in the module's dtype (cached per shape)."""
         key = tuple(sorted(dims.items()))
         if key not in self._plans:
-            self._plans[key] = plan_buffers(self.graph, dims, self.layout, self.itemsize)
+            self._plans[key] = plan_buffers(self.graph, dims, self.layout, self.itemsize, self.sm_count)
         return self._plans[key]
 
     def launch_plan(self, dims: Mapping[str, int]) -> LaunchPlan:
@@ -124,7 +142,7 @@ class TritonModule(torch.nn.Module):
     @property
     def launches(self) -> int:
         """Triton kernel launches per forward call (layout copies, done by torch, not counted)."""
-        total = 0
+        total = len(self.plan.splits) if self.plan is not None else 0  # a split-K node's reduction launch
         slices = self.concat_slices
         for s in self.steps:
             op = REGISTRY[s.node.op]
@@ -242,7 +260,7 @@ class TritonModule(torch.nn.Module):
             args = ([read(v, node) for v in node.inputs], outs if len(outs) > 1 else outs[0])
             y, prepared = self._run_step(step, args, given, prepare, plan)
             if prepared is None:
-                calls.append(self._as_is(step, args, plan))
+                calls.append(self._as_is(step, args, plan, self._split_of(step, plan)))
                 as_is.append(node.outputs[0].name)
             else:
                 calls.extend(prepared)
@@ -269,11 +287,18 @@ class TritonModule(torch.nn.Module):
                     raise _located(step.node, e, given) from None
 
     @staticmethod
-    def _as_is(step: Step, args: tuple, plan: LaunchPlan) -> Call:
+    def _split_of(step: Step, plan: LaunchPlan) -> tuple:
+        """The step's run's arguments after (inputs, out) for this shape: the planned K slices of a split-K
+        node (``run(inputs, out, split_k)``, positional so that wrappers passing ``*args`` keep it)."""
+        split = plan.memory.splits.get(step.node.outputs[0].name, 1)
+        return (split,) if split > 1 else ()
+
+    @staticmethod
+    def _as_is(step: Step, args: tuple, plan: LaunchPlan, split: tuple) -> Call:
         """A step that must run as it is (it does torch work besides its launches), as a prepared call."""
         def call() -> None:
             try:
-                step.run(*args)
+                step.run(*args, *split)
             except KernelError as e:
                 raise _located(step.node, e, plan.inputs) from None
         return call
@@ -283,10 +308,12 @@ class TritonModule(torch.nn.Module):
         """Run one step (a KernelError becomes a located NetDSLError); with ``prepare``, also its launches
         as prepared calls, or None when it must run as it is (``prepared.run_and_prepare``)."""
         node = step.node
+        split = self._split_of(step, plan)
         try:
             if not prepare:
-                return step.run(*args), None
-            return run_and_prepare(lambda: step.run(*args), plan.persistent())
+                return step.run(*args, *split), None
+            return run_and_prepare(lambda: step.run(*args, *split), plan.persistent(),
+                                   plan.workspace if split else None)
         except KernelError as e:
             raise _located(node, e, given) from None
 

@@ -6,6 +6,8 @@ offsets. So the module makes them once per shape, here, and a later call for tha
 inputs in, runs a list of prepared calls (``prepared``), and hands back copies of its outputs:
 
 - ``arena``: the memory plan's arena (``plan.arena_bytes``), as before;
+- ``workspace``: the memory plan's fp32 split-K scratch (``plan.workspace`` bytes; empty without a
+  split), which the prepared split-K launches use (``prepared.run_and_prepare``);
 - ``inputs``: one buffer per graph input, in the IR's layout and the element type the graph reads,
   that each call's inputs are copied into (so a kernel reads the same address every call);
 - the storages holding graph outputs, allocated with the plan (not per call): each call returns fresh
@@ -45,7 +47,8 @@ class LaunchPlan:
         self.memory, self.dims, self.layout, self.ir_values = memory, dict(dims), layout, values
         self.dtype, self.device = dtype, device
         self.arena = torch.empty(memory.arena_bytes, dtype=torch.uint8, device=device)
-        self.allocated = memory.arena_bytes  # the arena and the output storages
+        self.workspace = torch.empty(memory.workspace // 4, dtype=torch.float32, device=device)
+        self.allocated = memory.arena_bytes + memory.workspace  # the arena, the workspace, the output storages
         self.inputs = {name: torch.empty(tuple(values[name].type.concrete(dims)), dtype=t, device=device)
                        for name, t in inputs.items()}
         self._flat: dict[str, torch.Tensor] = {}  # storage root -> its memory, flat, in the module's dtype
@@ -56,7 +59,7 @@ class LaunchPlan:
 
     def persistent(self) -> set[int]:
         """The storages that live as long as the plan (what the prepared calls may read and write)."""
-        return {storage_id(t) for t in (self.arena, *self.inputs.values(), *self._flat.values())}
+        return {storage_id(t) for t in (self.arena, self.workspace, *self.inputs.values(), *self._flat.values())}
 
     def memory_of(self, root: str) -> torch.Tensor:
         if root not in self._flat:

@@ -13,13 +13,16 @@ first use): those must run on every call. The first call watches the torch ops a
 dispatch mode) and repeats the launches alone only when no op but a view or an allocation touched
 memory a launch reads or writes, or the plan's memory; otherwise the step's ``run`` is called again
 (correct, just not lean). Allocations are kept: scratch memory a kernel writes before it reads it.
-Work a step does once and keeps for later calls (a table built on first use) is not work to repeat:
-the step does it inside ``kept_across_calls()``, which the watch does not see.
+A split-K launch pair's fp32 workspace, allocated by the kernel wrapper, is moved into the launch
+plan's planned workspace (``in_workspace``): the prepared calls use the plan's memory, not the scratch
+of the first call. Work a step does once and keeps for later calls (a table built on first use) is not
+work to repeat: the step does it inside ``kept_across_calls()``, which the watch does not see.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Callable, Iterable
 
 import torch
@@ -67,10 +70,28 @@ def kept_across_calls():
         yield
 
 
-def run_and_prepare(run: Callable[[], object], persistent: Iterable[int]) -> tuple[object, list[Call] | None]:
+def in_workspace(launches: list, workspace: torch.Tensor | None) -> list:
+    """``launches`` (``(launch, config, tuned)``) of a split-K step with its workspace (the ``ws_ptr`` the
+    partial and the reduction kernels share) replaced by the same shape at the start of ``workspace``;
+    None: not a split-K step (other kernels' ``ws_ptr`` is theirs), the launches as they are."""
+    out = []
+    for launch, config, tuned in launches:
+        ws = launch.args.get("ws_ptr")
+        if workspace is not None and isinstance(ws, torch.Tensor):
+            if ws.numel() > workspace.numel():
+                raise AssertionError(f"a split-K workspace of {ws.numel()} floats outgrows the planned "
+                                     f"{workspace.numel()}")
+            planned = workspace[:ws.numel()].view(ws.shape)
+            launch = dataclasses.replace(launch, args={**launch.args, "ws_ptr": planned})
+        out.append((launch, config, tuned))
+    return out
+
+
+def run_and_prepare(run: Callable[[], object], persistent: Iterable[int],
+                    workspace: torch.Tensor | None = None) -> tuple[object, list[Call] | None]:
     """Run a step (``run()``), and say how to repeat it: its launches as prepared calls, or None when
     it did other work that must run again (then call the step again). ``persistent``: the storages of
-    the launch plan (arena, inputs, outputs)."""
+    the launch plan (arena, inputs, outputs); ``workspace``: the plan's split-K workspace."""
     with _host.capturing() as launches, _Touched() as seen:
         result = run()
     used = set(persistent)
@@ -78,7 +99,7 @@ def run_and_prepare(run: Callable[[], object], persistent: Iterable[int]) -> tup
         used.update(storage_id(t) for t in launch.args.values() if isinstance(t, torch.Tensor))
     if seen.storages & used:
         return result, None
-    return result, [_host.prepare(launch, config, tuned) for launch, config, tuned in launches]
+    return result, [_host.prepare(launch, config, tuned) for launch, config, tuned in in_workspace(launches, workspace)]
 
 
 def copy_call(dst: torch.Tensor, src: torch.Tensor) -> Call:
