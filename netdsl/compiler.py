@@ -39,8 +39,9 @@ def compile(model: str | Path | Graph, *, backend: str = "triton", dtype: str = 
     on a CPU-only machine (slow; for checking). dtype: "fp32", "fp16" or "bf16".
     cuda_graphs: on a CUDA GPU, replay each input shape's kernels as one CUDA graph (captured on the
     second call of a shape; the environment variable NETDSL_CUDA_GRAPHS=0 turns it off too).
-    sm_count: the SMs a short conv/linear fills by splitting K (``netdsl.kernels.splitk``); None: the
-    GPU's on a CUDA device, no split on the CPU (give one there to run split-K in the interpreter).
+    sm_count: the SMs a short conv/linear fills by splitting K (``netdsl.kernels.splitk``), e.g.
+    ``torch.cuda.get_device_properties(0).multi_processor_count``; None (the default, until split-K is
+    measured on hardware): no split. Given on the CPU, split-K runs in the interpreter.
     """
     if backend != "triton":
         raise NetDSLError(f"unknown backend `{backend}`", hint="netdsl.compile(..., backend=\"triton\"); the "

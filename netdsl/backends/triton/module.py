@@ -20,8 +20,8 @@ work besides launching is called as it is). A later call for a known shape copie
 those calls (on a CUDA device, replays them as one CUDA graph: ``graphs``) and returns fresh copies of
 the outputs, so outputs stay valid after the next call.
 
-Split-K (``netdsl.kernels.splitk``): a module made for an SM count (``sm_count``: on a CUDA device its
-GPU's by default, none on the CPU unless asked for) plans each shape's splits with the memory plan
+Split-K (``netdsl.kernels.splitk``): a module made for an SM count (``sm_count``; none by default, so
+no split, until split-K has been measured on hardware) plans each shape's splits with the memory plan
 (``MemoryPlan.splits``, decided by ``netdsl.passes.memory.gemm_split``), runs each split conv/linear
 with that split (two launches: partial sums, then the reduction with the epilogue) and gives their fp32
 partial sums the plan's workspace, so the bytes it allocates and the launches it makes are still the
@@ -60,14 +60,6 @@ def _shape_only(x) -> np.ndarray:
     return np.broadcast_to(np.zeros((), np.uint8), tuple(np.shape(x) if not isinstance(x, torch.Tensor) else x.shape))
 
 
-def default_sm_count(device: torch.device) -> int | None:
-    """The SMs a module fills by splitting K unless told otherwise: a CUDA device's; none elsewhere (the
-    interpreter, meta tensors), where ``sm_count`` asks for it explicitly."""
-    if device.type != "cuda":
-        return None
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
 def convert(x: torch.Tensor, layout: str) -> torch.Tensor:
     """A 4-D tensor stored in the other layout, viewed as ``layout`` (NHWC <-> NCHW)."""
     return to_internal_view(x) if layout == NHWC else to_ir(x)
@@ -96,7 +88,7 @@ class TritonModule(torch.nn.Module):
             warn_if_interpreting()
         self.cuda_graphs = graphs_wanted(cuda_graphs, self.device)
         # SMs a conv/linear's tile grid should fill (split-K): the GPU's unless given; none on the CPU
-        self.sm_count = sm_count if sm_count is not None else default_sm_count(self.device)
+        self.sm_count = sm_count
         self.layout: LayoutPlan = graph.annotations.get("layout") or plan_layout(graph)
         self.values = {v.name: v for v in graph.values()}
         ctx = LowerCtx(graph, dict(weights), self.torch_dtype, self.device, self.layout, allow_tf32)
