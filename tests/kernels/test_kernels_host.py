@@ -181,8 +181,10 @@ def test_int64_offset_paths_compute_the_same():
 
     y = _forced_int64(pool._plan_pool(x, 3, 2, 1, 1, True, True, True, None, None, True))
     assert_close(y, nhwc(F.max_pool2d(nchw(x), 3, 2, 1, 1, True)))
-    y = _forced_int64(pool._plan_global_avgpool(x, None, True))
+    y = _forced_int64(pool._plan_global_pool(x, None, True))
     assert_close(y, x.mean((1, 2)))
+    y = _forced_int64(pool._plan_global_pool(x, None, True, is_max=True))
+    assert_close(y, x.amax((1, 2)))
 
     for C in (20, 50):
         xs = rand(4, C)
