@@ -572,3 +572,18 @@ def test_weights_target_that_cannot_be_written_leaves_nothing(tmp_path, capsys):
     assert main(["import", str(model), "-o", str(tmp_path / "m.net")]) == 2
     assert "is a directory" in capsys.readouterr().err
     assert not (tmp_path / "m.net").exists()
+
+
+def test_netdsl_export_imports_back_with_its_linears(tmp_path):
+    """netdsl writes a linear as Transpose(weight) -> MatMul -> Add: it imports back as one `linear` under
+    the weight's label (not a transpose and a matmul of a `param`), equal to onnxruntime's result."""
+    from netdsl.interop.onnx_export import export_onnx
+
+    graph = load(Path(__file__).resolve().parent.parent / "examples" / "mlp.net")
+    path = tmp_path / "mlp.onnx"
+    export_onnx(graph, random_weights(graph, seed=1), path)
+    x = np.random.default_rng(0).standard_normal((3, *graph.inputs[0].type.shape[1:])).astype(np.float32)
+    text = import_and_compare(tmp_path, path, [x])
+    assert "transpose" not in text and "matmul" not in text and "param " not in text, text
+    linears = [layer for layer in text.split("->") if "linear(" in layer]
+    assert len(linears) == sum(n.op == "linear" for n in graph.nodes), text

@@ -1,5 +1,6 @@
 """Patterns of ONNX nodes that are one netdsl layer, rewritten before the nodes are converted: PyTorch's
-linear on a 3-D input (MatMul + Add), its GELU before opset 20 (written with Erf), and zero padding (Pad)
+linear on a 3-D input (MatMul + Add), a weight kept as [out, in] and transposed in the graph (Transpose +
+MatMul (+ Add), as netdsl's own export writes a linear), its GELU before opset 20 (written with Erf), and zero padding (Pad)
 feeding a convolution or an average pool, which becomes that layer's own padding.
 
 netdsl has no pad layer: a ``Pad`` imports only folded into the Conv or AveragePool it alone feeds (a
@@ -34,6 +35,7 @@ class Rewrites:
 
     def nodes_after(self) -> list:
         for n in self.nodes:
+            self.transposed_weight(n)
             self.matmul_add(n)
             self.erf_gelu(n)
             self.pad_into_window(n)
@@ -69,6 +71,23 @@ class Rewrites:
                 and b.ndim <= (len(dims) if dims is not None else 1):
             self.merge([n, add], self.model.onnx.helper.make_node(
                 "Gemm", [n.input[0], n.input[1], bias], [add.output[0]], name=n.name))
+
+    def transposed_weight(self, t) -> None:
+        """``x @ W^T (+ b)`` with W a constant [out, in] matrix transposed by a Transpose node: one Gemm with
+        transB (a ``linear`` whose weight keeps W's name, so the layer keeps its label)."""
+        w = self.model.const(t.input[0]) if t.op_type == "Transpose" else None
+        if w is None or w.ndim != 2 or w.dtype.kind != "f" or list(self.model.attr(t, "perm", [1, 0])) != [1, 0]:
+            return
+        mm = self.only_user(t.output[0], "MatMul")
+        if mm is None or mm.input[1] != t.output[0]:
+            return
+        pattern, inputs, out = [t, mm], [mm.input[0], t.input[0]], mm.output[0]
+        add = self.only_user(mm.output[0], "Add")
+        if add is not None:
+            b = self.model.const(self.other(add, mm.output[0]))
+            if b is not None and b.dtype.kind == "f" and b.size == w.shape[0] == b.shape[-1] and b.ndim == 1:
+                pattern, inputs, out = [t, mm, add], inputs + [self.other(add, mm.output[0])], add.output[0]
+        self.merge(pattern, self.model.onnx.helper.make_node("Gemm", inputs, [out], name=mm.name, transB=1))
 
     def erf_gelu(self, erf) -> None:
         div = self.model.producer.get(erf.input[0]) if erf.op_type == "Erf" else None
