@@ -95,7 +95,7 @@ def _load(args):
 
 
 def cmd_show(args) -> int:
-    from .report import show
+    from .report import cost_fields, show
 
     if args.json and not args.cost:
         raise NetDSLError("--json writes the cost report: it goes with --cost", hint="netdsl show MODEL --cost --json")
@@ -108,37 +108,6 @@ def cmd_show(args) -> int:
         return 0
     print(show(graph, env, pipeline=args.pipeline, dump_after=args.dump_after, cost=args.cost))
     return 0
-
-
-def cost_fields(graph, env: dict[str, int], pipeline: str) -> dict:
-    """`show --cost --json`: per fused node (the ``pipeline``'s graph, O1 when it is O0) its cost and
-    the cost of the unfused nodes it stands for; the totals and ratios of the text report."""
-    from .passes import run_pipeline
-    from .passes.cost import summarize, node_costs, total
-    from .passes.rewrite import origin_of
-
-    fused = run_pipeline(graph, pipeline if pipeline != "O0" else "O1", log=lambda _: None, dims=env)
-    before, after = node_costs(graph, env), node_costs(fused, env)
-
-    def cost(c, nodes=None) -> dict:
-        row = {"launches": c.launches, "flops": c.flops, "read": c.read, "written": c.written, "bytes": c.bytes}
-        return row if nodes is None else {"nodes": nodes, **row}
-
-    rows = []
-    for n in fused.nodes:
-        name = n.outputs[0].name
-        parts = [p for p in origin_of(fused, name) if p in before]
-        rows.append({"name": name, "op": n.op, "parts": parts, **cost(after[name]),
-                     "unfused": cost(total({p: before[p] for p in parts}))})
-    s = summarize(graph, fused, env)
-    ratio = (lambda a, b: a / b if b else None)
-    bounds = {"ideal": s.ideal, **({"floor": s.floor} if hasattr(s, "floor") else {})}  # (no FLOPs: traffic only)
-    doc = {"dims": dict(sorted(env.items())), "pipeline": pipeline if pipeline != "O0" else "O1", "nodes": rows,
-           "totals": {"unfused": cost(s.unfused, s.unfused_nodes), "fused": cost(s.fused, s.fused_nodes),
-                      **{k: {f: v for f, v in cost(c).items() if f != "flops"} for k, c in bounds.items()}},
-           "fused_over_unfused_bytes": ratio(s.fused.bytes, s.unfused.bytes)}
-    doc.update((f"fused_over_{k}_bytes", ratio(s.fused.bytes, c.bytes)) for k, c in bounds.items())
-    return doc
 
 
 def cmd_run(args) -> int:
@@ -187,7 +156,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_init(args) -> int:
-    from .params import check_writable, init_weights, parameter_count, save_weights
+    from .files import check_writable
+    from .params import init_weights, parameter_count, save_weights
 
     seed = parse_seed(args.seed)
     graph = _load(args)
@@ -287,7 +257,7 @@ def _write_build(folder: Path, build, text: str, graph, fields: dict) -> None:
     """Each kernel's cubin and PTX (named ``<specialization>-<kernel>.sm_<cc>.cubin``), then report.json
     and report.txt: every file written whole (``write_atomically``), the reports last, naming the files."""
     from .kernels.aot import artifact
-    from .params import write_atomically
+    from .files import write_atomically
 
     try:
         folder.mkdir(exist_ok=True)

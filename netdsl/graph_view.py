@@ -332,7 +332,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from .frontend import load
     from .ir.sizes import concrete_dims, parse_dims
-    from .params import check_writable, write_atomically
+    from .files import check_writable, write_atomically
     from .passes import run_pipeline
 
     what = "graph picture"

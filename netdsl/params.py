@@ -15,15 +15,15 @@ import json
 import math
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import IO, Callable, Mapping
+from typing import IO, Mapping
 
 import numpy as np
 
 from .errors import NetDSLError, did_you_mean
+from .files import check_writable, write_atomically
 from .ir.graph import Graph, ParamSpec
 from .ir.sizes import INT64_MAX, check_allocation, check_sizes, tensor_bytes
 from .ir.types import BOOL, DTYPES, NUMPY_DTYPES, is_integer
@@ -286,50 +286,6 @@ def read_weights(path: str | Path) -> Weights:
         raise
     except Exception as e:  # corrupt or truncated files raise many different errors
         raise NetDSLError(f"cannot read weights file `{path}`: {e}", hint=_BAD_WEIGHTS) from None
-
-
-def check_writable(path: str | Path, what: str = "file") -> Path:
-    """``path``, once it can be a file: not a directory, in a directory that exists."""
-    path = Path(path)
-    if path.is_dir():
-        raise NetDSLError(f"cannot write {what} `{path}`: it is a directory", hint="give a file name inside it")
-    if not path.parent.is_dir():
-        raise NetDSLError(f"cannot write {what} `{path}`: there is no directory `{path.parent}`",
-                          hint="create the directory first, or write somewhere else")
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomically(path: str | Path, write: Callable[[str], None], what: str = "file") -> None:
-    """Run ``write(temporary path)`` on a temporary file next to ``path``, then rename it into place with
-    the usual mode (0666 less the umask); on any failure remove the temporary file and raise a
-    NetDSLError — the target is either the old file or the whole new one, never part of one."""
-    path = check_writable(path, what)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise NetDSLError(f"cannot write {what} `{path}`: {e.strerror or e}",
-                          hint=f"check that you may write to `{path.parent}`") from None
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, Exception) and not isinstance(e, NetDSLError):  # disk full, quota, a device error...
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            raise NetDSLError(f"cannot write {what} `{path}`: {reason}", hint="nothing was written; "
-                              "check the free space and that you may write there") from None
-        raise
 
 
 def save_weights(path: str | Path, weights: Mapping[str, np.ndarray]) -> None:

@@ -78,3 +78,34 @@ def show(graph: Graph, env: dict[str, int], pipeline: str = "O0", dump_after: st
         fused = graph if graph is not unfused else run_pipeline(unfused, "O1", dims=env)
         parts += ["", cost_report(unfused, fused, env)]
     return "\n".join(parts)
+
+
+def cost_fields(graph, env: dict[str, int], pipeline: str) -> dict:
+    """`show --cost --json`: per fused node (the ``pipeline``'s graph, O1 when it is O0) its cost and
+    the cost of the unfused nodes it stands for; the totals and ratios of the text report."""
+    from .passes import run_pipeline
+    from .passes.cost import node_costs, summarize, total
+    from .passes.rewrite import origin_of
+
+    fused = run_pipeline(graph, pipeline if pipeline != "O0" else "O1", log=lambda _: None, dims=env)
+    before, after = node_costs(graph, env), node_costs(fused, env)
+
+    def cost(c, nodes=None) -> dict:
+        row = {"launches": c.launches, "flops": c.flops, "read": c.read, "written": c.written, "bytes": c.bytes}
+        return row if nodes is None else {"nodes": nodes, **row}
+
+    rows = []
+    for n in fused.nodes:
+        name = n.outputs[0].name
+        parts = [p for p in origin_of(fused, name) if p in before]
+        rows.append({"name": name, "op": n.op, "parts": parts, **cost(after[name]),
+                     "unfused": cost(total({p: before[p] for p in parts}))})
+    s = summarize(graph, fused, env)
+    ratio = (lambda a, b: a / b if b else None)
+    bounds = {"ideal": s.ideal, "floor": s.floor}  # (no FLOPs: traffic only)
+    doc = {"dims": dict(sorted(env.items())), "pipeline": pipeline if pipeline != "O0" else "O1", "nodes": rows,
+           "totals": {"unfused": cost(s.unfused, s.unfused_nodes), "fused": cost(s.fused, s.fused_nodes),
+                      **{k: {f: v for f, v in cost(c).items() if f != "flops"} for k, c in bounds.items()}},
+           "fused_over_unfused_bytes": ratio(s.fused.bytes, s.unfused.bytes)}
+    doc.update((f"fused_over_{k}_bytes", ratio(s.fused.bytes, c.bytes)) for k, c in bounds.items())
+    return doc

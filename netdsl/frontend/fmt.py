@@ -48,7 +48,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..errors import NetDSLError
-    from ..params import write_atomically
+    from ..files import write_atomically
     from .parser import decode
 
     changed: list[tuple[Path, str]] = []

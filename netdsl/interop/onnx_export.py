@@ -247,7 +247,8 @@ def export_onnx(graph: Graph, weights: Mapping[str, np.ndarray] | None, path: st
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from ..params import check_weights, check_writable, write_atomically
+    from ..files import check_writable, write_atomically
+    from ..params import check_weights
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise NetDSLError(f"cannot export with opset {opset}", hint=f"choose an opset from {MIN_OPSET} to {MAX_OPSET}")
@@ -318,7 +319,8 @@ def _live(nodes: list, live: set[str]) -> list:
 def run(args) -> int:
     """The CLI: load, (run the passes), export, print one line."""
     from ..frontend import load
-    from ..params import check_writable, init_weights, load_weights, parse_seed
+    from ..files import check_writable
+    from ..params import init_weights, load_weights, parse_seed
 
     try:
         import onnx  # noqa: F401

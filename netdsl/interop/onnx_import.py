@@ -86,7 +86,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """Import ``args.model``; write ``args.output`` and the weights beside it, or nothing at all."""
-    from ..params import check_writable, save_weights, write_atomically
+    from ..files import check_writable, write_atomically
+    from ..params import save_weights
 
     out = Path(args.output)
     weights_path = out.with_suffix(".safetensors")
