@@ -95,6 +95,45 @@ def pool2d_kernel(
 
 
 @triton.jit
+def _max_nan(a, b):
+    # the combine of the final reduction: a NaN wins, as in torch
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _global_reduce(x_ptr, sxn, sxp, HW, C, USE_INT64: tl.constexpr, IS_MAX: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's BLOCK_C channels of sample n over all HW pixels: their sum, or their max (a NaN stays
+    NaN); streams HW x BLOCK_C inputs once, BLOCK_M pixels at a time. Returns (n, columns, their mask, result)."""
+    n = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = cols < C
+    offs_p = tl.arange(0, BLOCK_M)
+    base = x_ptr + n * sxn
+    if USE_INT64:
+        base = x_ptr + n.to(tl.int64) * sxn
+    if IS_MAX:
+        acc = tl.full((BLOCK_M, BLOCK_C), float("-inf"), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
+    for p0 in range(0, HW, BLOCK_M):
+        p = p0 + offs_p
+        mask = (p < HW)[:, None] & mask_c[None, :]
+        if USE_INT64:
+            p = p.to(tl.int64)
+        if IS_MAX:
+            v = tl.load(base + p[:, None] * sxp + cols[None, :], mask=mask, other=float("-inf")).to(tl.float32)
+            acc = tl.maximum(acc, v, propagate_nan=tl.PropagateNan.ALL)
+        else:
+            acc += tl.load(base + p[:, None] * sxp + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if IS_MAX:
+        result = tl.reduce(acc, 0, _max_nan)
+    else:
+        result = tl.sum(acc, axis=0)
+    return n, cols, mask_c, result
+
+
+@triton.jit
 def global_avgpool_kernel(
     x_ptr, sxn, sxp,                # input [N, HW, C]: sample stride, pixel stride, channel stride 1
     out_ptr, out_stride,            # output [N, C] rows
@@ -103,29 +142,8 @@ def global_avgpool_kernel(
     BLOCK_M: tl.constexpr,          # pixels per chunk
     BLOCK_C: tl.constexpr,          # channels per program
 ):
-    n = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = cols < C
-    offs_p = tl.arange(0, BLOCK_M)
-    base = x_ptr + n * sxn
-    if USE_INT64:
-        base = x_ptr + n.to(tl.int64) * sxn
-    acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
-    for p0 in range(0, HW, BLOCK_M):
-        p = p0 + offs_p
-        mask = (p < HW)[:, None] & mask_c[None, :]
-        if USE_INT64:
-            p = p.to(tl.int64)
-        # stream HW x BLOCK_C inputs once, BLOCK_M pixels at a time.
-        acc += tl.load(base + p[:, None] * sxp + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(acc, axis=0) * inv_hw
-    tl.store(out_ptr + n * out_stride + cols, mean.to(out_ptr.dtype.element_ty), mask=mask_c)
-
-
-@triton.jit
-def _max_nan(a, b):
-    # the combine of the final reduction: a NaN wins, as in torch
-    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+    n, cols, mask_c, total = _global_reduce(x_ptr, sxn, sxp, HW, C, USE_INT64, False, BLOCK_M, BLOCK_C)
+    tl.store(out_ptr + n * out_stride + cols, (total * inv_hw).to(out_ptr.dtype.element_ty), mask=mask_c)
 
 
 @triton.jit
@@ -137,23 +155,7 @@ def global_maxpool_kernel(
     BLOCK_M: tl.constexpr,          # pixels per chunk
     BLOCK_C: tl.constexpr,          # channels per program
 ):
-    n = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = cols < C
-    offs_p = tl.arange(0, BLOCK_M)
-    base = x_ptr + n * sxn
-    if USE_INT64:
-        base = x_ptr + n.to(tl.int64) * sxn
-    acc = tl.full((BLOCK_M, BLOCK_C), float("-inf"), dtype=tl.float32)
-    for p0 in range(0, HW, BLOCK_M):
-        p = p0 + offs_p
-        mask = (p < HW)[:, None] & mask_c[None, :]
-        if USE_INT64:
-            p = p.to(tl.int64)
-        # stream HW x BLOCK_C inputs once, BLOCK_M pixels at a time; a NaN stays NaN.
-        v = tl.load(base + p[:, None] * sxp + cols[None, :], mask=mask, other=float("-inf")).to(tl.float32)
-        acc = tl.maximum(acc, v, propagate_nan=tl.PropagateNan.ALL)
-    top = tl.reduce(acc, 0, _max_nan)
+    n, cols, mask_c, top = _global_reduce(x_ptr, sxn, sxp, HW, C, USE_INT64, True, BLOCK_M, BLOCK_C)
     tl.store(out_ptr + n * out_stride + cols, top.to(out_ptr.dtype.element_ty), mask=mask_c)
 
 
