@@ -100,10 +100,11 @@ def output_keys(graph: Graph) -> list[str]:
 def data_edges(graph: Graph) -> list[Edge]:
     """Every (producer, consumer) pair once, graph inputs and outputs included, in graph order."""
     source = {v.name: f"input:{v.name}" for v in graph.inputs}
-    for node, key in zip(graph.nodes, node_keys(graph)):
+    keys = node_keys(graph)
+    for node, key in zip(graph.nodes, keys):
         source.update((v.name, key) for v in node.outputs)
     flows: dict[tuple[str, str], dict[str, Value]] = {}
-    for node, key in zip(graph.nodes, node_keys(graph)):
+    for node, key in zip(graph.nodes, keys):
         for v in node.inputs:
             flows.setdefault((source[v.name], key), {})[v.name] = v
     for v, key in zip(graph.outputs, output_keys(graph)):
